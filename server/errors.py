@@ -1,0 +1,57 @@
+"""OAuth errors as values: raised where a rule fails, rendered in exactly one place (server.render)."""
+
+from __future__ import annotations
+
+import re
+
+# RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
+_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+
+
+class OAuthError(Exception):
+    """An OAuth 2.0 error response: `error` code, HTTP status and a safe, fixed description.
+
+    The description is written by us, never built from request input, and is filtered
+    to RFC 6749's character set anyway so that no caller can break the rule.
+    """
+
+    def __init__(self, error: str, description: str, status: int = 400,
+                 headers: dict[str, str] | None = None, reason: str | None = None) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = _UNSAFE.sub("?", description)
+        self.status = status
+        self.headers = dict(headers or {})
+        # A short machine-readable reason for the audit log (e.g. "signature", "replay").
+        self.reason = reason or error
+
+
+def invalid_request(description: str, reason: str | None = None) -> OAuthError:
+    return OAuthError("invalid_request", description, 400, reason=reason)
+
+
+def invalid_client(description: str, reason: str | None = None) -> OAuthError:
+    # RFC 6749 §5.2: 401 with WWW-Authenticate when the client tried to authenticate.
+    return OAuthError("invalid_client", description, 401,
+                      {"WWW-Authenticate": 'Bearer realm="oauth2", error="invalid_client"'},
+                      reason=reason)
+
+
+def invalid_grant(description: str, reason: str | None = None) -> OAuthError:
+    return OAuthError("invalid_grant", description, 400, reason=reason)
+
+
+def invalid_scope(description: str) -> OAuthError:
+    return OAuthError("invalid_scope", description, 400)
+
+
+def unauthorized_client(description: str) -> OAuthError:
+    return OAuthError("unauthorized_client", description, 400)
+
+
+def unsupported_grant_type(description: str) -> OAuthError:
+    return OAuthError("unsupported_grant_type", description, 400)
+
+
+def temporarily_unavailable(description: str) -> OAuthError:
+    return OAuthError("temporarily_unavailable", description, 503, {"Retry-After": "5"})
