@@ -1,0 +1,120 @@
+"""Entry point: `create_app()` builds the server from deployment.toml; `python app.py` serves it
+under gunicorn (HTTPS with the primary keystore's key pair)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from handlers import chain as handler_chain
+from keystore.store import Keystore, KeystoreError
+from server import config
+from server.cli import register_cli
+from server.forms import MAX_BODY_BYTES
+from server.services import Services, build_services
+from server.views import bp, register_error_handlers
+from storage.database import open_database
+from storage.schema import upgrade
+
+
+@dataclass
+class IdP:
+    services: Services
+    chain: handler_chain.Chain
+
+
+def open_keystore(settings: config.Settings, create: bool = True) -> Keystore:
+    """The primary keystore; created (RSA 2048, self-signed for the hostname) the first time."""
+    ks = settings.keystore
+    path = settings.resolve(ks["file_name"])
+    try:
+        if not path.exists() and create:
+            return Keystore.create(str(path), ks["type"], ks["password"], ks["alias"], settings.server["hostname"])
+        return Keystore.load(str(path), ks["type"], ks["password"], ks["alias"])
+    except KeystoreError as exc:
+        raise settings.error(("keystore", "primary", "file_name"), str(exc)) from None
+
+
+def create_app(deployment_toml: str | None = None) -> Flask:
+    """Build the app; raises config.ConfigError with one line for any mistake in deployment.toml."""
+    settings = config.load(deployment_toml)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    db = open_database(settings.database_url, settings.path.parent)
+    services = build_services(settings, db, open_keystore(settings))
+    try:
+        chain = handler_chain.build(settings, services)
+    except ValueError as exc:  # a handler refused its properties
+        raise config.ConfigError(f"{settings.path.name}: event_listener: {exc}") from None
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["idp"] = IdP(services, chain)
+    app.register_blueprint(bp)
+    register_error_handlers(app)
+    register_cli(app)
+
+    @app.teardown_appcontext
+    def _close_db(exc):
+        # SQLite connections stay open per thread; network databases are returned after each request.
+        if not db.__class__.__name__.startswith("Sqlite") and not db.is_closed():
+            db.close()
+
+    return app
+
+
+def serve(deployment_toml: str | None = None) -> None:
+    """Prepare (keystore, schema, TLS files) in the master, then run gunicorn's workers."""
+    from gunicorn.app.base import BaseApplication
+
+    try:
+        app = create_app(deployment_toml)
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    idp: IdP = app.extensions["idp"]
+    settings = idp.services.settings
+    upgrade(idp.services.db)
+    idp.services.db.close()  # never share a connection with the forked workers
+
+    server = settings.server
+    options = {
+        "bind": f"{server['bind_address']}:{server['port']}",
+        "workers": server["workers"],
+        "worker_class": "gthread",
+        "threads": server["threads"],
+        "keepalive": 5,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "preload_app": True,
+        "control_socket_disable": True,  # several servers may run on one machine
+    }
+    if server["tls"]:
+        tls_dir = settings.resolve("var/tls")
+        tls_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(tls_dir, 0o700)
+        options["certfile"], options["keyfile"] = idp.services.keystore().write_tls_files(str(tls_dir))
+
+    class Server(BaseApplication):
+        def load_config(self):
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    Server().run()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1] if len(sys.argv) > 1 else None)

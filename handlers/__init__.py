@@ -1,0 +1,1 @@
+"""The handler chain: the contract (handlers.base), the loader (handlers.chain), one module per handler."""

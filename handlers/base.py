@@ -1,0 +1,80 @@
+"""The handler contract.
+
+A handler is a class in a module under handlers/. It declares its stage, default order, WSO2
+alias (if any) and typed properties; the loader (handlers.chain) builds it from an
+[[event_listener]] entry or, for a built-in with no entry, from its defaults. Handlers receive
+the request and the shared services explicitly and return or raise OAuthError: no Flask globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from server.request import AuthAttempt, AuthenticatedClient, Grant, TokenRequest
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+STAGES = ("client_authentication", "grant", "issuer", "listener")
+
+
+@dataclass(frozen=True)
+class Property:
+    """A handler property: its type (bool, int, str, list, or a tuple of allowed values),
+    its default, and one line of documentation."""
+
+    kind: Any
+    default: Any
+    doc: str = ""
+
+
+class Handler:
+    stage: ClassVar[str]
+    default_order: ClassVar[int] = 100
+    wso2_name: ClassVar[str | None] = None
+    properties: ClassVar[dict[str, Property]] = {}
+
+    def __init__(self, services: "Services", props: dict[str, Any]) -> None:
+        self.services = services
+        self.props = props
+        self.order = self.default_order
+
+
+class ClientAuthenticator(Handler):
+    stage = "client_authentication"
+    methods: ClassVar[tuple[str, ...]] = ()
+
+    def can_handle(self, request: TokenRequest) -> bool:
+        raise NotImplementedError
+
+    def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
+        raise NotImplementedError
+
+    def metadata(self) -> dict[str, Any]:
+        """Discovery metadata this authenticator contributes."""
+        return {}
+
+
+class GrantHandler(Handler):
+    stage = "grant"
+    grant_type: ClassVar[str]
+
+    def handle(self, request: TokenRequest, client: AuthenticatedClient) -> Grant:
+        raise NotImplementedError
+
+
+class TokenIssuer(Handler):
+    stage = "issuer"
+
+    def issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Listener(Handler):
+    """Observes events; an exception in a listener is logged and never changes the outcome."""
+
+    stage = "listener"
+
+    def on_event(self, event: str, data: dict[str, Any]) -> None:
+        raise NotImplementedError

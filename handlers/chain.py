@@ -1,0 +1,227 @@
+"""Build the chain from deployment.toml and run a token request through it.
+
+Names in `[[event_listener]] name` resolve to a handler class by, in this order: the WSO2 Java
+class name of a built-in handler, `module.Class` or `handlers.module.Class` for a class in a
+module under handlers/, or `module` when that module defines exactly one handler class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers.base import STAGES, ClientAuthenticator, GrantHandler, Handler, Listener, TokenIssuer
+from server import config
+from server.errors import OAuthError, invalid_client, invalid_request, unsupported_grant_type
+from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+
+log = logging.getLogger("handlers.chain")
+
+# Built-in handlers run with their defaults even when deployment.toml does not name them.
+BUILTIN_MODULES = ("private_key_jwt", "client_secret", "client_credentials", "token_issuer", "audit_log")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _handler_classes(module) -> list[type[Handler]]:
+    return [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+            if issubclass(obj, Handler) and obj.__module__ == module.__name__
+            and getattr(obj, "stage", None) in STAGES]
+
+
+def _import(module_name: str, fail) -> Any:
+    try:
+        return importlib.import_module(f"handlers.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"handlers.{module_name}",):
+            raise fail(f"no module handlers/{module_name}.py") from None
+        raise fail(f"handlers/{module_name}.py cannot be imported: missing module {exc.name}") from None
+    except Exception as exc:  # a broken handler module must stop start-up with one line
+        line = getattr(exc, "lineno", None)
+        where = f" at line {line}" if line else ""
+        raise fail(f"handlers/{module_name}.py cannot be imported: {exc.__class__.__name__}{where}") from None
+
+
+def _builtin_classes() -> list[type[Handler]]:
+    classes: list[type[Handler]] = []
+    for name in BUILTIN_MODULES:
+        classes += _handler_classes(importlib.import_module(f"handlers.{name}"))
+    return classes
+
+
+def resolve(name: str, fail) -> type[Handler]:
+    """The handler class an [[event_listener]] name refers to."""
+    for cls in _builtin_classes():
+        if cls.wso2_name == name:
+            return cls
+    parts = name.split(".")
+    if parts[0] == "handlers":
+        parts = parts[1:]
+    if not parts or len(parts) > 2 or not all(_MODULE.match(p) for p in parts):
+        raise fail("does not name a built-in handler or a module in handlers/")
+    module = _import(parts[0], fail)
+    classes = _handler_classes(module)
+    if len(parts) == 2:
+        for cls in classes:
+            if cls.__name__ == parts[1]:
+                return cls
+        raise fail(f"handlers/{parts[0]}.py has no handler class {parts[1]}")
+    if len(classes) != 1:
+        raise fail(f"handlers/{parts[0]}.py defines {len(classes)} handler classes; name one as module.Class")
+    return classes[0]
+
+
+def _properties(cls: type[Handler], entry: config.ListenerEntry | None, settings: config.Settings) -> dict[str, Any]:
+    values = {key: prop.default for key, prop in cls.properties.items()}
+    if entry is None:
+        return values
+    for key, located in entry.properties.items():
+        if key not in cls.properties:
+            known = ", ".join(sorted(cls.properties)) or "none"
+            raise settings.error(located.key_path, f"unknown property of {cls.__name__} (known: {known})")
+        try:
+            values[key] = config.coerce(located.value, cls.properties[key].kind, "the value")
+        except ValueError as exc:
+            raise settings.error(located.key_path, str(exc)) from None
+    return values
+
+
+@dataclass
+class Chain:
+    authenticators: list[ClientAuthenticator] = field(default_factory=list)
+    grants: dict[str, GrantHandler] = field(default_factory=dict)
+    issuer: TokenIssuer | None = None
+    listeners: list[Listener] = field(default_factory=list)
+
+    # --- the token request ------------------------------------------------------------
+
+    def token(self, request: TokenRequest) -> dict[str, Any]:
+        grant_type = request.form.get("grant_type")
+        if not grant_type:
+            raise invalid_request("The grant_type parameter is missing")
+        handler = self.grants.get(grant_type)
+        # Checked before authentication, so that a request that cannot succeed never uses up
+        # the jti of a valid client assertion.
+        if handler is None:
+            raise unsupported_grant_type("This grant type is not supported")
+        client = self.authenticate(request)
+        try:
+            grant = handler.handle(request, client)
+            assert self.issuer is not None
+            response = self.issuer.issue(request, client, grant)
+        except OAuthError as exc:
+            self.emit("token_error", {"request_id": request.request_id, "client_id": client.client.client_id,
+                                      "grant_type": grant_type, "error": exc.error, "reason": exc.reason})
+            raise
+        self.emit("token_issued", {"request_id": request.request_id, "client_id": client.client.client_id,
+                                   "grant_type": grant_type, "scope": response.get("scope", "")})
+        return response
+
+    def authenticate(self, request: TokenRequest) -> AuthenticatedClient:
+        """Exactly one authentication method per request (RFC 6749 §2.3)."""
+        attempt = AuthAttempt()
+        try:
+            if len(credential_kinds(request)) > 1:
+                raise invalid_request("More than one client authentication method was used",
+                                      reason="multiple_methods")
+            able = [a for a in self.authenticators if a.can_handle(request)]
+            if not able:
+                raise invalid_client("Client authentication is required", reason="no_credentials")
+            attempt.method = able[0].methods[0] if len(able[0].methods) == 1 else ""
+            result = able[0].authenticate(request, attempt)
+        except OAuthError as exc:
+            self._audit(request, attempt, "failure", exc.reason)
+            raise
+        self._audit(request, attempt, "success", None)
+        return result
+
+    def _audit(self, request: TokenRequest, attempt: AuthAttempt, outcome: str, reason: str | None) -> None:
+        self.emit("client_authentication", {
+            "request_id": request.request_id, "client_id": attempt.client_id, "method": attempt.method or None,
+            "alg": attempt.alg, "kid": attempt.kid, "outcome": outcome, "reason": reason,
+            "remote_addr": request.remote_addr})
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_event(event, data)
+            except Exception:  # listeners observe; they never change the outcome
+                log.exception("listener %s failed on %s", type(listener).__name__, event)
+
+    # --- discovery --------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        methods: list[str] = []
+        extra: dict[str, Any] = {}
+        for a in self.authenticators:
+            methods += [m for m in a.methods if m not in methods]
+            extra.update(a.metadata())
+        return {"grant_types_supported": sorted(self.grants),
+                "token_endpoint_auth_methods_supported": methods, **extra}
+
+
+def credential_kinds(request: TokenRequest) -> set[str]:
+    """Which client authentication methods the request carries, whatever handlers are enabled."""
+    kinds = set()
+    if "authorization" in request.headers:
+        kinds.add("authorization_header")
+    if "client_secret" in request.form:
+        kinds.add("client_secret")
+    if "client_assertion" in request.form or "client_assertion_type" in request.form:
+        kinds.add("client_assertion")
+    return kinds
+
+
+def build(settings: config.Settings, services) -> Chain:
+    """Instantiate and order the handlers; every mistake is a ConfigError naming the line."""
+    chosen: dict[type[Handler], config.ListenerEntry | None] = {cls: None for cls in _builtin_classes()}
+    disabled: set[type[Handler]] = set()
+    named: dict[type[Handler], str] = {}
+    for entry in settings.listeners:
+        cls = resolve(entry.name, lambda msg, e=entry: settings.error(e.key_path + ("name",), msg))
+        if cls in named:
+            raise settings.error(entry.key_path + ("name",),
+                                 f"the same handler is already configured by id {named[cls]}")
+        named[cls] = entry.id
+        if not entry.enable:
+            disabled.add(cls)
+        chosen[cls] = entry
+
+    instances: list[Handler] = []
+    for cls, entry in chosen.items():
+        if cls in disabled:
+            continue
+        handler = cls(services, _properties(cls, entry, settings))
+        if entry is not None and entry.order is not None:
+            handler.order = entry.order
+        instances.append(handler)
+    instances.sort(key=lambda h: h.order)
+
+    chain = Chain()
+    for handler in instances:
+        if isinstance(handler, ClientAuthenticator):
+            chain.authenticators.append(handler)
+        elif isinstance(handler, GrantHandler):
+            if handler.grant_type in chain.grants:
+                raise settings.error(_where(chosen, handler),
+                                     f"grant type {handler.grant_type} already has a handler")
+            chain.grants[handler.grant_type] = handler
+        elif isinstance(handler, TokenIssuer):
+            if chain.issuer is not None:
+                raise settings.error(_where(chosen, handler), "only one token issuer may be enabled")
+            chain.issuer = handler
+        elif isinstance(handler, Listener):
+            chain.listeners.append(handler)
+    if chain.issuer is None:
+        raise config.ConfigError(f"{settings.path.name}: event_listener: no token issuer is enabled")
+    if not chain.authenticators:
+        raise config.ConfigError(f"{settings.path.name}: event_listener: no client authenticator is enabled")
+    return chain
+
+
+def _where(chosen: dict, handler: Handler) -> tuple:
+    entry = chosen.get(type(handler))
+    return entry.key_path + ("name",) if entry else ("event_listener",)

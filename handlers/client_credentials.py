@@ -1,0 +1,41 @@
+"""The client credentials grant (RFC 6749 §4.4)."""
+
+from __future__ import annotations
+
+import re
+
+from handlers.base import GrantHandler
+from server.errors import invalid_request, invalid_scope, unauthorized_client
+from server.request import AuthenticatedClient, Grant, TokenRequest
+
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+
+
+def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
+    """The scope parameter as a tuple of distinct tokens, or None when absent."""
+    raw = request.form.get("scope")
+    if raw is None:
+        return None
+    tokens = raw.split(" ")
+    if not all(_SCOPE_TOKEN.match(t) for t in tokens):
+        raise invalid_request("The scope parameter is malformed")
+    return tuple(dict.fromkeys(tokens))
+
+
+class ClientCredentialsGrantHandler(GrantHandler):
+    grant_type = "client_credentials"
+    default_order = 100
+    wso2_name = "org.wso2.carbon.identity.oauth2.token.handlers.grant.ClientCredentialsGrantHandler"
+
+    def handle(self, request: TokenRequest, client: AuthenticatedClient) -> Grant:
+        registered = client.client
+        if self.grant_type not in registered.grant_types:
+            raise unauthorized_client("The client is not registered for the client_credentials grant")
+        scopes = requested_scopes(request)
+        if scopes is None:
+            # RFC 6749 §3.3: no scope requested → the client's registered scopes.
+            return Grant(registered.scopes)
+        if any(s not in registered.scopes for s in scopes):
+            raise invalid_scope("A requested scope is not allowed for this client")
+        return Grant(scopes)

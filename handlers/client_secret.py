@@ -1,0 +1,58 @@
+"""client_secret_basic and client_secret_post (RFC 6749 §2.3.1); secrets are stored hashed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import unquote
+
+from handlers.base import ClientAuthenticator
+from server.errors import invalid_client, invalid_request
+from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from storage import clients
+
+
+class ClientSecretAuthenticator(ClientAuthenticator):
+    methods = ("client_secret_basic", "client_secret_post")
+    default_order = 900
+    wso2_name = "org.wso2.carbon.identity.oauth2.client.authentication.BasicAuthClientAuthenticator"
+
+    def can_handle(self, request: TokenRequest) -> bool:
+        return "authorization" in request.headers or "client_secret" in request.form
+
+    def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
+        if "authorization" in request.headers:
+            attempt.method = "client_secret_basic"
+            client_id, secret = _basic_credentials(request.headers["authorization"])
+            if "client_id" in request.form and request.form["client_id"] != client_id:
+                raise invalid_client("The client_id parameter does not match the Authorization header",
+                                     reason="client_id")
+        else:
+            attempt.method = "client_secret_post"
+            client_id = request.form.get("client_id", "")
+            secret = request.form["client_secret"]
+            if not client_id:
+                raise invalid_request("The client_id parameter is missing", reason="client_id")
+        attempt.client_id = client_id
+        client = clients.get(client_id) if 0 < len(client_id) <= 255 and "\x00" not in client_id else None
+        # Same answer for an unknown client and a wrong secret: no client enumeration.
+        if client is None or not clients.secret_matches(client, secret):
+            raise invalid_client("Client authentication failed", reason="bad_secret" if client else "unknown_client")
+        if client.auth_method != attempt.method:
+            raise invalid_client(f"The client is not registered for {attempt.method}", reason="wrong_method")
+        return AuthenticatedClient(client, attempt.method)
+
+
+def _basic_credentials(header: str) -> tuple[str, str]:
+    """RFC 6749 §2.3.1 / RFC 7617: Basic base64(urlencode(id) ":" urlencode(secret))."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        raise invalid_client("The Authorization header must use the Basic scheme", reason="authorization_scheme")
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise invalid_client("The Authorization header is malformed", reason="authorization_malformed") from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise invalid_client("The Authorization header is malformed", reason="authorization_malformed")
+    return unquote(client_id), unquote(secret)

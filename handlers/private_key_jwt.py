@@ -1,0 +1,271 @@
+"""private_key_jwt client authentication (RFC 7523 §2.2 and §3, OpenID Connect Core §9).
+
+The order of the checks matters: strict parse → client → algorithm → key → signature → claims
+→ replay. The jti is recorded last, so a request that fails any other check (a forged
+signature above all) never uses up a legitimate client's jti.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import time
+from typing import Any
+
+from OpenSSL import crypto
+
+from handlers.base import ClientAuthenticator, Property
+from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
+from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
+from keystore.jwks_uri import JWKSFetchError
+from server.errors import invalid_client, invalid_request
+from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from storage import clients
+
+log = logging.getLogger("handlers.private_key_jwt")
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# The typ values a client assertion may carry (RFC 7515 §4.1.9: compared case-insensitively,
+# "application/" may be omitted; draft-ietf-oauth-rfc7523bis registers client-authentication+jwt).
+ACCEPTED_TYP = {"jwt", "client-authentication+jwt"}
+# Identifiers that reach the database: printable, bounded (no NUL for PostgreSQL, no control characters).
+_IDENTIFIER = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+MAX_KEYS_TRIED = 3
+
+
+class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
+    methods = ("private_key_jwt",)
+    default_order = 899
+    wso2_name = "org.wso2.carbon.identity.oauth2.token.handler.clientauth.jwt.PrivateKeyJWTClientAuthenticator"
+    properties = {
+        "PreventTokenReuse": Property(bool, True, "refuse a jti already used by the client until its exp has passed"),
+        "RejectBeforeInMinutes": Property(int, 300, "refuse assertions whose iat is older than this; 0 disables"),
+        "TokenEndpointAlias": Property(str, "", "another audience value accepted besides the issuer"),
+        "MaxLifetimeInMinutes": Property(int, 60, "refuse assertions whose exp is further away than this"),
+        "AudiencePolicy": Property(("strict", "legacy"), "strict", "how aud is checked; clients may override"),
+        "AllowSingleElementAudienceArray": Property(bool, False, "strict policy: accept [issuer] as well as issuer"),
+        "SigningAlgorithms": Property(list, list(SIGNING_ALGORITHMS), "JWS algorithms accepted"),
+    }
+
+    def __init__(self, services, props: dict[str, Any]) -> None:
+        super().__init__(services, props)
+        unknown = [a for a in props["SigningAlgorithms"] if a not in SIGNING_ALGORITHMS]
+        if unknown or not props["SigningAlgorithms"]:
+            raise ValueError("SigningAlgorithms may only name " + " ".join(SIGNING_ALGORITHMS))
+        self.algorithms = tuple(props["SigningAlgorithms"])
+        self.skew = services.settings.timestamp_skew
+
+    def metadata(self) -> dict[str, Any]:
+        return {"token_endpoint_auth_signing_alg_values_supported": list(self.algorithms)}
+
+    def can_handle(self, request: TokenRequest) -> bool:
+        return "client_assertion" in request.form or "client_assertion_type" in request.form
+
+    # --- the checks ----------------------------------------------------------------------
+
+    def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
+        attempt.method = "private_key_jwt"
+        form = request.form
+        # RFC 7521 §4.2: both parameters, the type exactly this URN.
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise invalid_request("client_assertion_type must be " + ASSERTION_TYPE, reason="assertion_type")
+        if "client_assertion" not in form:
+            raise invalid_request("The client_assertion parameter is missing", reason="assertion_missing")
+        try:
+            jws = parse_compact_jws(form["client_assertion"])
+        except MalformedJWS as exc:
+            raise invalid_client(f"The client assertion is malformed: {exc}", reason="malformed") from None
+        header, claims = jws.header, jws.payload
+        alg = header["alg"]
+        attempt.alg = alg if isinstance(alg, str) and len(alg) <= 20 else None
+        kid = header.get("kid")
+        if kid is not None and not (isinstance(kid, str) and _IDENTIFIER.match(kid)):
+            raise invalid_client("The kid header must be a non-empty string", reason="kid")
+        attempt.kid = kid
+
+        # RFC 7523 §3 items 1 and 2: iss and sub are both the client id.
+        iss, sub = claims.get("iss"), claims.get("sub")
+        if not isinstance(sub, str) or not _IDENTIFIER.match(sub):
+            raise invalid_client("The sub claim must be the client id", reason="sub")
+        attempt.client_id = sub
+        if iss != sub:
+            raise invalid_client("The iss claim must equal the sub claim", reason="iss")
+        if "client_id" in form and form["client_id"] != sub:
+            raise invalid_client("The client_id parameter does not match the client assertion", reason="client_id")
+        client = clients.get(sub)
+        if client is None:
+            raise invalid_client("Unknown client", reason="unknown_client")
+        if client.auth_method != "private_key_jwt":
+            raise invalid_client("The client is not registered for private_key_jwt", reason="wrong_method")
+
+        self._check_typ(header)
+        self._check_alg(alg, client.signing_alg)
+        self._check_signature(jws, alg, kid, client)
+        exp_time = self._check_claims(claims, request, client.audience_policy)
+
+        # Replay last (RFC 7523 §3 item 7), keyed by (client id, jti), never by the token text.
+        prevent = self.props["PreventTokenReuse"] if client.token_reuse is None else client.token_reuse == "prevent"
+        if not self.services.replay.use(client.client_id, claims["jti"], exp_time, prevent):
+            raise invalid_client("The client assertion has already been used (jti replay)", reason="replay")
+        return AuthenticatedClient(client, "private_key_jwt")
+
+    @staticmethod
+    def _check_typ(header: dict) -> None:
+        typ = header.get("typ")
+        if typ is None:
+            return
+        if not isinstance(typ, str):
+            raise invalid_client("The typ header must be a string", reason="typ")
+        value = typ.lower()
+        if value.startswith("application/"):
+            value = value[len("application/"):]
+        if value not in ACCEPTED_TYP:
+            raise invalid_client("The typ header must be JWT or client-authentication+jwt", reason="typ")
+
+    def _check_alg(self, alg: Any, pinned: str | None) -> None:
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise invalid_client("The signing algorithm is not accepted", reason="alg")
+        # The client's registered token_endpoint_auth_signing_alg (RFC 7591 §2).
+        if pinned and not (alg == pinned or {alg, pinned} == {"EdDSA", "Ed25519"}):
+            raise invalid_client("The signing algorithm is not the one registered for the client", reason="alg_pinned")
+
+    # --- keys and signature --------------------------------------------------------------
+
+    def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient) -> None:
+        keys, source = self._keys(client)
+        candidates = self._select(keys, alg, kid, source)
+        if not candidates and source == "jwks_uri" and kid is not None:
+            # An unknown kid may mean the client rotated its keys: refetch (rate-limited).
+            try:
+                keys = self.services.jwks_fetcher.refresh(client.jwks_uri)
+            except JWKSFetchError as exc:
+                raise invalid_client(f"The client jwks_uri could not be used: {exc}", reason="jwks_uri") from None
+            candidates = self._select(keys, alg, kid, source)
+        if not candidates:
+            raise invalid_client("No registered key of the client matches the kid and algorithm", reason="no_key")
+        for key in candidates[:MAX_KEYS_TRIED]:
+            try:
+                if verifier(key, alg).verify(jws.signing_input, jws.signature):
+                    return
+            except UnsuitableKey:
+                continue
+        raise invalid_client("The client assertion signature is invalid", reason="signature")
+
+    @staticmethod
+    def _select(keys: list[PublicKey], alg: str, kid: str | None, source: str) -> list[PublicKey]:
+        # kid selects by exact match (RFC 7515 §4.1.4); a keystore certificate has no kid.
+        if kid is not None and source != "keystore":
+            keys = [k for k in keys if k.kid == kid]
+        return [k for k in keys if k.fits(alg)]
+
+    def _keys(self, client: clients.RegisteredClient) -> tuple[list[PublicKey], str]:
+        """The client's keys, in this order: inline JWKS, jwks_uri, keystore certificate by alias."""
+        if client.jwks:
+            try:
+                return list(_jwks_keys(client.jwks)), "jwks"
+            except InvalidKey:
+                raise invalid_client("The client registered JWKS is not usable", reason="jwks") from None
+        if client.jwks_uri:
+            try:
+                return self.services.jwks_fetcher.keys(client.jwks_uri), "jwks_uri"
+            except JWKSFetchError as exc:
+                raise invalid_client(f"The client jwks_uri could not be used: {exc}", reason="jwks_uri") from None
+        cert = self.services.keystore().trusted_certificate(client.client_id)
+        if cert is None:
+            raise invalid_client("No certificate for the client in the keystore", reason="no_certificate")
+        if cert.has_expired():
+            raise invalid_client("The client certificate in the keystore has expired", reason="certificate_expired")
+        not_before = cert.to_cryptography().not_valid_before_utc.timestamp()
+        if not_before > time.time() + self.skew:
+            raise invalid_client("The client certificate in the keystore is not yet valid", reason="certificate_not_yet_valid")
+        try:
+            return [_certificate_key(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert))], "keystore"
+        except InvalidKey as exc:
+            raise invalid_client(f"The client certificate key is not usable: {exc}", reason="certificate_key") from None
+
+    # --- claims --------------------------------------------------------------------------
+
+    def _check_claims(self, claims: dict, request: TokenRequest, client_policy: str | None) -> int:
+        """RFC 7523 §3; returns the time until which the jti must be remembered."""
+        now = time.time()
+        skew = self.skew
+        self._check_audience(claims.get("aud"), request, client_policy)
+
+        exp = _number(claims, "exp", required=True)
+        nbf = _number(claims, "nbf")
+        iat = _number(claims, "iat")
+        if exp < now - skew:  # RFC 7523 §3 item 4
+            raise invalid_client("The client assertion has expired", reason="expired")
+        if exp - now > self.props["MaxLifetimeInMinutes"] * 60 + skew:
+            raise invalid_client("The client assertion lifetime is too long", reason="lifetime")
+        if nbf is not None and nbf > now + skew:  # item 5
+            raise invalid_client("The client assertion is not yet valid (nbf)", reason="nbf")
+        if iat is not None:
+            if iat > now + skew:  # item 6
+                raise invalid_client("The client assertion iat is in the future", reason="iat_future")
+            reject_before = self.props["RejectBeforeInMinutes"]
+            if reject_before > 0 and iat < now - reject_before * 60 - skew:
+                raise invalid_client("The client assertion was issued too long ago (iat)", reason="iat_stale")
+            if iat > exp:
+                raise invalid_client("The client assertion iat is after its exp", reason="iat_exp")
+        if nbf is not None and nbf > exp:
+            raise invalid_client("The client assertion nbf is after its exp", reason="nbf_exp")
+
+        jti = claims.get("jti")  # item 7
+        if not isinstance(jti, str) or not _IDENTIFIER.match(jti):
+            raise invalid_client("The jti claim must be a string of 1 to 255 characters", reason="jti")
+        # Remembered while the assertion could still be accepted: exp plus the skew.
+        return math.ceil(exp) + skew
+
+    def _check_audience(self, aud: Any, request: TokenRequest, client_policy: str | None) -> None:
+        settings = self.services.settings
+        alias = self.props["TokenEndpointAlias"]
+        policy = client_policy or self.props["AudiencePolicy"]
+        if aud is None:
+            raise invalid_client("The aud claim is missing", reason="aud")
+        if policy == "strict":
+            # OpenID Connect Core §9 (2025 errata), FAPI 2.0: aud is the issuer, as one string.
+            if isinstance(aud, list) and len(aud) == 1 and self.props["AllowSingleElementAudienceArray"]:
+                aud = aud[0]
+            if not isinstance(aud, str):
+                raise invalid_client("The aud claim must be a single string (strict audience policy)", reason="aud")
+            if aud != settings.issuer and not (alias and aud == alias):
+                raise invalid_client("The aud claim must be the issuer identifier", reason="aud")
+            return
+        values = aud if isinstance(aud, list) else [aud]
+        if not values or not all(isinstance(v, str) for v in values):
+            raise invalid_client("The aud claim must be a string or an array of strings", reason="aud")
+        accepted = {settings.issuer, settings.token_endpoint, request.endpoint_url}
+        if alias:
+            accepted.add(alias)
+        if not any(v in accepted for v in values):
+            raise invalid_client("The aud claim does not identify this server", reason="aud")
+        log.info("legacy audience policy accepted aud for request %s", request.request_id)
+
+
+def _number(claims: dict, name: str, required: bool = False) -> float | None:
+    """A NumericDate (RFC 7519 §2): a JSON number, finite, not a boolean."""
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise invalid_client(f"The {name} claim is missing", reason=name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid_client(f"The {name} claim must be a number", reason=name)
+    if abs(value) > 1e13:  # far beyond year 2286: no legitimate clock produces it
+        raise invalid_client(f"The {name} claim is out of range", reason=name)
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _jwks_keys(jwks: str) -> tuple[PublicKey, ...]:
+    """Parsed once per distinct registered JWKS text; a changed registration is a new key."""
+    return tuple(parse_jwks(jwks))
+
+
+@functools.lru_cache(maxsize=1024)
+def _certificate_key(der: bytes) -> PublicKey:
+    cert = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+    return PublicKey.from_cryptography(cert.to_cryptography().public_key())

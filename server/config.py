@@ -1,0 +1,436 @@
+"""deployment.toml: read once at start-up, validated completely, reported precisely.
+
+Every option the server reads is declared in SCHEMA below with its type and default, so an
+operator's typo (an unknown key, a wrong type, a missing password) stops start-up with one
+message naming the key and its line instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+
+
+class ConfigError(Exception):
+    """A mistake in deployment.toml; str() is the one line printed at start-up."""
+
+
+# ---------------------------------------------------------------------------------------
+# Value coercion, shared by the fixed sections and by handler properties. WSO2 files mix
+# "100" and 100, "false" and false: both spellings are accepted, anything else is an error.
+
+def coerce(value: Any, kind: Any, what: str) -> Any:
+    """Return `value` as `kind` (bool, int, float, str, list, or a tuple of allowed strings)."""
+    if isinstance(kind, tuple):
+        if isinstance(value, str) and value in kind:
+            return value
+        raise ValueError(f"{what} must be one of {', '.join(kind)}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise ValueError(f"{what} must be true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
+            return int(value)
+        raise ValueError(f"{what} must be an integer")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,9}(\.\d{1,9})?\s*", value):
+            return float(value)
+        raise ValueError(f"{what} must be a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{what} must be a string")
+    if kind is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if isinstance(value, str):  # WSO2 style: "RS256, PS256"
+            return [v for v in re.split(r"[,\s]+", value) if v]
+        raise ValueError(f"{what} must be an array of strings")
+    raise TypeError(kind)
+
+
+# ---------------------------------------------------------------------------------------
+# The fixed sections. None as a default means "required".
+
+SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
+    ("server",): {
+        "hostname": (str, "localhost"),
+        "port": (int, 9443),
+        "bind_address": (str, "127.0.0.1"),
+        "workers": (int, 2),
+        "threads": (int, 4),
+        "tls": (bool, True),
+    },
+    ("database", "identity_db"): {
+        "url": (str, "sqlite:///var/identity.db"),
+    },
+    ("keystore", "primary"): {
+        "file_name": (str, "var/wso2carbon.p12"),
+        "type": (("PKCS12", "JKS"), "PKCS12"),
+        "password": (str, None),
+        "alias": (str, "wso2carbon"),
+    },
+    ("oauth",): {
+        "timestamp_skew": (int, 30),
+    },
+    ("oauth", "token_validation"): {
+        "app_access_token_validity": (int, 3600),
+    },
+    ("oauth", "oidc", "id_token"): {
+        "issuer": (str, ""),
+    },
+    ("oauth", "jwks_fetch"): {
+        "require_https": (bool, True),
+        "allowed_hosts": (list, []),
+        "timeout": (float, 3.0),
+        "max_bytes": (int, 65536),
+    },
+}
+ARRAYS = {("event_listener",), ("cache", "manager")}
+LISTENER_KEYS = {"id": str, "type": str, "name": str, "order": int, "enable": bool}
+CACHE_KEYS = {"name": str, "timeout": int, "capacity": int, "enable": bool}
+
+
+@dataclass(frozen=True)
+class Located:
+    """A value from the file with the key path it came from, for messages raised later."""
+
+    value: Any
+    key_path: tuple
+
+
+@dataclass(frozen=True)
+class ListenerEntry:
+    """One [[event_listener]]: which handler, its order, its raw properties."""
+
+    id: str
+    type: str
+    name: str
+    order: int | None
+    enable: bool
+    properties: dict[str, Located]
+    key_path: tuple
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    name: str
+    timeout_minutes: int
+    capacity: int
+    enable: bool
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    server: dict[str, Any]
+    database_url: str
+    keystore: dict[str, Any]
+    timestamp_skew: int
+    access_token_lifetime: int
+    issuer: str
+    jwks_fetch: dict[str, Any]
+    listeners: list[ListenerEntry] = field(default_factory=list)
+    caches: dict[str, CacheEntry] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.server["tls"] else "http"
+        port = self.server["port"]
+        default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+        host = self.server["hostname"]
+        return f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}"
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.base_url + "/oauth2/token"
+
+    def resolve(self, relative: str) -> Path:
+        """Files named in deployment.toml are relative to the directory that holds it."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.path.parent / p
+
+    def error(self, key_path: tuple, message: str) -> ConfigError:
+        return ConfigError(_message(self.path, _Lines.get(self.path), key_path, message))
+
+
+# ---------------------------------------------------------------------------------------
+# Line numbers. tomlkit keeps no positions for keys, so the source is scanned once: every
+# table header and key gets the path it defines, arrays of tables get their index.
+
+class _Lines:
+    _cache: dict[Path, dict[tuple, int]] = {}
+
+    @classmethod
+    def get(cls, path: Path) -> dict[tuple, int]:
+        return cls._cache.get(path, {})
+
+    @classmethod
+    def scan(cls, path: Path, text: str) -> dict[tuple, int]:
+        lines: dict[tuple, int] = {}
+        counts: dict[tuple, int] = {}
+        current: tuple = ()
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            header = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line)
+            if header:
+                name = _split_key(header.group(1))
+                counts[name] = counts.get(name, -1) + 1
+                current = name + (counts[name],)
+                lines.setdefault(current, number)
+                continue
+            header = re.match(r"^\[\s*([^\]]+?)\s*\]", line)
+            if header:
+                current = _in_array(_split_key(header.group(1)), counts)
+                lines.setdefault(current, number)
+                continue
+            key = re.match(r'^((?:"[^"]*"|[A-Za-z0-9_\-]+)(?:\s*\.\s*(?:"[^"]*"|[A-Za-z0-9_\-]+))*)\s*=', line)
+            if key:
+                lines.setdefault(current + _split_key(key.group(1)), number)
+        cls._cache[path] = lines
+        return lines
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    return tuple(p.strip().strip('"') for p in re.findall(r'"[^"]*"|[^.]+', dotted))
+
+
+def _in_array(name: tuple, counts: dict[tuple, int]) -> tuple:
+    # [event_listener.properties] belongs to the last [[event_listener]] seen.
+    for i in range(len(name), 0, -1):
+        if name[:i] in counts:
+            return name[:i] + (counts[name[:i]],) + name[i:]
+    return name
+
+
+def _line(lines: dict[tuple, int], key_path: tuple) -> int | None:
+    for i in range(len(key_path), 0, -1):
+        if key_path[:i] in lines:
+            return lines[key_path[:i]]
+    return None
+
+
+def _dotted(key_path: tuple) -> str:
+    out = ""
+    for part in key_path:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def _message(path: Path, lines: dict[tuple, int], key_path: tuple, message: str) -> str:
+    line = _line(lines, key_path)
+    where = f"{path.name}:{line}" if line else path.name
+    return f"{where}: {_dotted(key_path)}: {message}"
+
+
+# ---------------------------------------------------------------------------------------
+
+_ENV = re.compile(r"\$env\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute_env(value: Any, fail) -> Any:
+    """WSO2's $env{NAME}: replaced by the environment variable; a missing one is an error."""
+    if isinstance(value, str):
+        def repl(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise fail(f"environment variable {m.group(1)} is not set")
+            return os.environ[m.group(1)]
+        return _ENV.sub(repl, value)
+    if isinstance(value, list):
+        return [_substitute_env(v, fail) for v in value]
+    return value
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("DEPLOYMENT_TOML") or Path(__file__).resolve().parent.parent / "deployment.toml")
+
+
+def load(path: str | os.PathLike | None = None) -> Settings:
+    """Read and validate deployment.toml. Raises ConfigError with one precise line."""
+    path = Path(path) if path else default_path()
+    path = path.resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path.name}: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name}: cannot read the file ({exc.__class__.__name__})") from None
+    try:
+        document = tomlkit.parse(text).unwrap()
+    except ParseError as exc:
+        raise ConfigError(f"{path.name}:{exc.line}: not valid TOML ({_toml_reason(exc)})") from None
+    lines = _Lines.scan(path, text)
+
+    def fail(key_path: tuple, message: str) -> ConfigError:
+        return ConfigError(_message(path, lines, key_path, message))
+
+    values: dict[tuple, dict[str, Any]] = {}
+    _check_unknown(document, (), fail)
+    for section, keys in SCHEMA.items():
+        table = _get(document, section)
+        if table is not None and not isinstance(table, dict):
+            raise fail(section, "must be a table")
+        table = table or {}
+        out: dict[str, Any] = {}
+        for key, (kind, default) in keys.items():
+            key_path = section + (key,)
+            if key not in table:
+                if default is None:
+                    raise fail(section + (key,) if section in lines else section, "is required")
+                out[key] = default
+                continue
+            raw = _substitute_env(table[key], lambda m: fail(key_path, m))
+            try:
+                out[key] = coerce(raw, kind, "the value")
+            except ValueError as exc:
+                raise fail(key_path, str(exc)) from None
+        values[section] = out
+
+    server = values[("server",)]
+    if not 1 <= server["port"] <= 65535:
+        raise fail(("server", "port"), "must be between 1 and 65535")
+    for key in ("workers", "threads"):
+        if not 1 <= server[key] <= 256:
+            raise fail(("server", key), "must be between 1 and 256")
+    if not re.fullmatch(r"[A-Za-z0-9.\-]{1,253}", server["hostname"]):
+        raise fail(("server", "hostname"), "must be a DNS name or an IP address")
+    oauth = values[("oauth",)]
+    if not 0 <= oauth["timestamp_skew"] <= 3600:
+        raise fail(("oauth", "timestamp_skew"), "must be between 0 and 3600 seconds")
+    validity = values[("oauth", "token_validation")]["app_access_token_validity"]
+    if not 60 <= validity <= 31536000:
+        raise fail(("oauth", "token_validation", "app_access_token_validity"), "must be between 60 and 31536000 seconds")
+    url = values[("database", "identity_db")]["url"]
+    if not re.match(r"^(sqlite|postgres|postgresql|mysql)(\+[a-z]+)?://", url):
+        raise fail(("database", "identity_db", "url"), "must start with sqlite://, postgresql:// or mysql://")
+    fetch = values[("oauth", "jwks_fetch")]
+    if not 0.1 <= fetch["timeout"] <= 30:
+        raise fail(("oauth", "jwks_fetch", "timeout"), "must be between 0.1 and 30 seconds")
+
+    settings = Settings(
+        path=path,
+        server=server,
+        database_url=url,
+        keystore=values[("keystore", "primary")],
+        timestamp_skew=oauth["timestamp_skew"],
+        access_token_lifetime=validity,
+        issuer="",
+        jwks_fetch=fetch,
+        listeners=_listeners(document, fail),
+        caches=_caches(document, fail),
+    )
+    issuer = values[("oauth", "oidc", "id_token")]["issuer"] or settings.token_endpoint
+    if not re.fullmatch(r"https?://[\x21-\x7e]+", issuer):
+        raise fail(("oauth", "oidc", "id_token", "issuer"), "must be an absolute http(s) URL")
+    object.__setattr__(settings, "issuer", issuer)
+    return settings
+
+
+def _toml_reason(exc: ParseError) -> str:
+    return re.sub(r"\s+at line \d+ col \d+$", "", str(exc))
+
+
+def _get(document: dict, section: tuple) -> Any:
+    node: Any = document
+    for part in section:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _check_unknown(node: dict, prefix: tuple, fail) -> None:
+    """Every table and key must be one this server reads."""
+    known_tables = {s[: len(prefix) + 1] for s in list(SCHEMA) + list(ARRAYS) if s[: len(prefix)] == prefix}
+    for key, value in node.items():
+        key_path = prefix + (key,)
+        if key_path in ARRAYS:
+            if not isinstance(value, list):
+                raise fail(key_path, "must be an array of tables ([[" + ".".join(key_path) + "]])")
+            continue
+        if key_path in known_tables:
+            if not isinstance(value, dict):
+                raise fail(key_path, "must be a table")
+            _check_unknown(value, key_path, fail)
+            continue
+        if prefix in SCHEMA and key in SCHEMA[prefix]:
+            continue
+        raise fail(key_path, "unknown " + ("section" if isinstance(value, dict) else "key"))
+
+
+def _listeners(document: dict, fail) -> list[ListenerEntry]:
+    entries: list[ListenerEntry] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(document.get("event_listener", [])):
+        base = ("event_listener", index)
+        if not isinstance(raw, dict):
+            raise fail(base, "must be a table")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "properties":
+                continue
+            if key not in LISTENER_KEYS:
+                raise fail(base + (key,), "unknown key")
+            try:
+                values[key] = coerce(_substitute_env(value, lambda m: fail(base + (key,), m)),
+                                     LISTENER_KEYS[key], "the value")
+            except ValueError as exc:
+                raise fail(base + (key,), str(exc)) from None
+        for required in ("id", "name"):
+            if not values.get(required):
+                raise fail(base, f"{required} is required")
+        if values["id"] in seen:
+            raise fail(base + ("id",), "is used by another [[event_listener]]")
+        seen.add(values["id"])
+        props_raw = raw.get("properties", {})
+        if not isinstance(props_raw, dict):
+            raise fail(base + ("properties",), "must be a table")
+        properties = {}
+        for key, value in props_raw.items():
+            key_path = base + ("properties", key)
+            properties[key] = Located(_substitute_env(value, lambda m, kp=key_path: fail(kp, m)), key_path)
+        entries.append(ListenerEntry(
+            id=values["id"], type=values.get("type", ""), name=values["name"],
+            order=values.get("order"), enable=values.get("enable", True),
+            properties=properties, key_path=base))
+    return entries
+
+
+def _caches(document: dict, fail) -> dict[str, CacheEntry]:
+    caches: dict[str, CacheEntry] = {}
+    for index, raw in enumerate(_get(document, ("cache", "manager")) or []):
+        base = ("cache", "manager", index)
+        if not isinstance(raw, dict):
+            raise fail(base, "must be a table")
+        values: dict[str, Any] = {"enable": True}
+        for key, value in raw.items():
+            if key not in CACHE_KEYS:
+                raise fail(base + (key,), "unknown key")
+            try:
+                values[key] = coerce(_substitute_env(value, lambda m: fail(base + (key,), m)),
+                                     CACHE_KEYS[key], "the value")
+            except ValueError as exc:
+                raise fail(base + (key,), str(exc)) from None
+        if not values.get("name"):
+            raise fail(base, "name is required")
+        for key in ("timeout", "capacity"):
+            if key in values and values[key] < 0:
+                raise fail(base + (key,), "must not be negative")
+        caches[values["name"]] = CacheEntry(values["name"], values.get("timeout", 15),
+                                            values.get("capacity", 10000), values["enable"])
+    return caches

@@ -1,0 +1,59 @@
+"""Strict application/x-www-form-urlencoded parsing for the token endpoint — the one place it happens.
+
+RFC 6749 §3.2 and Appendix B: parameters in the body, UTF-8, each at most once; §3.1: a
+parameter without a value is treated as omitted.
+"""
+
+from __future__ import annotations
+
+import re
+
+from server.errors import invalid_request
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_PARAMETERS = 64
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def check_media_type(content_type: str | None) -> None:
+    """Only application/x-www-form-urlencoded; any charset parameter is accepted (UTF-8 is used)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise invalid_request("The request body must be application/x-www-form-urlencoded", reason="media_type")
+
+
+def _decode(raw: bytes) -> str:
+    if _BAD_ESCAPE.search(raw):
+        raise invalid_request("The request body has an invalid percent-encoding", reason="form_encoding")
+    data = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"+", b" "))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_request("The request body is not valid UTF-8", reason="form_utf8") from None
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Parse the body; refuse duplicates, bad encodings, odd names and floods."""
+    form: dict[str, str] = {}
+    seen: set[str] = set()
+    if not body:
+        return form
+    pairs = body.split(b"&")
+    if len(pairs) > MAX_PARAMETERS:
+        raise invalid_request("The request has too many parameters", reason="form_flood")
+    for pair in pairs:
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition(b"=")
+        name, value = _decode(raw_name), _decode(raw_value)
+        if not _NAME.match(name):
+            raise invalid_request("The request has a malformed parameter name", reason="form_name")
+        if name in seen:
+            # RFC 6749 §3.2: parameters MUST NOT be included more than once.
+            raise invalid_request("A parameter was sent more than once", reason="form_duplicate")
+        seen.add(name)
+        if value:
+            form[name] = value
+    return form

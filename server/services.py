@@ -1,0 +1,71 @@
+"""The shared services handlers receive explicitly: settings, database, keystore, key fetcher, replay store."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import peewee
+
+from keystore.jwk import parse_jwks
+from keystore.jwks_uri import JWKSFetcher
+from keystore.store import Keystore
+from server.config import Settings
+from storage.replay import ReplayStore, SeenCache
+
+KEYSTORE_RECHECK_SECONDS = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: peewee.Database
+    replay: ReplayStore
+    jwks_fetcher: JWKSFetcher
+    _keystore: Keystore
+    _keystore_mtime: float = 0.0
+    _keystore_checked: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def keystore(self) -> Keystore:
+        """The primary keystore, reloaded when its file changes (e.g. `keytool -import`), so a
+        certificate imported while the server runs is used without a restart."""
+        now = time.monotonic()
+        if now - self._keystore_checked < KEYSTORE_RECHECK_SECONDS:
+            return self._keystore
+        with self._lock:
+            self._keystore_checked = now
+            try:
+                mtime = os.stat(self._keystore.path).st_mtime
+            except OSError:
+                return self._keystore
+            if mtime != self._keystore_mtime:
+                ks = self._keystore
+                try:
+                    self._keystore = Keystore.load(ks.path, ks.store_type, self.settings.keystore["password"], ks.alias)
+                    self._keystore_mtime = mtime
+                except Exception:
+                    # A half-written or broken file: keep serving with the last good keystore.
+                    pass
+            return self._keystore
+
+
+def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) -> Services:
+    cache_entry = settings.caches.get("PrivateKeyJWT")
+    cache = None
+    if cache_entry is None or cache_entry.enable:
+        capacity = cache_entry.capacity if cache_entry else 5000
+        timeout = cache_entry.timeout_minutes if cache_entry else 10
+        cache = SeenCache(capacity=capacity, timeout_seconds=timeout * 60)
+    fetch = settings.jwks_fetch
+    fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
+                          timeout=fetch["timeout"], max_bytes=fetch["max_bytes"])
+    services = Services(settings=settings, db=db, replay=ReplayStore(db, cache), jwks_fetcher=fetcher,
+                        _keystore=keystore)
+    try:
+        services._keystore_mtime = os.stat(keystore.path).st_mtime
+    except OSError:
+        pass
+    return services

@@ -1,0 +1,97 @@
+"""HTTP endpoints. Views are thin: build the TokenRequest, run the chain, render."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Blueprint, Flask, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from keystore.jwk import PublicKey
+from server.errors import OAuthError, invalid_request, temporarily_unavailable
+from server.forms import MAX_BODY_BYTES, check_media_type, parse_form
+from server.render import error_response, json_response
+from server.request import TokenRequest
+from storage.database import UNAVAILABLE
+
+log = logging.getLogger("server.views")
+bp = Blueprint("oauth2", __name__)
+TOKEN_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _idp():
+    return current_app.extensions["idp"]
+
+
+@bp.route("/oauth2/token", methods=TOKEN_METHODS)
+def token():
+    if request.method != "POST":
+        raise OAuthError("invalid_request", "The token endpoint accepts only POST", 405, {"Allow": "POST"},
+                         reason="method")
+    # RFC 6749 §3.2: parameters are sent in the body, never in the query string.
+    if request.query_string:
+        raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
+    check_media_type(request.headers.get("Content-Type"))
+    form = parse_form(request.get_data(cache=False))
+    idp = _idp()
+    token_request = TokenRequest.build(
+        form,
+        {k.lower(): v for k, v in request.headers.items()},
+        endpoint_url=idp.services.settings.base_url + request.path,  # never the Host header
+        request_id=request.environ.setdefault("idp.request_id", uuid.uuid4().hex),
+        remote_addr=request.remote_addr or "",
+    )
+    return json_response(idp.chain.token(token_request))
+
+
+@bp.get("/oauth2/jwks")
+def jwks():
+    ks = _idp().services.keystore()
+    key = PublicKey.from_cryptography(ks.certificate.public_key())
+    jwk = {**key.to_jwk(), "kid": key.thumbprint, "use": "sig", "alg": "RS256"}
+    return json_response({"keys": [jwk]}, cacheable=True, headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/oauth2/token/.well-known/openid-configuration")  # WSO2's path
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def metadata():
+    idp = _idp()
+    settings = idp.services.settings
+    body = {
+        "issuer": settings.issuer,
+        "token_endpoint": settings.token_endpoint,
+        "jwks_uri": settings.base_url + "/oauth2/jwks",
+        **idp.chain.metadata(),
+    }
+    return json_response(body, cacheable=True, headers={"Cache-Control": "public, max-age=60"})
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON: OAuth errors, Werkzeug's HTTP errors, and anything unexpected."""
+
+    @app.errorhandler(OAuthError)
+    def oauth_error(exc: OAuthError):
+        return error_response(exc)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        return error_response(OAuthError("invalid_request", f"The request body exceeds {MAX_BODY_BYTES} bytes", 413))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        error = "not_found" if status == 404 else "invalid_request"
+        return error_response(OAuthError(error, exc.name or "HTTP error", status, headers))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        if isinstance(exc, UNAVAILABLE):
+            log.error("database unavailable: %s", exc.__class__.__name__)
+            return error_response(temporarily_unavailable("The service is temporarily unavailable"))
+        log.exception("unexpected error")
+        return error_response(OAuthError("server_error", "The server could not process the request", 500))

@@ -1,0 +1,105 @@
+"""Registered clients: read on every request (so changes apply at once), written by the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+import peewee
+
+from storage.models import Client
+
+AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
+
+
+@dataclass(frozen=True)
+class RegisteredClient:
+    client_id: str
+    client_name: str
+    auth_method: str
+    secret_hash: str | None
+    grant_types: tuple[str, ...]
+    scopes: tuple[str, ...]
+    redirect_uris: tuple[str, ...]
+    jwks: str | None
+    jwks_uri: str | None
+    signing_alg: str | None
+    audience_policy: str | None
+    token_reuse: str | None
+    updated_at: int
+
+    def public_view(self) -> dict:
+        """What `clients show` prints: never the secret hash."""
+        return {
+            "client_id": self.client_id,
+            "client_name": self.client_name,
+            "token_endpoint_auth_method": self.auth_method,
+            "grant_types": list(self.grant_types),
+            "scope": " ".join(self.scopes),
+            "redirect_uris": list(self.redirect_uris),
+            "jwks": json.loads(self.jwks) if self.jwks else None,
+            "jwks_uri": self.jwks_uri,
+            "token_endpoint_auth_signing_alg": self.signing_alg,
+            "audience_policy": self.audience_policy,
+            "token_reuse": self.token_reuse,
+            "key_source": ("jwks" if self.jwks else "jwks_uri" if self.jwks_uri else "keystore")
+            if self.auth_method == "private_key_jwt" else None,
+        }
+
+
+def hash_secret(secret: str) -> str:
+    # Client secrets are 256-bit random values generated here, so a fast hash is enough: there
+    # is nothing to brute-force (unlike user passwords, which need a memory-hard KDF).
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def secret_matches(client: RegisteredClient, secret: str) -> bool:
+    if not client.secret_hash:
+        return False
+    return hmac.compare_digest(client.secret_hash, hash_secret(secret))
+
+
+def _from_row(row: Client) -> RegisteredClient:
+    return RegisteredClient(
+        client_id=row.client_id, client_name=row.client_name, auth_method=row.auth_method,
+        secret_hash=row.secret_hash, grant_types=tuple(row.grant_types.split()),
+        scopes=tuple(row.scopes.split()), redirect_uris=tuple(row.redirect_uris.split()),
+        jwks=row.jwks, jwks_uri=row.jwks_uri, signing_alg=row.signing_alg,
+        audience_policy=row.audience_policy, token_reuse=row.token_reuse,
+        updated_at=row.updated_at)
+
+
+def get(client_id: str) -> RegisteredClient | None:
+    row = Client.get_or_none(Client.client_id == client_id)
+    return _from_row(row) if row else None
+
+
+def all_clients() -> list[RegisteredClient]:
+    return [_from_row(r) for r in Client.select().order_by(Client.client_id)]
+
+
+def create(client_id: str, auth_method: str, *, client_name: str = "", grant_types=(), scopes=(),
+           redirect_uris=(), jwks: str | None = None, jwks_uri: str | None = None,
+           signing_alg: str | None = None, audience_policy: str | None = None,
+           token_reuse: str | None = None) -> tuple[RegisteredClient, str | None]:
+    """Insert a client; returns it and, for secret methods, the secret (shown once)."""
+    secret = secrets.token_urlsafe(32) if auth_method.startswith("client_secret") else None
+    now = int(time.time())
+    try:
+        Client.create(client_id=client_id, client_name=client_name, auth_method=auth_method,
+                      secret_hash=hash_secret(secret) if secret else None,
+                      grant_types=" ".join(grant_types), scopes=" ".join(scopes),
+                      redirect_uris=" ".join(redirect_uris), jwks=jwks, jwks_uri=jwks_uri,
+                      signing_alg=signing_alg, audience_policy=audience_policy,
+                      token_reuse=token_reuse, created_at=now, updated_at=now)
+    except peewee.IntegrityError:
+        raise ValueError("a client with this client id already exists") from None
+    return get(client_id), secret
+
+
+def delete(client_id: str) -> bool:
+    return Client.delete().where(Client.client_id == client_id).execute() == 1

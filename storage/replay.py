@@ -1,0 +1,120 @@
+"""The replay store for client assertion `jti`s (RFC 7523 §3 item 7, OpenID Connect Core §9).
+
+The database's primary key (CLIENT_ID, JWT_ID) decides: an INSERT either creates the row or
+fails, and replacing an expired row is one conditional UPDATE. Neither is a read-then-write,
+so N concurrent requests carrying one assertion give exactly one success on any database.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import threading
+import time
+from collections import OrderedDict
+
+import peewee
+
+from storage.models import JTI
+
+
+class SeenCache:
+    """Per-process memory of recently accepted (client, jti) pairs, so an obvious replay is
+    refused without a database read. Bounded; the database remains the source of truth."""
+
+    def __init__(self, capacity: int, timeout_seconds: int) -> None:
+        self.capacity = capacity
+        self.timeout = timeout_seconds
+        self._items: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, key: tuple[str, str], now: int) -> bool:
+        with self._lock:
+            until = self._items.get(key)
+            if until is None:
+                return False
+            if until <= now:
+                del self._items[key]
+                return False
+            return True
+
+    def add(self, key: tuple[str, str], exp_time: int, now: int) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._items[key] = min(exp_time, now + self.timeout)
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+class ReplayStore:
+    def __init__(self, db: peewee.Database, cache: SeenCache | None = None,
+                 purge_every: int = 1000, purge_batch: int = 500) -> None:
+        self.db = db
+        self.cache = cache
+        self.purge_every = purge_every
+        self.purge_batch = purge_batch
+        self._uses = 0
+        self._lock = threading.Lock()
+
+    def use(self, client_id: str, jwt_id: str, exp_time: int, prevent_reuse: bool,
+            now: int | None = None) -> bool:
+        """Record a use of `jwt_id` by `client_id`, valid until `exp_time`.
+
+        Returns False when `prevent_reuse` is set and the pair is already recorded with an
+        `exp_time` that has not passed (a replay). An expired record is replaced: the WSO2
+        meaning of PreventTokenReuse. Without `prevent_reuse` the use is recorded and allowed.
+        """
+        now = int(time.time()) if now is None else now
+        key = (client_id, jwt_id)
+        if prevent_reuse and self.cache is not None and self.cache.seen(key, now):
+            return False
+        try:
+            with self.db.atomic():
+                JTI.insert(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time,
+                           time_created=now).execute()
+            accepted = True
+        except peewee.IntegrityError:
+            query = JTI.update(exp_time=exp_time, time_created=now).where(
+                (JTI.client_id == client_id) & (JTI.jwt_id == jwt_id))
+            if prevent_reuse:
+                query = query.where(JTI.exp_time < now)
+            with self.db.atomic():
+                changed = query.execute()
+            accepted = changed == 1 or not prevent_reuse
+        if accepted and self.cache is not None:
+            self.cache.add(key, exp_time, now)
+        self._maybe_purge(now)
+        return accepted
+
+    def _maybe_purge(self, now: int) -> None:
+        # Bounded purging during normal operation: one small batch every `purge_every` uses.
+        with self._lock:
+            self._uses += 1
+            due = self._uses % self.purge_every == 0
+        if due:
+            self.purge(now, limit=self.purge_batch)
+
+    def purge(self, now: int | None = None, limit: int = 500) -> int:
+        """Delete at most `limit` expired rows; returns how many were deleted."""
+        now = int(time.time()) if now is None else now
+        rows = list(JTI.select(JTI.client_id, JTI.jwt_id)
+                    .where(JTI.exp_time < now).order_by(JTI.exp_time).limit(limit).tuples())
+        deleted = 0
+        for start in range(0, len(rows), 100):
+            chunk = rows[start:start + 100]
+            match = functools.reduce(operator.or_, [
+                (JTI.client_id == c) & (JTI.jwt_id == j) for c, j in chunk])
+            with self.db.atomic():
+                # exp_time < now again: a row replaced meanwhile is kept.
+                deleted += JTI.delete().where(match & (JTI.exp_time < now)).execute()
+        return deleted
+
+    def purge_all(self, now: int | None = None, batch: int = 1000) -> int:
+        total = 0
+        while True:
+            n = self.purge(now, limit=batch)
+            total += n
+            if n < batch:
+                return total
