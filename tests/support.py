@@ -1,0 +1,216 @@
+"""Test support: deployment files, client keys and assertions, the app in-process, the real server.
+
+Nothing here replaces a part of the product: the in-process app is create_app() on a real
+SQLite file and keystore; the server is `python app.py` (gunicorn, HTTPS) in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jose import jwt as jose_jwt
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+KEYSTORE_PASSWORD = "test-store-pass"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else ("true" if value else "false")
+
+
+def write_config(directory: Path, port: int = 9443, *, pkjwt: dict | None = None, extra: str = "",
+                 workers: int = 2, database_url: str = "sqlite:///var/identity.db",
+                 listeners: str = "", server_extra: str = "") -> Path:
+    """A deployment.toml for a test: our own port, keystore and database inside `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    props = "\n".join(f"{k} = {toml_value(v)}" for k, v in (pkjwt or {}).items())
+    text = f"""
+[server]
+hostname = "localhost"
+port = {port}
+workers = {workers}
+threads = 4
+{server_extra}
+
+[database.identity_db]
+url = "{database_url}"
+
+[keystore.primary]
+file_name = "var/primary.p12"
+password = "{KEYSTORE_PASSWORD}"
+alias = "wso2carbon"
+
+[oauth.jwks_fetch]
+require_https = false
+allowed_hosts = ["127.0.0.1"]
+timeout = 2.0
+
+[[event_listener]]
+id = "private_key_jwt_authenticator"
+type = "org.wso2.carbon.identity.core.handler.AbstractIdentityHandler"
+name = "org.wso2.carbon.identity.oauth2.token.handler.clientauth.jwt.PrivateKeyJWTClientAuthenticator"
+order = "899"
+[event_listener.properties]
+{props}
+{listeners}
+{extra}
+"""
+    path = directory / "deployment.toml"
+    path.write_text(text)
+    return path
+
+
+# --- keys and assertions ---------------------------------------------------------------------
+
+def rsa_key(bits: int = 2048):
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def ec_key(curve=ec.SECP256R1):
+    return ec.generate_private_key(curve())
+
+
+def ed_key():
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def pem(private_key) -> bytes:
+    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+
+
+def jwks_of(*pairs) -> str:
+    """A JWKS document for (private_key, kid) pairs, public parts only."""
+    from keystore.jwk import PublicKey
+    keys = [{**PublicKey.from_cryptography(k.public_key()).to_jwk(), **({"kid": kid} if kid else {})}
+            for k, kid in pairs]
+    return json.dumps({"keys": keys})
+
+
+def claims_for(client_id: str, aud: str, **overrides) -> dict:
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": aud, "jti": str(uuid.uuid4()),
+              "iat": now, "exp": now + 300}
+    if aud is ...:
+        del claims["aud"]
+    for key, value in overrides.items():
+        if value is ... :
+            claims.pop(key, None)
+        else:
+            claims[key] = value
+    return claims
+
+
+def sign(private_key, claims: dict, alg: str = "RS256", headers: dict | None = None) -> str:
+    """RS*/ES* with python-jose (independent of the server's own signer); PS*/EdDSA with cryptography."""
+    if alg[:2] in ("RS", "ES"):
+        return jose_jwt.encode(claims, pem(private_key).decode(), algorithm=alg, headers=headers)
+    from keystore.signing import sign as raw_sign
+    return raw_sign(private_key, alg, claims, headers)
+
+
+def token_form(assertion: str, **extra) -> dict:
+    return {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion, **extra}
+
+
+# --- the real server ---------------------------------------------------------------------------
+
+class Server:
+    """`python app.py deployment.toml` under gunicorn with HTTPS, in a subprocess."""
+
+    def __init__(self, config_path: Path, port: int, cwd: Path = ROOT) -> None:
+        self.config_path = config_path
+        self.port = port
+        self.cwd = cwd
+        self.base = f"https://localhost:{port}"
+        self.log_path = config_path.parent / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "DEPLOYMENT_TOML": str(self.config_path), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    @property
+    def ca(self) -> str:
+        return str(self.config_path.parent / "var" / "tls" / "cert.pem")
+
+    def start(self, timeout: float = 30) -> "Server":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PYTHON, str(self.cwd / "app.py"), str(self.config_path)], cwd=self.cwd,
+                                     stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.log())
+            try:
+                requests.get(self.base + "/oauth2/jwks", verify=self.ca, timeout=1)
+                return self
+            except (requests.ConnectionError, requests.Timeout, OSError):
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not start:\n" + self.log())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> "Server":
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def post(self, path: str = "/oauth2/token", data=None, headers: dict | None = None, **kwargs) -> requests.Response:
+        return requests.post(self.base + path, data=data, headers=headers, verify=self.ca, timeout=15, **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.base + path, verify=self.ca, timeout=15, **kwargs)
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """`flask --app app …` against this server's deployment.toml."""
+        result = subprocess.run([PYTHON, "-m", "flask", "--app", str(self.cwd / "app.py"), *args], cwd=self.cwd,
+                                env=self.env, capture_output=True, text=True, input=input, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+def assert_oauth_error(response, status: int, error: str) -> dict:
+    """The shape every error must have: status, JSON body, error code, safe description, no-store."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json() if callable(response.json) else response.json
+    assert body["error"] == error, body
+    assert "access_token" not in body
+    description = body.get("error_description", "")
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
+    if error == "invalid_client":
+        assert "WWW-Authenticate" in response.headers
+    return body
