@@ -1,5 +1,6 @@
-"""Entry point: `create_app()` builds the server from deployment.toml; `python app.py` serves it
-under gunicorn (HTTPS with the primary keystore's key pair)."""
+"""Entry point. `build_app()` builds the server from deployment.toml, `create_app()` is the
+factory the flask CLI calls, and `python app.py` serves it under gunicorn (HTTPS with the
+primary keystore's key pair)."""
 
 from __future__ import annotations
 
@@ -40,17 +41,14 @@ def open_keystore(settings: config.Settings, create: bool = True) -> Keystore:
         raise settings.error(("keystore", "primary", "file_name"), str(exc)) from None
 
 
-def create_app(deployment_toml: str | None = None) -> Flask:
+def build_app(deployment_toml: str | None = None) -> Flask:
     """Build the app; raises config.ConfigError with one line for any mistake in deployment.toml."""
     settings = config.load(deployment_toml)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     db = open_database(settings.database_url, settings.path.parent)
     services = build_services(settings, db, open_keystore(settings))
-    try:
-        chain = handler_chain.build(settings, services)
-    except ValueError as exc:  # a handler refused its properties
-        raise config.ConfigError(f"{settings.path.name}: event_listener: {exc}") from None
+    chain = handler_chain.build(settings, services)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -68,15 +66,21 @@ def create_app(deployment_toml: str | None = None) -> Flask:
     return app
 
 
+def create_app(deployment_toml: str | None = None) -> Flask:
+    """The factory `flask --app app …` and WSGI servers call: a configuration mistake is
+    printed as its one line and ends the process, never as a traceback."""
+    try:
+        return build_app(deployment_toml)
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def serve(deployment_toml: str | None = None) -> None:
     """Prepare (keystore, schema, TLS files) in the master, then run gunicorn's workers."""
     from gunicorn.app.base import BaseApplication
 
-    try:
-        app = create_app(deployment_toml)
-    except config.ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    app = create_app(deployment_toml)
     idp: IdP = app.extensions["idp"]
     settings = idp.services.settings
     upgrade(idp.services.db)

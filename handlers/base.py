@@ -27,6 +27,7 @@ class Property:
     kind: Any
     default: Any
     doc: str = ""
+    choices: tuple[str, ...] | None = None   # for a list: the values each member may take
 
 
 class Handler:

@@ -82,10 +82,13 @@ def _properties(cls: type[Handler], entry: config.ListenerEntry | None, settings
         if key not in cls.properties:
             known = ", ".join(sorted(cls.properties)) or "none"
             raise settings.error(located.key_path, f"unknown property of {cls.__name__} (known: {known})")
+        prop = cls.properties[key]
         try:
-            values[key] = config.coerce(located.value, cls.properties[key].kind, "the value")
+            values[key] = config.coerce(located.value, prop.kind, "the value")
         except ValueError as exc:
             raise settings.error(located.key_path, str(exc)) from None
+        if prop.choices is not None and (not values[key] or any(v not in prop.choices for v in values[key])):
+            raise settings.error(located.key_path, "each value must be one of " + ", ".join(prop.choices))
     return values
 
 

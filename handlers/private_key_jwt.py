@@ -46,14 +46,12 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         "MaxLifetimeInMinutes": Property(int, 60, "refuse assertions whose exp is further away than this"),
         "AudiencePolicy": Property(("strict", "legacy"), "strict", "how aud is checked; clients may override"),
         "AllowSingleElementAudienceArray": Property(bool, False, "strict policy: accept [issuer] as well as issuer"),
-        "SigningAlgorithms": Property(list, list(SIGNING_ALGORITHMS), "JWS algorithms accepted"),
+        "SigningAlgorithms": Property(list, list(SIGNING_ALGORITHMS), "JWS algorithms accepted",
+                                      choices=SIGNING_ALGORITHMS),
     }
 
     def __init__(self, services, props: dict[str, Any]) -> None:
         super().__init__(services, props)
-        unknown = [a for a in props["SigningAlgorithms"] if a not in SIGNING_ALGORITHMS]
-        if unknown or not props["SigningAlgorithms"]:
-            raise ValueError("SigningAlgorithms may only name " + " ".join(SIGNING_ALGORITHMS))
         self.algorithms = tuple(props["SigningAlgorithms"])
         self.skew = services.settings.timestamp_skew
 

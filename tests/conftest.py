@@ -1,4 +1,4 @@
-"""Fixtures: `idp` is the app built by create_app() on a real SQLite file and keystore, driven
+"""Fixtures: `idp` is the app built by build_app() on a real SQLite file and keystore, driven
 in-process; `server` tests start the real gunicorn server (see support.Server)."""
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def shared_keystore(tmp: Path) -> None:
 
 
 def make_in_process(tmp: Path, **config) -> InProcess:
-    from app import create_app
+    from app import build_app
     from storage.schema import upgrade
     shared_keystore(tmp)
-    app = create_app(str(write_config(tmp, **config)))
+    app = build_app(str(write_config(tmp, **config)))
     upgrade(app.extensions["idp"].services.db)
     return InProcess(app, tmp)
 

@@ -1,6 +1,6 @@
 """Test support: deployment files, client keys and assertions, the app in-process, the real server.
 
-Nothing here replaces a part of the product: the in-process app is create_app() on a real
+Nothing here replaces a part of the product: the in-process app is build_app() on a real
 SQLite file and keystore; the server is `python app.py` (gunicorn, HTTPS) in a subprocess.
 """
 

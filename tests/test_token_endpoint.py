@@ -1,6 +1,6 @@
 """The private_key_jwt checks and the token response, each rule with its exact answer.
 
-These run create_app() in-process on a real SQLite file and keystore (fast); the same paths
+These run build_app() in-process on a real SQLite file and keystore (fast); the same paths
 over HTTPS under gunicorn are covered by test_server.py."""
 
 from __future__ import annotations

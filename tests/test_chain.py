@@ -1,0 +1,98 @@
+"""The chain loader: WSO2 and Python names, order, enable = false, typed properties."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import ConfigError
+from support import write_config
+
+
+def build(tmp_path, **config):
+    from conftest import shared_keystore
+    from app import build_app
+    shared_keystore(tmp_path)
+    return build_app(str(write_config(tmp_path, **config))).extensions["idp"].chain
+
+
+def test_builtins_run_with_defaults(tmp_path):
+    chain = build(tmp_path)
+    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "ClientSecretAuthenticator"]
+    assert list(chain.grants) == ["client_credentials"]
+    assert type(chain.issuer).__name__ == "OpaqueTokenIssuer"
+    assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener"]
+    pkjwt = chain.authenticators[0]
+    assert pkjwt.props["PreventTokenReuse"] is True and pkjwt.props["AudiencePolicy"] == "strict"
+    assert pkjwt.order == 899
+
+
+def test_properties_are_coerced(tmp_path):
+    chain = build(tmp_path, pkjwt={"PreventTokenReuse": "false", "RejectBeforeInMinutes": "100",
+                                   "TokenEndpointAlias": "sampleurl"})
+    props = chain.authenticators[0].props
+    assert props["PreventTokenReuse"] is False and props["RejectBeforeInMinutes"] == 100
+    assert props["TokenEndpointAlias"] == "sampleurl"
+
+
+def test_order_decides_position(tmp_path):
+    secret = ('[[event_listener]]\nid = "secret"\ntype = "t"\n'
+              'name = "org.wso2.carbon.identity.oauth2.client.authentication.BasicAuthClientAuthenticator"\norder = 10\n')
+    chain = build(tmp_path, listeners=secret)
+    assert [type(a).__name__ for a in chain.authenticators] == ["ClientSecretAuthenticator", "PrivateKeyJWTClientAuthenticator"]
+
+
+def test_python_names_resolve(tmp_path):
+    listeners = '[[event_listener]]\nid = "secret"\nname = "handlers.client_secret.ClientSecretAuthenticator"\nenable = false\n'
+    chain = build(tmp_path, listeners=listeners)
+    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator"]
+    assert chain.metadata()["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+
+
+@pytest.mark.parametrize("name,message", [
+    ("nosuch_module.Foo", "no module handlers/nosuch_module.py"),
+    ("client_secret.Nope", "handlers/client_secret.py has no handler class Nope"),
+    ("os.path", "no module handlers/os.py"),
+    ("../etc/passwd", "does not name a built-in handler or a module in handlers/"),
+    ("org.wso2.carbon.Unknown", "does not name a built-in handler or a module in handlers/"),
+])
+def test_unresolvable_names(tmp_path, name, message):
+    listeners = f'\n[[event_listener]]\nid = "x"\nname = "{name}"\n'
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, listeners=listeners)
+    assert str(info.value).endswith(f"event_listener[1].name: {message}")
+    assert str(info.value).startswith("deployment.toml:")
+
+
+def test_unknown_property_names_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, pkjwt={"PreventTokenReus": True})
+    line = next(i for i, l in enumerate((tmp_path / "deployment.toml").read_text().splitlines(), 1)
+                if l.startswith("PreventTokenReus"))
+    assert str(info.value).startswith(f"deployment.toml:{line}: event_listener[0].properties.PreventTokenReus: unknown property")
+
+
+def test_property_of_wrong_type(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, pkjwt={"AudiencePolicy": "loose"})
+    assert "AudiencePolicy: the value must be one of strict, legacy" in str(info.value)
+
+
+def test_unknown_signing_algorithm_property(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, pkjwt={"SigningAlgorithms": ["RS256", "HS256"]})
+    assert "properties.SigningAlgorithms: each value must be one of RS256" in str(info.value)
+    assert str(info.value).startswith("deployment.toml:")
+
+
+def test_same_handler_twice(tmp_path):
+    listeners = '[[event_listener]]\nid = "again"\nname = "private_key_jwt"\n'
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, listeners=listeners)
+    assert "already configured by id private_key_jwt_authenticator" in str(info.value)
+
+
+def test_disabling_the_issuer_is_an_error(tmp_path):
+    listeners = '[[event_listener]]\nid = "issuer"\nname = "token_issuer"\nenable = false\n'
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, listeners=listeners)
+    assert "no token issuer is enabled" in str(info.value)

@@ -1,0 +1,44 @@
+"""The strict form parser (RFC 6749 §3.1, §3.2, Appendix B)."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import OAuthError
+from server.forms import check_media_type, parse_form
+
+
+def test_plain_form():
+    assert parse_form(b"a=1&b=x+y&c=%C3%A9%2B") == {"a": "1", "b": "x y", "c": "é+"}
+
+
+def test_empty_values_are_omitted():
+    assert parse_form(b"a=&b=2&c") == {"b": "2"}
+
+
+def test_raw_utf8_is_accepted():
+    assert parse_form("a=é".encode()) == {"a": "é"}
+
+
+@pytest.mark.parametrize("body", [
+    b"a=1&a=2", b"a=1&a=", b"a=%FF", b"a=\xff", b"a=%E9", b"a=%4", b"a=%G0", b"%61=1&a=2",
+    b"=1", b"a b=1", b"a%00=1", b"&".join(b"p%d=1" % i for i in range(65)),
+])
+def test_refused(body):
+    with pytest.raises(OAuthError) as info:
+        parse_form(body)
+    assert info.value.error == "invalid_request" and info.value.status == 400
+
+
+@pytest.mark.parametrize("value", [
+    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=ISO-8859-1",
+    "APPLICATION/X-WWW-FORM-URLENCODED;charset=UTF-8",
+])
+def test_media_type_accepted(value):
+    check_media_type(value)
+
+
+@pytest.mark.parametrize("value", [None, "", "application/json", "application/x-www-form-urlencodedx", "text/plain"])
+def test_media_type_refused(value):
+    with pytest.raises(OAuthError):
+        check_media_type(value)

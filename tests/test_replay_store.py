@@ -1,0 +1,127 @@
+"""IDN_OIDC_JTI: the insert decides, replacement of expired rows is one conditional update,
+concurrent uses of one jti give exactly one success (threads and processes on one SQLite file)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from storage.database import open_database
+from storage.models import JTI
+from storage.replay import ReplayStore, SeenCache
+from storage.schema import upgrade
+
+
+@pytest.fixture
+def store(tmp_path):
+    db = open_database("sqlite:///replay.db", tmp_path)
+    upgrade(db)
+    yield ReplayStore(db)
+    db.close()
+
+
+def test_table_definition(store):
+    columns = {c.name for c in store.db.get_columns("IDN_OIDC_JTI")}
+    assert columns == {"JWT_ID", "CLIENT_ID", "EXP_TIME", "TIME_CREATED"}
+    assert store.db.get_primary_keys("IDN_OIDC_JTI") == ["CLIENT_ID", "JWT_ID"]
+
+
+def test_first_use_then_replay(store):
+    now = int(time.time())
+    assert store.use("c", "j", now + 60, prevent_reuse=True, now=now)
+    assert not store.use("c", "j", now + 60, prevent_reuse=True, now=now + 1)
+
+
+def test_expired_record_is_replaced(store):
+    now = int(time.time())
+    assert store.use("c", "j", now + 60, True, now=now)
+    assert store.use("c", "j", now + 200, True, now=now + 61)
+    assert JTI.get().exp_time == now + 200
+    assert not store.use("c", "j", now + 300, True, now=now + 62)
+
+
+def test_reuse_allowed_is_recorded(store):
+    now = int(time.time())
+    assert store.use("c", "j", now + 60, False, now=now)
+    assert store.use("c", "j", now + 90, False, now=now + 1)
+    assert JTI.select().count() == 1 and JTI.get().exp_time == now + 90
+
+
+def test_keyed_by_client(store):
+    now = int(time.time())
+    assert store.use("a", "j", now + 60, True, now=now)
+    assert store.use("b", "j", now + 60, True, now=now)
+
+
+def test_cache_answers_without_database(store):
+    now = int(time.time())
+    store.cache = SeenCache(capacity=10, timeout_seconds=600)
+    assert store.use("c", "j", now + 60, True, now=now)
+    JTI.delete().execute()  # the cache alone now knows
+    assert not store.use("c", "j", now + 60, True, now=now + 1)
+
+
+def test_cache_is_bounded():
+    cache = SeenCache(capacity=2, timeout_seconds=600)
+    for i in range(5):
+        cache.add(("c", str(i)), 10_000, 0)
+    assert len(cache._items) == 2 and cache.seen(("c", "4"), 1) and not cache.seen(("c", "0"), 1)
+
+
+def test_purge_deletes_only_expired_in_batches(store):
+    now = int(time.time())
+    for i in range(25):
+        store.use("c", f"old{i}", now - 10, True, now=now - 100)
+    store.use("c", "fresh", now + 100, True, now=now)
+    assert store.purge(now, limit=10) == 10
+    assert store.purge_all(now, batch=7) == 15
+    assert [r.jwt_id for r in JTI.select()] == ["fresh"]
+
+
+def test_purge_runs_during_normal_use(tmp_path):
+    db = open_database("sqlite:///auto.db", tmp_path)
+    upgrade(db)
+    store = ReplayStore(db, purge_every=10, purge_batch=100)
+    now = int(time.time())
+    for i in range(9):
+        store.use("c", f"old{i}", now - 10, True, now=now - 100)
+    store.use("c", "new", now + 60, True, now=now)  # the 10th use purges
+    assert [r.jwt_id for r in JTI.select()] == ["new"]
+
+
+def test_concurrent_threads_one_success(store):
+    now = int(time.time())
+    results = []
+    barrier = threading.Barrier(16)
+
+    def worker():
+        barrier.wait()
+        results.append(store.use("c", "race", now + 60, True, now=now))
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results.count(True) == 1 and len(results) == 16
+
+
+def _process_use(path: str, start, queue) -> None:
+    from pathlib import Path
+    db = open_database("sqlite:///" + Path(path).name, Path(path).parent)
+    store = ReplayStore(db)
+    start.wait()
+    queue.put(store.use("c", "race", int(time.time()) + 60, True))
+
+
+def test_concurrent_processes_one_success(store, tmp_path):
+    # Replacing an expired row, the harder case: every process sees the old row.
+    store.use("c", "race", int(time.time()) - 5, True, now=int(time.time()) - 100)
+    ctx = multiprocessing.get_context("fork")
+    start, queue = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_process_use, args=(str(tmp_path / "replay.db"), start, queue)) for _ in range(8)]
+    [p.start() for p in procs]
+    start.set()
+    results = [queue.get(timeout=30) for _ in procs]
+    [p.join() for p in procs]
+    assert results.count(True) == 1
