@@ -20,8 +20,8 @@ $(TEST_STAMP): pyproject.toml $(STAMP)
 
 install: $(STAMP)
 
+# app.py prepares the keystore, schema and TLS files, then starts gunicorn.
 run: $(STAMP)
-	$(BIN)/flask --app app db upgrade
 	$(BIN)/python app.py
 
 test: $(TEST_STAMP)
