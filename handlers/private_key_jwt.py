@@ -250,9 +250,10 @@ def _number(claims: dict, name: str, required: bool = False) -> float | None:
         if required:
             raise invalid_client(f"The {name} claim is missing", reason=name)
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise invalid_client(f"The {name} claim must be a number", reason=name)
-    if abs(value) > 1e13:  # far beyond year 2286: no legitimate clock produces it
+    if abs(value) > 1e13:  # far beyond year 2286; also keeps huge integers away from float()
         raise invalid_client(f"The {name} claim is out of range", reason=name)
     return value
 

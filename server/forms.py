@@ -14,7 +14,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_PARAMETERS = 64
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NAME = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII: unknown names are ignored, odd bytes are not
 
 
 def check_media_type(content_type: str | None) -> None:

@@ -16,13 +16,17 @@ def test_empty_values_are_omitted():
     assert parse_form(b"a=&b=2&c") == {"b": "2"}
 
 
+def test_unusual_but_printable_names_are_kept():
+    assert parse_form(b"resource%5B%5D=x&a.b-c_d=1") == {"resource[]": "x", "a.b-c_d": "1"}
+
+
 def test_raw_utf8_is_accepted():
     assert parse_form("a=é".encode()) == {"a": "é"}
 
 
 @pytest.mark.parametrize("body", [
     b"a=1&a=2", b"a=1&a=", b"a=%FF", b"a=\xff", b"a=%E9", b"a=%4", b"a=%G0", b"%61=1&a=2",
-    b"=1", b"a b=1", b"a%00=1", b"&".join(b"p%d=1" % i for i in range(65)),
+    b"=1", b"a b=1", b"a%00=1", b"%C3%A9=1", b"&".join(b"p%d=1" % i for i in range(65)),
 ])
 def test_refused(body):
     with pytest.raises(OAuthError) as info:
