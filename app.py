@@ -19,7 +19,7 @@ from server.cli import register_cli
 from server.forms import MAX_BODY_BYTES
 from server.services import Services, build_services
 from server.views import bp, register_error_handlers
-from storage.database import open_database
+from storage.database import UNAVAILABLE, close_all, open_database, release
 from storage.schema import upgrade
 
 
@@ -46,7 +46,10 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     settings = config.load(deployment_toml)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    db = open_database(settings.database_url, settings.path.parent)
+    try:
+        db = open_database(settings.database_url, settings.path.parent)
+    except ValueError as exc:
+        raise settings.error(("database", "identity_db", "url"), str(exc)) from None
     services = build_services(settings, db, open_keystore(settings))
     chain = handler_chain.build(settings, services)
 
@@ -58,10 +61,8 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     register_cli(app)
 
     @app.teardown_appcontext
-    def _close_db(exc):
-        # SQLite connections stay open per thread; network databases are returned after each request.
-        if not db.__class__.__name__.startswith("Sqlite") and not db.is_closed():
-            db.close()
+    def _release_db(exc):
+        release(db)
 
     return app
 
@@ -83,8 +84,13 @@ def serve(deployment_toml: str | None = None) -> None:
     app = create_app(deployment_toml)
     idp: IdP = app.extensions["idp"]
     settings = idp.services.settings
-    upgrade(idp.services.db)
-    idp.services.db.close()  # never share a connection with the forked workers
+    try:
+        upgrade(idp.services.db)
+    except UNAVAILABLE as exc:
+        print(f"database error: cannot reach {settings.database_url.split('@')[-1]}: {exc.__class__.__name__}",
+              file=sys.stderr)
+        sys.exit(3)
+    close_all(idp.services.db)  # never share a connection with the forked workers
 
     server = settings.server
     options = {

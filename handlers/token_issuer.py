@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from handlers.base import TokenIssuer
 from server.request import AuthenticatedClient, Grant, TokenRequest
-from storage import tokens
 
 
 class OpaqueTokenIssuer(TokenIssuer):
@@ -12,8 +11,8 @@ class OpaqueTokenIssuer(TokenIssuer):
 
     def issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> dict:
         scope = " ".join(grant.scopes)
-        token, expires_in = tokens.issue(client.client.client_id, scope,
-                                         self.services.settings.access_token_lifetime)
+        token, expires_in = self.services.tokens.issue(client.client.client_id, scope,
+                                                       self.services.settings.access_token_lifetime)
         response = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
         if scope:
             response["scope"] = scope

@@ -164,6 +164,14 @@ def jti_purge():
     click.echo(f"deleted {_services().replay.purge_all()} expired rows")
 
 
+@db_cli.command("purge")
+def db_purge():
+    """Delete expired IDN_OIDC_JTI rows and expired access tokens in small batches."""
+    services = _services()
+    click.echo(f"deleted {services.replay.purge_all()} expired jti rows, "
+               f"{services.tokens.purge_all()} expired access tokens")
+
+
 @db_cli.command("upgrade")
 def db_upgrade():
     """Create missing tables and record the schema version."""

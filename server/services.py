@@ -14,6 +14,7 @@ from keystore.jwks_uri import JWKSFetcher
 from keystore.store import Keystore
 from server.config import Settings
 from storage.replay import ReplayStore, SeenCache
+from storage.tokens import TokenStore
 
 KEYSTORE_RECHECK_SECONDS = 2.0
 
@@ -23,6 +24,7 @@ class Services:
     settings: Settings
     db: peewee.Database
     replay: ReplayStore
+    tokens: TokenStore
     jwks_fetcher: JWKSFetcher
     _keystore: Keystore
     _keystore_mtime: float = 0.0
@@ -62,7 +64,8 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
     fetch = settings.jwks_fetch
     fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
                           timeout=fetch["timeout"], max_bytes=fetch["max_bytes"])
-    services = Services(settings=settings, db=db, replay=ReplayStore(db, cache), jwks_fetcher=fetcher,
+    services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
+                        tokens=TokenStore(db), jwks_fetcher=fetcher,
                         _keystore=keystore)
     try:
         services._keystore_mtime = os.stat(keystore.path).st_mtime

@@ -17,32 +17,65 @@ from storage.database import UNAVAILABLE
 
 log = logging.getLogger("server.views")
 bp = Blueprint("oauth2", __name__)
-TOKEN_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _idp():
     return current_app.extensions["idp"]
 
 
-@bp.route("/oauth2/token", methods=TOKEN_METHODS)
-def token():
+def _oauth_request() -> TokenRequest:
+    """The checks every POST endpoint of OAuth shares, then the immutable request object."""
     if request.method != "POST":
-        raise OAuthError("invalid_request", "The token endpoint accepts only POST", 405, {"Allow": "POST"},
+        raise OAuthError("invalid_request", "This endpoint accepts only POST", 405, {"Allow": "POST"},
                          reason="method")
     # RFC 6749 §3.2: parameters are sent in the body, never in the query string.
     if request.query_string:
         raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
     check_media_type(request.headers.get("Content-Type"))
     form = parse_form(request.get_data(cache=False))
-    idp = _idp()
-    token_request = TokenRequest.build(
+    return TokenRequest.build(
         form,
         {k.lower(): v for k, v in request.headers.items()},
-        endpoint_url=idp.services.settings.base_url + request.path,  # never the Host header
+        endpoint_url=_idp().services.settings.base_url + request.path,  # never the Host header
         request_id=request.environ.setdefault("idp.request_id", uuid.uuid4().hex),
         remote_addr=request.remote_addr or "",
     )
-    return json_response(idp.chain.token(token_request))
+
+
+@bp.route("/oauth2/token", methods=ALL_METHODS)
+def token():
+    return json_response(_idp().chain.token(_oauth_request()))
+
+
+@bp.route("/oauth2/introspect", methods=ALL_METHODS)
+def introspect():
+    """RFC 7662: any authenticated client may ask whether a token is active."""
+    oauth_request = _oauth_request()
+    idp = _idp()
+    idp.chain.authenticate(oauth_request)
+    if "token" not in oauth_request.form:
+        raise invalid_request("The token parameter is missing")
+    row = idp.services.tokens.active(oauth_request.form["token"])
+    if row is None:
+        return json_response({"active": False})
+    body = {"active": True, "client_id": row.client_id, "token_type": "Bearer", "exp": row.expires_at,
+            "iat": row.issued_at, "iss": idp.services.settings.issuer}
+    if row.scope:
+        body["scope"] = row.scope
+    return json_response(body)
+
+
+@bp.route("/oauth2/revoke", methods=ALL_METHODS)
+def revoke():
+    """RFC 7009: the client revokes one of its own tokens; the answer is 200 either way (§2.2)."""
+    oauth_request = _oauth_request()
+    idp = _idp()
+    client = idp.chain.authenticate(oauth_request)
+    if "token" not in oauth_request.form:
+        raise invalid_request("The token parameter is missing")
+    idp.services.tokens.revoke(oauth_request.form["token"], client.client.client_id)
+    return json_response({})
 
 
 @bp.get("/oauth2/jwks")
@@ -63,8 +96,16 @@ def metadata():
         "issuer": settings.issuer,
         "token_endpoint": settings.token_endpoint,
         "jwks_uri": settings.base_url + "/oauth2/jwks",
+        "introspection_endpoint": settings.base_url + "/oauth2/introspect",
+        "revocation_endpoint": settings.base_url + "/oauth2/revoke",
         **idp.chain.metadata(),
     }
+    # RFC 8414 §2: the same client authentication serves introspection and revocation.
+    for endpoint in ("introspection", "revocation"):
+        body[f"{endpoint}_endpoint_auth_methods_supported"] = body["token_endpoint_auth_methods_supported"]
+        if "token_endpoint_auth_signing_alg_values_supported" in body:
+            body[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] = \
+                body["token_endpoint_auth_signing_alg_values_supported"]
     return json_response(body, cacheable=True, headers={"Cache-Control": "public, max-age=60"})
 
 

@@ -75,7 +75,8 @@ def _from_row(row: Client) -> RegisteredClient:
 
 def get(client_id: str) -> RegisteredClient | None:
     row = Client.get_or_none(Client.client_id == client_id)
-    return _from_row(row) if row else None
+    # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
+    return _from_row(row) if row and row.client_id == client_id else None
 
 
 def all_clients() -> list[RegisteredClient]:

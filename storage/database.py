@@ -1,28 +1,48 @@
 """The identity database, opened from `[database.identity_db] url`.
 
 Models are bound to one `DatabaseProxy`; `open_database` points it at the real database.
-Connections are opened lazily per thread, so a database opened before gunicorn forks is
-never shared with a worker: each worker opens its own on first use.
+Connections are opened lazily per thread, so a database opened in gunicorn's master is never
+shared with a worker as long as the master closes what it used before forking (app.serve does).
+
+PostgreSQL and MariaDB/MySQL use peewee's connection pool (one per process) with connect and
+statement timeouts, so a database that stops answering turns into a quick 503, not a hung worker.
+URL query parameters tune them: `max_connections`, `stale_timeout` (s), `connect_timeout` (s),
+`statement_timeout` (ms), e.g. `postgresql://idp@db/identity?max_connections=8`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
-from playhouse.db_url import connect
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
 database_proxy = peewee.DatabaseProxy()
 
 # Errors that mean "the database is not reachable now" rather than a bug.
 UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError)
 
+POOL_DEFAULTS = {"max_connections": 8, "stale_timeout": 300, "connect_timeout": 5, "statement_timeout": 5000}
+
+
+def _pool_options(query: str) -> dict[str, int]:
+    options = dict(POOL_DEFAULTS)
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in options:
+            raise ValueError(f"unknown URL parameter {key} (known: {', '.join(options)})")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"URL parameter {key} must be a positive integer")
+        options[key] = int(value)
+    return options
+
 
 def open_database(url: str, base_dir: Path) -> peewee.Database:
-    """Open the database named by `url`; a relative SQLite path is relative to `base_dir`."""
+    """Open the database named by `url`; a relative SQLite path is relative to `base_dir`.
+    Raises ValueError for a URL this server cannot use."""
     parts = urlsplit(url)
-    if parts.scheme == "sqlite":
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme == "sqlite":
         raw = unquote(parts.path)
         # sqlite:///var/identity.db is relative, sqlite:////abs/path.db absolute (SQLAlchemy's rule).
         path = Path(raw[1:]) if raw.startswith("/") else Path(raw)
@@ -34,11 +54,57 @@ def open_database(url: str, base_dir: Path) -> peewee.Database:
             pragmas={
                 "journal_mode": "wal",      # readers never block the writer
                 "busy_timeout": 5000,       # several workers share the file
-                "synchronous": "normal",
+                "synchronous": "normal",    # durable across process crashes; see README
                 "foreign_keys": 1,
             },
         )
+    elif scheme in ("postgres", "postgresql", "mysql"):
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ValueError("the URL must name a database")
+        options = _pool_options(parts.query)
+        common = {
+            "user": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "host": parts.hostname or "127.0.0.1",
+            "max_connections": options["max_connections"],
+            "stale_timeout": options["stale_timeout"],
+            "timeout": options["connect_timeout"],  # wait for a free pooled connection
+            "connect_timeout": options["connect_timeout"],
+        }
+        if parts.port:
+            common["port"] = parts.port
+        common = {k: v for k, v in common.items() if v is not None}
+        if scheme == "mysql":
+            db = PooledMySQLDatabase(name, charset="utf8mb4", read_timeout=options["statement_timeout"] // 1000 + 1,
+                                     write_timeout=options["statement_timeout"] // 1000 + 1, **common)
+        else:
+            db = PooledPostgresqlDatabase(
+                name, options=f"-c statement_timeout={options['statement_timeout']} "
+                              f"-c lock_timeout={options['statement_timeout']}", **common)
     else:
-        db = connect(url)
+        raise ValueError("unsupported database URL scheme")
     database_proxy.initialize(db)
     return db
+
+
+def release(db: peewee.Database) -> None:
+    """Give this thread's connection back (network databases) after a request; never raises,
+    so a connection broken by a database outage is dropped instead of failing the response."""
+    if isinstance(db, peewee.SqliteDatabase):
+        return  # one connection per thread, kept open
+    try:
+        db.close()
+    except Exception:
+        try:
+            db.manual_close()
+        except Exception:
+            pass
+
+
+def close_all(db: peewee.Database) -> None:
+    """Close every connection this process holds (before gunicorn forks its workers)."""
+    if hasattr(db, "close_all"):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()

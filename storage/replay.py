@@ -7,8 +7,6 @@ so N concurrent requests carrying one assertion give exactly one success on any 
 
 from __future__ import annotations
 
-import functools
-import operator
 import threading
 import time
 from collections import OrderedDict
@@ -16,6 +14,7 @@ from collections import OrderedDict
 import peewee
 
 from storage.models import JTI
+from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 
 class SeenCache:
@@ -53,10 +52,7 @@ class ReplayStore:
                  purge_every: int = 1000, purge_batch: int = 500) -> None:
         self.db = db
         self.cache = cache
-        self.purge_every = purge_every
-        self.purge_batch = purge_batch
-        self._uses = 0
-        self._lock = threading.Lock()
+        self.periodic = PeriodicPurge(purge_every, purge_batch)
 
     def use(self, client_id: str, jwt_id: str, exp_time: int, prevent_reuse: bool,
             now: int | None = None) -> bool:
@@ -89,32 +85,12 @@ class ReplayStore:
         return accepted
 
     def _maybe_purge(self, now: int) -> None:
-        # Bounded purging during normal operation: one small batch every `purge_every` uses.
-        with self._lock:
-            self._uses += 1
-            due = self._uses % self.purge_every == 0
-        if due:
-            self.purge(now, limit=self.purge_batch)
+        if self.periodic.tick():
+            self.purge(now, limit=self.periodic.batch)
 
     def purge(self, now: int | None = None, limit: int = 500) -> int:
         """Delete at most `limit` expired rows; returns how many were deleted."""
-        now = int(time.time()) if now is None else now
-        rows = list(JTI.select(JTI.client_id, JTI.jwt_id)
-                    .where(JTI.exp_time < now).order_by(JTI.exp_time).limit(limit).tuples())
-        deleted = 0
-        for start in range(0, len(rows), 100):
-            chunk = rows[start:start + 100]
-            match = functools.reduce(operator.or_, [
-                (JTI.client_id == c) & (JTI.jwt_id == j) for c, j in chunk])
-            with self.db.atomic():
-                # exp_time < now again: a row replaced meanwhile is kept.
-                deleted += JTI.delete().where(match & (JTI.exp_time < now)).execute()
-        return deleted
+        return purge_expired(self.db, JTI, JTI.exp_time, int(time.time()) if now is None else now, limit)
 
     def purge_all(self, now: int | None = None, batch: int = 1000) -> int:
-        total = 0
-        while True:
-            n = self.purge(now, limit=batch)
-            total += n
-            if n < batch:
-                return total
+        return purge_all(self.db, JTI, JTI.exp_time, int(time.time()) if now is None else now, batch)

@@ -9,8 +9,20 @@ import peewee
 from storage.models import TABLES, SCHEMA_VERSION, SchemaVersion
 
 
+def _mysql_table_settings(db: peewee.Database) -> list[str]:
+    # Identifiers (client ids, jti) compare exactly, as on SQLite and PostgreSQL: a binary,
+    # no-pad collation, or "MyApp" would find "myapp" and "a" would equal "a ".
+    version = db.execute_sql("SELECT VERSION()").fetchone()[0]
+    collation = "utf8mb4_nopad_bin" if "MariaDB" in version else "utf8mb4_0900_bin"
+    return ["ENGINE=InnoDB", "DEFAULT CHARSET=utf8mb4", f"COLLATE={collation}"]
+
+
 def upgrade(db: peewee.Database) -> int:
     """Create missing tables and record the schema version; returns the version now in force."""
+    if isinstance(db, peewee.MySQLDatabase):
+        settings = _mysql_table_settings(db)
+        for model in TABLES:
+            model._meta.table_settings = settings
     with db.atomic():
         db.create_tables(TABLES, safe=True)
         current = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0

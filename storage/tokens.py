@@ -1,4 +1,5 @@
-"""Access tokens: random opaque strings; only their SHA-256 is stored."""
+"""Access tokens: random opaque strings; only their SHA-256 is stored, so a leaked database
+reveals no usable token."""
 
 from __future__ import annotations
 
@@ -6,21 +7,53 @@ import hashlib
 import secrets
 import time
 
+import peewee
+
 from storage.models import AccessToken
+from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue(client_id: str, scope: str, lifetime: int) -> tuple[str, int]:
-    """Create and store a new access token; returns (token, expires_in)."""
-    token = secrets.token_urlsafe(32)
-    now = int(time.time())
-    AccessToken.insert(token_hash=token_hash(token), client_id=client_id, scope=scope,
-                       issued_at=now, expires_at=now + lifetime).execute()
-    return token, lifetime
+class TokenStore:
+    def __init__(self, db: peewee.Database, purge_every: int = 1000, purge_batch: int = 500) -> None:
+        self.db = db
+        self.periodic = PeriodicPurge(purge_every, purge_batch)
 
+    def issue(self, client_id: str, scope: str, lifetime: int) -> tuple[str, int]:
+        """Create and store a new access token; returns (token, expires_in)."""
+        token = secrets.token_urlsafe(32)
+        now = int(time.time())
+        AccessToken.insert(token_hash=token_hash(token), client_id=client_id, scope=scope,
+                           issued_at=now, expires_at=now + lifetime).execute()
+        if self.periodic.tick():
+            self.purge(now, self.periodic.batch)
+        return token, lifetime
 
-def find(token: str) -> AccessToken | None:
-    return AccessToken.get_or_none(AccessToken.token_hash == token_hash(token))
+    @staticmethod
+    def active(token: str) -> AccessToken | None:
+        """The token's record if it is usable now: known, not revoked, not expired."""
+        if not token or len(token) > 512:
+            return None
+        row = AccessToken.get_or_none(AccessToken.token_hash == token_hash(token))
+        if row is None or row.revoked or row.expires_at <= int(time.time()):
+            return None
+        return row
+
+    @staticmethod
+    def revoke(token: str, client_id: str) -> bool:
+        """RFC 7009 §2.1: only the client the token was issued to may revoke it."""
+        if not token or len(token) > 512:
+            return False
+        return (AccessToken.update(revoked=True)
+                .where((AccessToken.token_hash == token_hash(token)) & (AccessToken.client_id == client_id))
+                .execute()) == 1
+
+    def purge(self, now: int | None = None, limit: int = 500) -> int:
+        return purge_expired(self.db, AccessToken, AccessToken.expires_at,
+                             int(time.time()) if now is None else now, limit)
+
+    def purge_all(self, now: int | None = None) -> int:
+        return purge_all(self.db, AccessToken, AccessToken.expires_at, int(time.time()) if now is None else now)
