@@ -79,9 +79,11 @@ def open_database(url: str, base_dir: Path) -> peewee.Database:
             db = PooledMySQLDatabase(name, charset="utf8mb4", read_timeout=options["statement_timeout"] // 1000 + 1,
                                      write_timeout=options["statement_timeout"] // 1000 + 1, **common)
         else:
+            # TCP keepalives: a silently dead network is noticed in about 20 s, not never.
             db = PooledPostgresqlDatabase(
                 name, options=f"-c statement_timeout={options['statement_timeout']} "
-                              f"-c lock_timeout={options['statement_timeout']}", **common)
+                              f"-c lock_timeout={options['statement_timeout']}",
+                keepalives=1, keepalives_idle=10, keepalives_interval=3, keepalives_count=3, **common)
     else:
         raise ValueError("unsupported database URL scheme")
     database_proxy.initialize(db)

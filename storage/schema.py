@@ -19,14 +19,18 @@ def _mysql_table_settings(db: peewee.Database) -> list[str]:
 
 def upgrade(db: peewee.Database) -> int:
     """Create missing tables and record the schema version; returns the version now in force."""
-    if isinstance(db, peewee.MySQLDatabase):
-        settings = _mysql_table_settings(db)
+    settings = _mysql_table_settings(db) if isinstance(db, peewee.MySQLDatabase) else []
+    saved = [model._meta.table_settings for model in TABLES]
+    try:
         for model in TABLES:
             model._meta.table_settings = settings
-    with db.atomic():
-        db.create_tables(TABLES, safe=True)
-        current = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
-        if current < SCHEMA_VERSION:
-            SchemaVersion.create(version=SCHEMA_VERSION, applied_at=int(time.time()))
-            current = SCHEMA_VERSION
+        with db.atomic():
+            db.create_tables(TABLES, safe=True)
+            current = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+            if current < SCHEMA_VERSION:
+                SchemaVersion.create(version=SCHEMA_VERSION, applied_at=int(time.time()))
+                current = SCHEMA_VERSION
+    finally:
+        for model, value in zip(TABLES, saved):
+            model._meta.table_settings = value
     return current

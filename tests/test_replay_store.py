@@ -1,5 +1,6 @@
-"""IDN_OIDC_JTI: the insert decides, replacement of expired rows is one conditional update,
-concurrent uses of one jti give exactly one success (threads and processes on one SQLite file)."""
+"""IDN_OIDC_JTI on SQLite, PostgreSQL and MariaDB: the insert decides, replacement of expired rows
+is one conditional update, concurrent uses of one jti give exactly one success (threads and
+processes), and purging works in bounded batches. Every test runs on all three databases."""
 
 from __future__ import annotations
 
@@ -12,21 +13,33 @@ import pytest
 from storage.database import open_database
 from storage.models import JTI
 from storage.replay import ReplayStore, SeenCache
-from storage.schema import upgrade
 
 
 @pytest.fixture
-def store(tmp_path):
-    db = open_database("sqlite:///replay.db", tmp_path)
-    upgrade(db)
-    yield ReplayStore(db)
-    db.close()
+def store(any_db):
+    return ReplayStore(any_db)
 
 
 def test_table_definition(store):
-    columns = {c.name for c in store.db.get_columns("IDN_OIDC_JTI")}
-    assert columns == {"JWT_ID", "CLIENT_ID", "EXP_TIME", "TIME_CREATED"}
-    assert store.db.get_primary_keys("IDN_OIDC_JTI") == ["CLIENT_ID", "JWT_ID"]
+    columns = {c.name.upper(): c.data_type.lower() for c in store.db.get_columns("IDN_OIDC_JTI")}
+    assert set(columns) == {"JWT_ID", "CLIENT_ID", "EXP_TIME", "TIME_CREATED"}
+    assert [c.upper() for c in store.db.get_primary_keys("IDN_OIDC_JTI")] == ["CLIENT_ID", "JWT_ID"]
+    assert "EXP_TIME" in {c.upper() for i in store.db.get_indexes("IDN_OIDC_JTI") for c in i.columns}
+
+
+def test_identifiers_compare_exactly(store):
+    now = int(time.time())
+    assert store.use("c", "Abc", now + 60, True, now=now)
+    assert store.use("c", "abc", now + 60, True, now=now)     # not a replay of "Abc"
+    assert store.use("c", "abc ", now + 60, True, now=now)    # nor is a trailing space
+    assert store.use("C", "abc", now + 60, True, now=now)     # another client
+    assert not store.use("c", "abc", now + 60, True, now=now)
+
+
+def test_longest_identifiers_and_unicode(store):
+    now = int(time.time())
+    assert store.use("c" * 255, "ü😀" + "j" * 253, now + 60, True, now=now)
+    assert not store.use("c" * 255, "ü😀" + "j" * 253, now + 60, True, now=now)
 
 
 def test_first_use_then_replay(store):
@@ -81,10 +94,8 @@ def test_purge_deletes_only_expired_in_batches(store):
     assert [r.jwt_id for r in JTI.select()] == ["fresh"]
 
 
-def test_purge_runs_during_normal_use(tmp_path):
-    db = open_database("sqlite:///auto.db", tmp_path)
-    upgrade(db)
-    store = ReplayStore(db, purge_every=10, purge_batch=100)
+def test_purge_runs_during_normal_use(any_db):
+    store = ReplayStore(any_db, purge_every=10, purge_batch=100)
     now = int(time.time())
     for i in range(9):
         store.use("c", f"old{i}", now - 10, True, now=now - 100)
@@ -92,36 +103,49 @@ def test_purge_runs_during_normal_use(tmp_path):
     assert [r.jwt_id for r in JTI.select()] == ["new"]
 
 
-def test_concurrent_threads_one_success(store):
+@pytest.mark.parametrize("expired_row", [False, True], ids=["fresh", "replacing-expired"])
+def test_concurrent_threads_one_success(store, expired_row):
     now = int(time.time())
+    if expired_row:
+        store.use("c", "race", now - 5, True, now=now - 100)
     results = []
     barrier = threading.Barrier(16)
 
     def worker():
         barrier.wait()
-        results.append(store.use("c", "race", now + 60, True, now=now))
+        try:
+            results.append(store.use("c", "race", now + 60, True, now=now))
+        finally:
+            from storage.database import release
+            release(store.db)
     threads = [threading.Thread(target=worker) for _ in range(16)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert results.count(True) == 1 and len(results) == 16
 
 
-def _process_use(path: str, start, queue) -> None:
+def _process_use(url: str, base: str, jti: str, start, queue) -> None:
     from pathlib import Path
-    db = open_database("sqlite:///" + Path(path).name, Path(path).parent)
-    store = ReplayStore(db)
+    store = ReplayStore(open_database(url, Path(base)))
     start.wait()
-    queue.put(store.use("c", "race", int(time.time()) + 60, True))
+    try:
+        queue.put(store.use("c", jti, int(time.time()) + 60, True))
+    except Exception as exc:  # reported to the parent, which fails the test
+        queue.put(repr(exc))
 
 
-def test_concurrent_processes_one_success(store, tmp_path):
-    # Replacing an expired row, the harder case: every process sees the old row.
-    store.use("c", "race", int(time.time()) - 5, True, now=int(time.time()) - 100)
+@pytest.mark.parametrize("expired_row", [False, True], ids=["fresh", "replacing-expired"])
+def test_concurrent_processes_one_success(store, tmp_path, expired_row):
+    if expired_row:  # the harder case: every process sees the old row and tries to replace it
+        store.use("c", "race", int(time.time()) - 5, True, now=int(time.time()) - 100)
+    from storage.database import close_all
+    close_all(store.db)  # nothing shared across the fork
     ctx = multiprocessing.get_context("fork")
     start, queue = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_process_use, args=(str(tmp_path / "replay.db"), start, queue)) for _ in range(8)]
+    procs = [ctx.Process(target=_process_use, args=(store.db.url, str(tmp_path), "race", start, queue))
+             for _ in range(8)]
     [p.start() for p in procs]
     start.set()
     results = [queue.get(timeout=30) for _ in procs]
     [p.join() for p in procs]
-    assert results.count(True) == 1
+    assert sorted(map(str, results)) == ["False"] * 7 + ["True"], results
