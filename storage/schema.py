@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import peewee
@@ -17,6 +18,22 @@ def _mysql_table_settings(db: peewee.Database) -> list[str]:
     return ["ENGINE=InnoDB", "DEFAULT CHARSET=utf8mb4", f"COLLATE={collation}"]
 
 
+@contextlib.contextmanager
+def _schema_lock(db: peewee.Database):
+    """Nodes starting together upgrade one at a time (SQLite's write lock does this by itself)."""
+    if isinstance(db, peewee.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_xact_lock(7523)")  # released at commit
+        yield
+    elif isinstance(db, peewee.MySQLDatabase):
+        db.execute_sql("SELECT GET_LOCK('idp_schema_upgrade', 60)")
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT RELEASE_LOCK('idp_schema_upgrade')")
+    else:
+        yield
+
+
 def upgrade(db: peewee.Database) -> int:
     """Create missing tables and record the schema version; returns the version now in force."""
     settings = _mysql_table_settings(db) if isinstance(db, peewee.MySQLDatabase) else []
@@ -24,7 +41,7 @@ def upgrade(db: peewee.Database) -> int:
     try:
         for model in TABLES:
             model._meta.table_settings = settings
-        with db.atomic():
+        with db.atomic(), _schema_lock(db):
             db.create_tables(TABLES, safe=True)
             current = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
             if current < SCHEMA_VERSION:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from storage.database import open_database
-from storage.models import JTI
+from storage.models import JTI, TABLES
 from storage.replay import ReplayStore, SeenCache
 
 
@@ -149,3 +149,30 @@ def test_concurrent_processes_one_success(store, tmp_path, expired_row):
     results = [queue.get(timeout=30) for _ in procs]
     [p.join() for p in procs]
     assert sorted(map(str, results)) == ["False"] * 7 + ["True"], results
+
+
+def test_schema_upgrade_is_idempotent_and_concurrent(any_db, tmp_path):
+    from storage.database import close_all
+    from storage.models import SchemaVersion, SCHEMA_VERSION
+    from storage.schema import upgrade
+    assert upgrade(any_db) == SCHEMA_VERSION
+    close_all(any_db)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def run():
+        from pathlib import Path
+        try:
+            db = open_database(any_db.url, Path(str(tmp_path)))
+            queue.put(upgrade(db))
+        except Exception as exc:
+            queue.put(repr(exc))
+    # Drop everything, then let four "nodes" create the schema at the same instant.
+    any_db.drop_tables(TABLES)
+    close_all(any_db)
+    procs = [ctx.Process(target=run) for _ in range(4)]
+    [p.start() for p in procs]
+    results = [queue.get(timeout=60) for _ in procs]
+    [p.join() for p in procs]
+    assert results == [SCHEMA_VERSION] * 4, results
+    assert SchemaVersion.select().where(SchemaVersion.version == SCHEMA_VERSION).count() == 1
