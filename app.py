@@ -16,7 +16,7 @@ from handlers import chain as handler_chain
 from keystore.store import Keystore, KeystoreError
 from server import config
 from server.cli import register_cli
-from server.forms import MAX_BODY_BYTES
+from server.render import raw_error
 from server.services import Services, build_services
 from server.views import bp, register_error_handlers
 from storage.database import UNAVAILABLE, close_all, open_database, release
@@ -54,7 +54,6 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     chain = handler_chain.build(settings, services)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["idp"] = IdP(services, chain)
     app.register_blueprint(bp)
     register_error_handlers(app)
@@ -79,6 +78,7 @@ def create_app(deployment_toml: str | None = None) -> Flask:
 
 def serve(deployment_toml: str | None = None) -> None:
     """Prepare (keystore, schema, TLS files) in the master, then run gunicorn's workers."""
+    from gunicorn import util as gunicorn_util
     from gunicorn.app.base import BaseApplication
 
     app = create_app(deployment_toml)
@@ -114,6 +114,11 @@ def serve(deployment_toml: str | None = None) -> None:
         tls_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(tls_dir, 0o700)
         options["certfile"], options["keyfile"] = idp.services.keystore().write_tls_files(str(tls_dir))
+
+    # gunicorn answers malformed or oversized HTTP itself, in HTML; make those answers JSON too.
+    # `reason` is gunicorn's fixed status phrase, never request data.
+    gunicorn_util.write_error = lambda sock, status, reason, mesg: gunicorn_util.write_nonblock(
+        sock, raw_error(status, reason))
 
     class Server(BaseApplication):
         def load_config(self):

@@ -97,6 +97,7 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "allowed_hosts": (list, []),
         "timeout": (float, 3.0),
         "max_bytes": (int, 65536),
+        "refresh_interval": (int, 60),
     },
 }
 ARRAYS = {("event_listener",), ("cache", "manager")}
@@ -321,6 +322,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     fetch = values[("oauth", "jwks_fetch")]
     if not 0.1 <= fetch["timeout"] <= 30:
         raise fail(("oauth", "jwks_fetch", "timeout"), "must be between 0.1 and 30 seconds")
+    if not 1 <= fetch["refresh_interval"] <= 3600:
+        raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 
     settings = Settings(
         path=path,

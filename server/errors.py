@@ -31,9 +31,10 @@ def invalid_request(description: str, reason: str | None = None) -> OAuthError:
 
 
 def invalid_client(description: str, reason: str | None = None) -> OAuthError:
-    # RFC 6749 §5.2: 401 with WWW-Authenticate when the client tried to authenticate.
+    # RFC 6749 §5.2: 401 with a challenge in the scheme the client used in its Authorization
+    # header; Basic is the only HTTP scheme defined for clients (§2.3.1), so it is sent always.
     return OAuthError("invalid_client", description, 401,
-                      {"WWW-Authenticate": 'Bearer realm="oauth2", error="invalid_client"'},
+                      {"WWW-Authenticate": 'Basic realm="oauth2", error="invalid_client"'},
                       reason=reason)
 
 

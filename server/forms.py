@@ -7,10 +7,12 @@ parameter without a value is treated as omitted.
 from __future__ import annotations
 
 import re
+from typing import BinaryIO
 
-from server.errors import invalid_request
+from server.errors import OAuthError, invalid_request
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_DRAIN_BYTES = 2 * 1024 * 1024
 MAX_PARAMETERS = 64
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -22,6 +24,25 @@ def check_media_type(content_type: str | None) -> None:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/x-www-form-urlencoded":
         raise invalid_request("The request body must be application/x-www-form-urlencoded", reason="media_type")
+
+
+def read_body(stream: BinaryIO) -> bytes:
+    """The body, at most MAX_BODY_BYTES, whether or not the client sent a Content-Length
+    (chunked bodies have none). The one place the size limit is enforced."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        chunk = stream.read(MAX_BODY_BYTES + 1 - size)  # may return less than asked: loop to EOF
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    # Read (and drop) a bounded rest so the client, still sending, can receive the 413 instead
+    # of a connection reset; beyond that the connection is simply closed.
+    drained = 0
+    while drained < MAX_DRAIN_BYTES and (chunk := stream.read(65536)):
+        drained += len(chunk)
+    raise OAuthError("invalid_request", f"The request body exceeds {MAX_BODY_BYTES} bytes", 413, reason="body_size")
 
 
 def _decode(raw: bytes) -> str:

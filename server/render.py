@@ -24,3 +24,14 @@ def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, st
 
 def error_response(exc: OAuthError) -> Response:
     return json_response({"error": exc.error, "error_description": exc.description}, exc.status, exc.headers)
+
+
+def raw_error(status: int, reason: str) -> bytes:
+    """A complete HTTP/1.1 error response for errors gunicorn answers before the app runs
+    (request line or headers too large, malformed HTTP): JSON like every other error."""
+    error = "server_error" if status >= 500 else "invalid_request"
+    body = json.dumps({"error": error, "error_description": f"The HTTP request was refused: {reason}"},
+                      separators=(",", ":")).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Cache-Control: no-store\r\nPragma: no-cache\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body

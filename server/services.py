@@ -63,7 +63,8 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
         cache = SeenCache(capacity=capacity, timeout_seconds=timeout * 60)
     fetch = settings.jwks_fetch
     fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
-                          timeout=fetch["timeout"], max_bytes=fetch["max_bytes"])
+                          timeout=fetch["timeout"], max_bytes=fetch["max_bytes"],
+                          refetch_interval_seconds=fetch["refresh_interval"])
     services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
                         _keystore=keystore)

@@ -6,18 +6,17 @@ import logging
 import uuid
 
 from flask import Blueprint, Flask, current_app, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from keystore.jwk import PublicKey
 from server.errors import OAuthError, invalid_request, temporarily_unavailable
-from server.forms import MAX_BODY_BYTES, check_media_type, parse_form
+from server.forms import check_media_type, parse_form, read_body
 from server.render import error_response, json_response
 from server.request import TokenRequest
 from storage.database import UNAVAILABLE
 
 log = logging.getLogger("server.views")
 bp = Blueprint("oauth2", __name__)
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _idp():
@@ -26,14 +25,11 @@ def _idp():
 
 def _oauth_request() -> TokenRequest:
     """The checks every POST endpoint of OAuth shares, then the immutable request object."""
-    if request.method != "POST":
-        raise OAuthError("invalid_request", "This endpoint accepts only POST", 405, {"Allow": "POST"},
-                         reason="method")
     # RFC 6749 §3.2: parameters are sent in the body, never in the query string.
     if request.query_string:
         raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
     check_media_type(request.headers.get("Content-Type"))
-    form = parse_form(request.get_data(cache=False))
+    form = parse_form(read_body(request.stream))
     return TokenRequest.build(
         form,
         {k.lower(): v for k, v in request.headers.items()},
@@ -43,12 +39,12 @@ def _oauth_request() -> TokenRequest:
     )
 
 
-@bp.route("/oauth2/token", methods=ALL_METHODS)
+@bp.route("/oauth2/token", methods=["POST"], provide_automatic_options=False)
 def token():
     return json_response(_idp().chain.token(_oauth_request()))
 
 
-@bp.route("/oauth2/introspect", methods=ALL_METHODS)
+@bp.route("/oauth2/introspect", methods=["POST"], provide_automatic_options=False)
 def introspect():
     """RFC 7662: any authenticated client may ask whether a token is active."""
     oauth_request = _oauth_request()
@@ -66,7 +62,7 @@ def introspect():
     return json_response(body)
 
 
-@bp.route("/oauth2/revoke", methods=ALL_METHODS)
+@bp.route("/oauth2/revoke", methods=["POST"], provide_automatic_options=False)
 def revoke():
     """RFC 7009: the client revokes one of its own tokens; the answer is 200 either way (§2.2)."""
     oauth_request = _oauth_request()
@@ -116,18 +112,16 @@ def register_error_handlers(app: Flask) -> None:
     def oauth_error(exc: OAuthError):
         return error_response(exc)
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc):
-        return error_response(OAuthError("invalid_request", f"The request body exceeds {MAX_BODY_BYTES} bytes", 413))
-
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500
         headers = {}
+        description = exc.name or "HTTP error"
         if status == 405 and getattr(exc, "valid_methods", None):
             headers["Allow"] = ", ".join(exc.valid_methods)
+            description = "This endpoint accepts only " + headers["Allow"]
         error = "not_found" if status == 404 else "invalid_request"
-        return error_response(OAuthError(error, exc.name or "HTTP error", status, headers))
+        return error_response(OAuthError(error, description, status, headers))
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

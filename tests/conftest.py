@@ -3,14 +3,13 @@ in-process; `server` tests start the real gunicorn server (see support.Server)."
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
-from support import KEYSTORE_PASSWORD, claims_for, jwks_of, rsa_key, sign, token_form, write_config
+from support import claims_for, jwks_of, rsa_key, shared_keystore, sign, token_form, write_config
 
 
 @dataclass
@@ -50,20 +49,6 @@ class InProcess:
 
     def token(self, assertion: str, **extra):
         return self.post(token_form(assertion, **extra))
-
-
-_KEYSTORE: list[Path] = []
-
-
-def shared_keystore(tmp: Path) -> None:
-    """Copy one primary keystore into `tmp` instead of generating an RSA key per test."""
-    if not _KEYSTORE:
-        from keystore.store import Keystore
-        path = Path(tmp.parent / "shared-primary.p12")
-        Keystore.create(str(path), "PKCS12", KEYSTORE_PASSWORD, "wso2carbon", "localhost")
-        _KEYSTORE.append(path)
-    (tmp / "var").mkdir(parents=True, exist_ok=True)
-    shutil.copy(_KEYSTORE[0], tmp / "var" / "primary.p12")
 
 
 def make_in_process(tmp: Path, **config) -> InProcess:

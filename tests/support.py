@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def toml_value(value) -> str:
 
 def write_config(directory: Path, port: int = 9443, *, pkjwt: dict | None = None, extra: str = "",
                  workers: int = 2, database_url: str = "sqlite:///var/identity.db",
-                 listeners: str = "", server_extra: str = "") -> Path:
+                 listeners: str = "", server_extra: str = "", jwks_fetch_extra: str = "") -> Path:
     """A deployment.toml for a test: our own port, keystore and database inside `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     props = "\n".join(f"{k} = {toml_value(v)}" for k, v in (pkjwt or {}).items())
@@ -62,6 +63,7 @@ alias = "wso2carbon"
 require_https = false
 allowed_hosts = ["127.0.0.1"]
 timeout = 2.0
+{jwks_fetch_extra}
 
 [[event_listener]]
 id = "private_key_jwt_authenticator"
@@ -130,6 +132,20 @@ def sign(private_key, claims: dict, alg: str = "RS256", headers: dict | None = N
 def token_form(assertion: str, **extra) -> dict:
     return {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": assertion, **extra}
+
+
+_KEYSTORE: list[Path] = []
+
+
+def shared_keystore(tmp: Path) -> None:
+    """Copy one primary keystore into `tmp` instead of generating an RSA key per test."""
+    if not _KEYSTORE:
+        from keystore.store import Keystore
+        path = Path(tmp.parent / f"shared-primary-{uuid.uuid4().hex[:8]}.p12")
+        Keystore.create(str(path), "PKCS12", KEYSTORE_PASSWORD, "wso2carbon", "localhost")
+        _KEYSTORE.append(path)
+    (tmp / "var").mkdir(parents=True, exist_ok=True)
+    shutil.copy(_KEYSTORE[0], tmp / "var" / "primary.p12")
 
 
 # --- the real server ---------------------------------------------------------------------------
@@ -212,5 +228,5 @@ def assert_oauth_error(response, status: int, error: str) -> dict:
     description = body.get("error_description", "")
     assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
     if error == "invalid_client":
-        assert "WWW-Authenticate" in response.headers
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="oauth2", error="invalid_client"'
     return body

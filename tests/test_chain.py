@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from server.config import ConfigError
-from support import write_config
+from support import shared_keystore, write_config
 
 
 def build(tmp_path, **config):
-    from conftest import shared_keystore
     from app import build_app
     shared_keystore(tmp_path)
     return build_app(str(write_config(tmp_path, **config))).extensions["idp"].chain
