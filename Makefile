@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install clean
+.PHONY: run test install clean fuzz bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,23 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Longer fuzzing of the assertion and JWKS parsers (a short run is part of make test).
+FUZZ_TIME ?= 60
+fuzz: $(TEST_STAMP)
+	$(BIN)/pip install --quiet atheris
+	mkdir -p var/fuzz-corpus
+	$(BIN)/python fuzz/fuzz_jws.py var/fuzz-corpus fuzz/corpus -max_total_time=$(FUZZ_TIME) -artifact_prefix=var/
+
+# Token-endpoint benchmark against the reference servers (see bench/README.md).
+BENCH_PEERS_SRC ?= ../shared/bench-peers
+BENCH_ARGS ?=
+bench: $(STAMP)
+	mkdir -p bench/.peers
+	cp -rf $(BENCH_PEERS_SRC)/. bench/.peers/
+	chmod -R u+w bench/.peers
+	[ -f bench/.peers/.setup-ok ] || (cd bench/.peers && ./setup.sh && touch .setup-ok)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
