@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import peewee
 
 from storage.models import Client
+from storage.sql import Statement
 
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
 
@@ -73,10 +74,22 @@ def _from_row(row: Client) -> RegisteredClient:
         updated_at=row.updated_at)
 
 
+_COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_types", "scopes", "redirect_uris",
+            "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "updated_at")
+_SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
+                        .where(Client.client_id == "?"))
+
+
 def get(client_id: str) -> RegisteredClient | None:
-    row = Client.get_or_none(Client.client_id == client_id)
+    """The client, read on every request so that changes apply at once."""
+    row = _SELECT_ONE.execute(client_id).fetchone()
     # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
-    return _from_row(row) if row and row.client_id == client_id else None
+    if row is None or row[0] != client_id:
+        return None
+    values = dict(zip(_COLUMNS, row))
+    for key in ("grant_types", "scopes", "redirect_uris"):
+        values[key] = tuple(values[key].split())
+    return RegisteredClient(**values)
 
 
 def all_clients() -> list[RegisteredClient]:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 import peewee
 
 from storage.models import JTI
+from storage.sql import Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 
@@ -47,6 +48,13 @@ class SeenCache:
                 self._items.popitem(last=False)
 
 
+_INSERT = Statement(lambda: JTI.insert(client_id="?", jwt_id="?", exp_time=0, time_created=0))
+_REPLACE_EXPIRED = Statement(lambda: JTI.update(exp_time=0, time_created=0).where(
+    (JTI.client_id == "?") & (JTI.jwt_id == "?") & (JTI.exp_time < 0)))
+_RECORD_REUSE = Statement(lambda: JTI.update(exp_time=0, time_created=0).where(
+    (JTI.client_id == "?") & (JTI.jwt_id == "?")))
+
+
 class ReplayStore:
     def __init__(self, db: peewee.Database, cache: SeenCache | None = None,
                  purge_every: int = 1000, purge_batch: int = 500) -> None:
@@ -67,18 +75,15 @@ class ReplayStore:
         if prevent_reuse and self.cache is not None and self.cache.seen(key, now):
             return False
         try:
-            with self.db.atomic():
-                JTI.insert(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time,
-                           time_created=now).execute()
+            _INSERT.execute(client_id, jwt_id, exp_time, now)
             accepted = True
         except peewee.IntegrityError:
-            query = JTI.update(exp_time=exp_time, time_created=now).where(
-                (JTI.client_id == client_id) & (JTI.jwt_id == jwt_id))
             if prevent_reuse:
-                query = query.where(JTI.exp_time < now)
-            with self.db.atomic():
-                changed = query.execute()
-            accepted = changed == 1 or not prevent_reuse
+                # One conditional UPDATE: of two concurrent replacements only one matches.
+                accepted = _REPLACE_EXPIRED.execute(exp_time, now, client_id, jwt_id, now).rowcount == 1
+            else:
+                _RECORD_REUSE.execute(exp_time, now, client_id, jwt_id)
+                accepted = True
         if accepted and self.cache is not None:
             self.cache.add(key, exp_time, now)
         self._maybe_purge(now)

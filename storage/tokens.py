@@ -10,7 +10,12 @@ import time
 import peewee
 
 from storage.models import AccessToken
+from storage.sql import Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
+
+
+_INSERT = Statement(lambda: AccessToken.insert(token_hash="?", client_id="?", scope="?", issued_at=0, expires_at=0,
+                                               revoked=False))
 
 
 def token_hash(token: str) -> str:
@@ -26,8 +31,7 @@ class TokenStore:
         """Create and store a new access token; returns (token, expires_in)."""
         token = secrets.token_urlsafe(32)
         now = int(time.time())
-        AccessToken.insert(token_hash=token_hash(token), client_id=client_id, scope=scope,
-                           issued_at=now, expires_at=now + lifetime).execute()
+        _INSERT.execute(token_hash(token), client_id, scope, now, now + lifetime, False)
         if self.periodic.tick():
             self.purge(now, self.periodic.batch)
         return token, lifetime
