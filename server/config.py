@@ -295,11 +295,7 @@ def load(path: str | os.PathLike | None = None) -> Settings:
                     raise fail(section + (key,) if section in lines else section, "is required")
                 out[key] = default
                 continue
-            raw = _substitute_env(table[key], lambda m: fail(key_path, m))
-            try:
-                out[key] = coerce(raw, kind, "the value")
-            except ValueError as exc:
-                raise fail(key_path, str(exc)) from None
+            out[key] = _typed(table[key], kind, key_path, fail)
         values[section] = out
 
     server = values[("server",)]
@@ -344,6 +340,29 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     return settings
 
 
+def _typed(value: Any, kind: Any, key_path: tuple, fail) -> Any:
+    """One value: $env{} substituted, then coerced; mistakes name the key."""
+    value = _substitute_env(value, lambda m: fail(key_path, m))
+    try:
+        return coerce(value, kind, "the value")
+    except ValueError as exc:
+        raise fail(key_path, str(exc)) from None
+
+
+def _typed_table(raw: Any, kinds: dict[str, Any], base: tuple, fail, skip: tuple = ()) -> dict[str, Any]:
+    """A table of an array ([[event_listener]], [[cache.manager]]): known keys, typed values."""
+    if not isinstance(raw, dict):
+        raise fail(base, "must be a table")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in skip:
+            continue
+        if key not in kinds:
+            raise fail(base + (key,), "unknown key")
+        values[key] = _typed(value, kinds[key], base + (key,), fail)
+    return values
+
+
 def _toml_reason(exc: ParseError) -> str:
     return re.sub(r"\s+at line \d+ col \d+$", "", str(exc))
 
@@ -381,19 +400,7 @@ def _listeners(document: dict, fail) -> list[ListenerEntry]:
     seen: set[str] = set()
     for index, raw in enumerate(document.get("event_listener", [])):
         base = ("event_listener", index)
-        if not isinstance(raw, dict):
-            raise fail(base, "must be a table")
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key == "properties":
-                continue
-            if key not in LISTENER_KEYS:
-                raise fail(base + (key,), "unknown key")
-            try:
-                values[key] = coerce(_substitute_env(value, lambda m: fail(base + (key,), m)),
-                                     LISTENER_KEYS[key], "the value")
-            except ValueError as exc:
-                raise fail(base + (key,), str(exc)) from None
+        values = _typed_table(raw, LISTENER_KEYS, base, fail, skip=("properties",))
         for required in ("id", "name"):
             if not values.get(required):
                 raise fail(base, f"{required} is required")
@@ -418,17 +425,7 @@ def _caches(document: dict, fail) -> dict[str, CacheEntry]:
     caches: dict[str, CacheEntry] = {}
     for index, raw in enumerate(_get(document, ("cache", "manager")) or []):
         base = ("cache", "manager", index)
-        if not isinstance(raw, dict):
-            raise fail(base, "must be a table")
-        values: dict[str, Any] = {"enable": True}
-        for key, value in raw.items():
-            if key not in CACHE_KEYS:
-                raise fail(base + (key,), "unknown key")
-            try:
-                values[key] = coerce(_substitute_env(value, lambda m: fail(base + (key,), m)),
-                                     CACHE_KEYS[key], "the value")
-            except ValueError as exc:
-                raise fail(base + (key,), str(exc)) from None
+        values = {"enable": True, **_typed_table(raw, CACHE_KEYS, base, fail)}
         if not values.get("name"):
             raise fail(base, "name is required")
         for key in ("timeout", "capacity"):
