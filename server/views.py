@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 
 from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import HTTPException
@@ -34,7 +34,7 @@ def _oauth_request() -> TokenRequest:
         form,
         {k.lower(): v for k, v in request.headers.items()},
         endpoint_url=_idp().services.settings.base_url + request.path,  # never the Host header
-        request_id=request.environ.setdefault("idp.request_id", uuid.uuid4().hex),
+        request_id=request.environ.setdefault("idp.request_id", os.urandom(8).hex()),
         remote_addr=request.remote_addr or "",
     )
 
