@@ -56,6 +56,11 @@ class ClientAuthenticator(Handler):
         """Discovery metadata this authenticator contributes."""
         return {}
 
+    def check_rate(self, client_id: str) -> None:
+        """Call once the claimed client is known, before checking its credentials: a client id
+        with too many recent failures is refused (429) without further work."""
+        self.services.limiter.check("client", client_id)
+
 
 class GrantHandler(Handler):
     stage = "grant"

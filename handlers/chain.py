@@ -94,6 +94,7 @@ def _properties(cls: type[Handler], entry: config.ListenerEntry | None, settings
 
 @dataclass
 class Chain:
+    services: Any = None
     authenticators: list[ClientAuthenticator] = field(default_factory=list)
     grants: dict[str, GrantHandler] = field(default_factory=dict)
     issuer: TokenIssuer | None = None
@@ -126,7 +127,9 @@ class Chain:
     def authenticate(self, request: TokenRequest) -> AuthenticatedClient:
         """Exactly one authentication method per request (RFC 6749 §2.3)."""
         attempt = AuthAttempt()
+        limiter = self.services.limiter
         try:
+            limiter.check("address", request.remote_addr)
             if len(credential_kinds(request)) > 1:
                 raise invalid_request("More than one client authentication method was used",
                                       reason="multiple_methods")
@@ -136,6 +139,9 @@ class Chain:
             attempt.method = able[0].methods[0] if len(able[0].methods) == 1 else ""
             result = able[0].authenticate(request, attempt)
         except OAuthError as exc:
+            if exc.status == 401:  # failed authentications count; malformed requests and 429s do not
+                limiter.failed("address", request.remote_addr)
+                limiter.failed("client", attempt.client_id)
             self._audit(request, attempt, "failure", exc.reason)
             raise
         self._audit(request, attempt, "success", None)
@@ -203,7 +209,7 @@ def build(settings: config.Settings, services) -> Chain:
         instances.append(handler)
     instances.sort(key=lambda h: h.order)
 
-    chain = Chain()
+    chain = Chain(services)
     for handler in instances:
         if isinstance(handler, ClientAuthenticator):
             chain.authenticators.append(handler)

@@ -97,6 +97,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             raise invalid_client("Unknown client", reason="unknown_client")
         if client.auth_method != "private_key_jwt":
             raise invalid_client("The client is not registered for private_key_jwt", reason="wrong_method")
+        self.check_rate(client.client_id)
 
         self._check_typ(header)
         self._check_alg(alg, client.signing_alg)

@@ -89,6 +89,11 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
     ("oauth", "token_validation"): {
         "app_access_token_validity": (int, 3600),
     },
+    ("oauth", "rate_limit"): {
+        "failures_per_client": (int, 30),
+        "failures_per_address": (int, 100),
+        "window": (int, 60),
+    },
     ("oauth", "oidc", "id_token"): {
         "issuer": (str, ""),
     },
@@ -144,6 +149,7 @@ class Settings:
     access_token_lifetime: int
     issuer: str
     jwks_fetch: dict[str, Any]
+    rate_limit: dict[str, int]
     listeners: list[ListenerEntry] = field(default_factory=list)
     caches: dict[str, CacheEntry] = field(default_factory=dict)
 
@@ -321,6 +327,13 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     if not 1 <= fetch["refresh_interval"] <= 3600:
         raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 
+    limits = values[("oauth", "rate_limit")]
+    for key in ("failures_per_client", "failures_per_address"):
+        if limits[key] < 0:
+            raise fail(("oauth", "rate_limit", key), "must not be negative (0 disables the limit)")
+    if not 1 <= limits["window"] <= 86400:
+        raise fail(("oauth", "rate_limit", "window"), "must be between 1 and 86400 seconds")
+
     settings = Settings(
         path=path,
         server=server,
@@ -330,6 +343,7 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         access_token_lifetime=validity,
         issuer="",
         jwks_fetch=fetch,
+        rate_limit=limits,
         listeners=_listeners(document, fail),
         caches=_caches(document, fail),
     )

@@ -13,6 +13,7 @@ from keystore.jwk import parse_jwks
 from keystore.jwks_uri import JWKSFetcher
 from keystore.store import Keystore
 from server.config import Settings
+from server.ratelimit import FailureLimiter
 from storage.replay import ReplayStore, SeenCache
 from storage.tokens import TokenStore
 
@@ -25,6 +26,7 @@ class Services:
     db: peewee.Database
     replay: ReplayStore
     tokens: TokenStore
+    limiter: FailureLimiter
     jwks_fetcher: JWKSFetcher
     _keystore: Keystore
     _keystore_mtime: float = 0.0
@@ -67,6 +69,9 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
                           refetch_interval_seconds=fetch["refresh_interval"])
     services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
+                        limiter=FailureLimiter(settings.rate_limit["failures_per_client"],
+                                               settings.rate_limit["failures_per_address"],
+                                               settings.rate_limit["window"]),
                         _keystore=keystore)
     try:
         services._keystore_mtime = os.stat(keystore.path).st_mtime

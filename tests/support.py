@@ -39,10 +39,14 @@ def toml_value(value) -> str:
 
 def write_config(directory: Path, port: int = 9443, *, pkjwt: dict | None = None, extra: str = "",
                  workers: int = 2, database_url: str = "sqlite:///var/identity.db",
-                 listeners: str = "", server_extra: str = "", jwks_fetch_extra: str = "") -> Path:
+                 listeners: str = "", server_extra: str = "", jwks_fetch_extra: str = "",
+                 rate_limit: dict | None = None) -> Path:
     """A deployment.toml for a test: our own port, keystore and database inside `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     props = "\n".join(f"{k} = {toml_value(v)}" for k, v in (pkjwt or {}).items())
+    # Off unless a test is about it: the catalogues send hundreds of failures from one address.
+    limits = {"failures_per_client": 0, "failures_per_address": 0, **(rate_limit or {})}
+    limits_toml = "\n".join(f"{k} = {v}" for k, v in limits.items())
     text = f"""
 [server]
 hostname = "localhost"
@@ -64,6 +68,9 @@ require_https = false
 allowed_hosts = ["127.0.0.1"]
 timeout = 2.0
 {jwks_fetch_extra}
+
+[oauth.rate_limit]
+{limits_toml}
 
 [[event_listener]]
 id = "private_key_jwt_authenticator"

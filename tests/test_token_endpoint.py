@@ -527,3 +527,52 @@ def test_unknown_parameters_are_ignored(idp):
 
 def test_empty_value_is_treated_as_omitted(idp):
     assert idp.token(idp.assertion(), scope="").json["scope"] == "openid read"
+
+
+# --- rate limiting of failed authentications ---------------------------------------------------
+
+def test_failures_per_client_are_limited(make_idp):
+    env = make_idp(rate_limit={"failures_per_client": 3, "failures_per_address": 0, "window": 60})
+    env.register()
+    env.register("other")
+    for _ in range(3):
+        assert_oauth_error(env.token(env.assertion(key=rsa_key())), 401, "invalid_client")
+    # The fourth attempt is refused before its signature is even checked, valid or not.
+    r = env.token(env.assertion())
+    assert r.status_code == 429 and r.json["error"] == "invalid_client"
+    assert 1 <= int(r.headers["Retry-After"]) <= 60 and r.headers["Cache-Control"] == "no-store"
+    # Another client from the same address is not affected.
+    assert env.token(env.assertion("other")).status_code == 200
+
+
+def test_failures_per_address_are_limited(make_idp):
+    env = make_idp(rate_limit={"failures_per_client": 0, "failures_per_address": 2, "window": 60})
+    env.register()
+    for client_id in ("nobody-1", "nobody-2"):
+        assert_oauth_error(env.token(env.assertion(client_id)), 401, "invalid_client")
+    r = env.token(env.assertion())
+    assert r.status_code == 429 and "Retry-After" in r.headers
+    other = env.post(token_form(env.assertion()), environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert other.status_code == 200
+
+
+def test_malformed_requests_do_not_count(make_idp):
+    env = make_idp(rate_limit={"failures_per_client": 1, "failures_per_address": 1, "window": 60})
+    env.register()
+    for _ in range(5):
+        assert_oauth_error(env.post({"grant_type": "client_credentials", "client_assertion": "x"}), 400,
+                           "invalid_request")
+    assert env.token(env.assertion()).status_code == 200
+
+
+def test_window_expires():
+    from server.ratelimit import FailureLimiter
+    from server.errors import OAuthError
+    limiter = FailureLimiter(per_client=2, per_address=0, window=10)
+    limiter.failed("client", "c", now=100)
+    limiter.failed("client", "c", now=101)
+    with pytest.raises(OAuthError) as info:
+        limiter.check("client", "c", now=105)
+    assert info.value.status == 429 and info.value.headers["Retry-After"] == "5"
+    limiter.check("client", "c", now=110.5)  # a new window
+    limiter.check("address", "1.2.3.4", now=0)  # 0 disables

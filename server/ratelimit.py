@@ -1,0 +1,51 @@
+"""Failed client authentications, counted per client id and per source address.
+
+Fixed windows in a bounded per-process table: cheap, no shared state. With several workers or
+nodes each counts on its own, so the effective limit is the configured one times the number of
+worker processes (README, "Security").
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+
+from server.errors import OAuthError
+
+
+class FailureLimiter:
+    def __init__(self, per_client: int, per_address: int, window: int, capacity: int = 100_000) -> None:
+        self.limits = {"client": per_client, "address": per_address}
+        self.window = window
+        self.capacity = capacity
+        self._counts: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, kind: str, value: str | None, now: float | None = None) -> None:
+        """Raise 429 when `value` (a client id or an address) has failed too often in this window."""
+        limit = self.limits[kind]
+        if limit <= 0 or not value:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            start, count = self._counts.get((kind, value), (now, 0))
+        if count >= limit and now - start < self.window:
+            retry = max(1, math.ceil(self.window - (now - start)))
+            raise OAuthError("invalid_client", "Too many failed client authentications; retry later", 429,
+                             {"Retry-After": str(retry)}, reason="rate_limited")
+
+    def failed(self, kind: str, value: str | None, now: float | None = None) -> None:
+        if self.limits[kind] <= 0 or not value:
+            return
+        now = time.monotonic() if now is None else now
+        key = (kind, value)
+        with self._lock:
+            start, count = self._counts.get(key, (now, 0))
+            if now - start >= self.window:
+                start, count = now, 0
+            self._counts[key] = (start, count + 1)
+            self._counts.move_to_end(key)
+            while len(self._counts) > self.capacity:
+                self._counts.popitem(last=False)
