@@ -288,8 +288,9 @@ def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, se
     base = f"http://127.0.0.1:{OUR_PORT}"
     desc = (f"gunicorn gthread {args.workers} worker(s) x {threads} threads, CPU {server_cpus}, "
             f"{args.db}, reuse={args.reuse}, {len(client_ids)} client(s)")
+    # The issuer is https even without TLS in the server (a TLS-terminating proxy is assumed).
     return Target("ours", desc, base + "/oauth2/token", base + "/.well-known/openid-configuration",
-                  base + "/oauth2/token", ["taskset", "-c", server_cpus, str(VENV_PY), "app.py", str(toml)],
+                  f"https://127.0.0.1:{OUR_PORT}/oauth2/token", ["taskset", "-c", server_cpus, str(VENV_PY), "app.py", str(toml)],
                   REPO, env, server_cpus, keys, prepare, cleanup, [f"work dir {work}"])
 
 
@@ -561,8 +562,9 @@ def parse_args(argv=None):
     ap.add_argument("--clients", type=int, choices=[1, 1000], default=1)
     ap.add_argument("--reuse", choices=["prevent", "allow"], default="prevent")
     ap.add_argument("--workers", type=int, choices=[1, 2], default=1)
-    ap.add_argument("--threads", default="8",
-                    help="gthread threads per worker of our server; a comma list runs ours once per value")
+    ap.add_argument("--threads", default="4",
+                    help="gthread threads per worker of our server (default: 4, as deployment.toml); "
+                         "a comma list runs ours once per value")
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--hostile", action="store_true", help="30%% invalid signatures, replays and expired assertions")

@@ -155,11 +155,11 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        scheme = "https" if self.server["tls"] else "http"
+        """The URL clients use. Always https: with `tls = false` the server sits behind a
+        TLS-terminating proxy, and clients still reach it over TLS."""
         port = self.server["port"]
-        default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
         host = self.server["hostname"]
-        return f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}"
+        return f"https://{host}" if port == 443 else f"https://{host}:{port}"
 
     @property
     def token_endpoint(self) -> str:
