@@ -108,6 +108,7 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
 ARRAYS = {("event_listener",), ("cache", "manager")}
 LISTENER_KEYS = {"id": str, "type": str, "name": str, "order": int, "enable": bool}
 CACHE_KEYS = {"name": str, "timeout": int, "capacity": int, "enable": bool}
+CACHE_DEFAULTS = {"timeout": 10, "capacity": 5000}   # minutes, entries: an entry without them
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,10 @@ class Settings:
     @property
     def token_endpoint(self) -> str:
         return self.base_url + "/oauth2/token"
+
+    def cache(self, name: str) -> CacheEntry:
+        """A [[cache.manager]] entry, or the defaults when the file has none."""
+        return self.caches.get(name) or CacheEntry(name, CACHE_DEFAULTS["timeout"], CACHE_DEFAULTS["capacity"], True)
 
     def resolve(self, relative: str) -> Path:
         """Files named in deployment.toml are relative to the directory that holds it."""
@@ -445,6 +450,6 @@ def _caches(document: dict, fail) -> dict[str, CacheEntry]:
         for key in ("timeout", "capacity"):
             if key in values and values[key] < 0:
                 raise fail(base + (key,), "must not be negative")
-        caches[values["name"]] = CacheEntry(values["name"], values.get("timeout", 15),
-                                            values.get("capacity", 10000), values["enable"])
+        caches[values["name"]] = CacheEntry(values["name"], values.get("timeout", CACHE_DEFAULTS["timeout"]),
+                                            values.get("capacity", CACHE_DEFAULTS["capacity"]), values["enable"])
     return caches

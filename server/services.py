@@ -57,12 +57,8 @@ class Services:
 
 
 def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) -> Services:
-    cache_entry = settings.caches.get("PrivateKeyJWT")
-    cache = None
-    if cache_entry is None or cache_entry.enable:
-        capacity = cache_entry.capacity if cache_entry else 5000
-        timeout = cache_entry.timeout_minutes if cache_entry else 10
-        cache = SeenCache(capacity=capacity, timeout_seconds=timeout * 60)
+    entry = settings.cache("PrivateKeyJWT")
+    cache = SeenCache(capacity=entry.capacity, timeout_seconds=entry.timeout_minutes * 60) if entry.enable else None
     fetch = settings.jwks_fetch
     fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
                           timeout=fetch["timeout"], max_bytes=fetch["max_bytes"],
