@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import peewee
 from flask import Flask
 
 from handlers import chain as handler_chain
@@ -19,7 +20,7 @@ from server.cli import register_cli
 from server.render import raw_error
 from server.services import Services, build_services
 from server.views import bp, register_error_handlers
-from storage.database import UNAVAILABLE, close_all, open_database, release
+from storage.database import close_all, open_database, release
 from storage.schema import upgrade
 
 
@@ -50,6 +51,10 @@ def build_app(deployment_toml: str | None = None) -> Flask:
         db = open_database(settings.database_url, settings.path.parent)
     except ValueError as exc:
         raise settings.error(("database", "identity_db", "url"), str(exc)) from None
+    pool = getattr(db, "_max_connections", None)  # peewee keeps the pool size there
+    if pool is not None and pool < settings.server["threads"]:
+        raise settings.error(("database", "identity_db", "url"),
+                             f"max_connections ({pool}) must be at least [server] threads ({settings.server['threads']})")
     services = build_services(settings, db, open_keystore(settings))
     chain = handler_chain.build(settings, services)
 
@@ -86,8 +91,9 @@ def serve(deployment_toml: str | None = None) -> None:
     settings = idp.services.settings
     try:
         upgrade(idp.services.db)
-    except UNAVAILABLE as exc:
-        print(f"database error: cannot reach {settings.database_url.split('@')[-1]}: {exc.__class__.__name__}",
+    except peewee.PeeweeException as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"database error: {settings.database_url.split('@')[-1]}: {exc.__class__.__name__}: {first_line}",
               file=sys.stderr)
         sys.exit(3)
     close_all(idp.services.db)  # never share a connection with the forked workers
@@ -111,9 +117,13 @@ def serve(deployment_toml: str | None = None) -> None:
     }
     if server["tls"]:
         tls_dir = settings.resolve("var/tls")
-        tls_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(tls_dir, 0o700)
-        options["certfile"], options["keyfile"] = idp.services.keystore().write_tls_files(str(tls_dir))
+        try:
+            tls_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(tls_dir, 0o700)
+            options["certfile"], options["keyfile"] = idp.services.keystore().write_tls_files(str(tls_dir))
+        except OSError as exc:
+            print(f"start-up error: cannot write the TLS files to {tls_dir}: {exc.strerror}", file=sys.stderr)
+            sys.exit(3)
 
     # gunicorn answers malformed or oversized HTTP itself, in HTML; make those answers JSON too.
     # `reason` is gunicorn's fixed status phrase, never request data.

@@ -28,6 +28,7 @@ class Property:
     default: Any
     doc: str = ""
     choices: tuple[str, ...] | None = None   # for a list: the values each member may take
+    minimum: int | None = None               # for an int: the smallest value that makes sense
 
 
 class Handler:

@@ -60,8 +60,10 @@ def resolve(name: str, fail) -> type[Handler]:
     parts = name.split(".")
     if parts[0] == "handlers":
         parts = parts[1:]
-    if not parts or len(parts) > 2 or not all(_MODULE.match(p) for p in parts):
+    if not parts or len(parts) > 2 or not all(_MODULE.fullmatch(p) for p in parts):
         raise fail("does not name a built-in handler or a module in handlers/")
+    if parts[0] in ("base", "chain"):
+        raise fail(f"handlers/{parts[0]}.py is the chain itself, not a handler")
     module = _import(parts[0], fail)
     classes = _handler_classes(module)
     if len(parts) == 2:
@@ -89,6 +91,8 @@ def _properties(cls: type[Handler], entry: config.ListenerEntry | None, settings
             raise settings.error(located.key_path, str(exc)) from None
         if prop.choices is not None and (not values[key] or any(v not in prop.choices for v in values[key])):
             raise settings.error(located.key_path, "each value must be one of " + ", ".join(prop.choices))
+        if prop.minimum is not None and values[key] < prop.minimum:
+            raise settings.error(located.key_path, f"must be at least {prop.minimum}")
     return values
 
 
@@ -203,7 +207,16 @@ def build(settings: config.Settings, services) -> Chain:
     for cls, entry in chosen.items():
         if cls in disabled:
             continue
-        handler = cls(services, _properties(cls, entry, settings))
+        where = entry.key_path + ("name",) if entry else ("event_listener",)
+        if issubclass(cls, GrantHandler) and not isinstance(getattr(cls, "grant_type", None), str):
+            raise settings.error(where, f"{cls.__name__} declares no grant_type")
+        if issubclass(cls, ClientAuthenticator) and not cls.methods:
+            raise settings.error(where, f"{cls.__name__} declares no authentication methods")
+        props = _properties(cls, entry, settings)
+        try:
+            handler = cls(services, props)
+        except Exception as exc:  # a handler refusing its configuration stops start-up in one line
+            raise settings.error(where, f"{cls.__name__} could not be created ({exc.__class__.__name__}: {exc})") from None
         if entry is not None and entry.order is not None:
             handler.order = entry.order
         instances.append(handler)

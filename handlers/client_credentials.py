@@ -9,7 +9,7 @@ from server.errors import invalid_request, invalid_scope, unauthorized_client
 from server.request import AuthenticatedClient, Grant, TokenRequest
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
@@ -18,7 +18,7 @@ def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
     if raw is None:
         return None
     tokens = raw.split(" ")
-    if not all(_SCOPE_TOKEN.match(t) for t in tokens):
+    if not all(_SCOPE_TOKEN.fullmatch(t) for t in tokens):
         raise invalid_request("The scope parameter is malformed")
     return tuple(dict.fromkeys(tokens))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from handlers.base import ClientAuthenticator
 from server.errors import invalid_client, invalid_request
@@ -56,4 +56,4 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     client_id, sep, secret = decoded.partition(":")
     if not sep:
         raise invalid_client("The Authorization header is malformed", reason="authorization_malformed")
-    return unquote(client_id), unquote(secret)
+    return unquote_plus(client_id), unquote_plus(secret)  # form-urlencoded: "+" is a space

@@ -31,7 +31,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # "application/" may be omitted; draft-ietf-oauth-rfc7523bis registers client-authentication+jwt).
 ACCEPTED_TYP = {"jwt", "client-authentication+jwt"}
 # Identifiers that reach the database: printable, bounded (no NUL for PostgreSQL, no control characters).
-_IDENTIFIER = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_IDENTIFIER = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 MAX_KEYS_TRIED = 3
 
 
@@ -41,9 +41,11 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
     wso2_name = "org.wso2.carbon.identity.oauth2.token.handler.clientauth.jwt.PrivateKeyJWTClientAuthenticator"
     properties = {
         "PreventTokenReuse": Property(bool, True, "refuse a jti already used by the client until its exp has passed"),
-        "RejectBeforeInMinutes": Property(int, 300, "refuse assertions whose iat is older than this; 0 disables"),
+        "RejectBeforeInMinutes": Property(int, 300, "refuse assertions whose iat is older than this; 0 disables",
+                                          minimum=0),
         "TokenEndpointAlias": Property(str, "", "another audience value accepted besides the issuer"),
-        "MaxLifetimeInMinutes": Property(int, 60, "refuse assertions whose exp is further away than this"),
+        "MaxLifetimeInMinutes": Property(int, 60, "refuse assertions whose exp is further away than this",
+                                         minimum=1),
         "AudiencePolicy": Property(("strict", "legacy"), "strict", "how aud is checked; clients may override"),
         "AllowSingleElementAudienceArray": Property(bool, False, "strict policy: accept [issuer] as well as issuer"),
         "SigningAlgorithms": Property(list, list(SIGNING_ALGORITHMS), "JWS algorithms accepted",
@@ -79,13 +81,13 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         alg = header["alg"]
         attempt.alg = alg if isinstance(alg, str) and len(alg) <= 20 else None
         kid = header.get("kid")
-        if kid is not None and not (isinstance(kid, str) and _IDENTIFIER.match(kid)):
+        if kid is not None and not (isinstance(kid, str) and _IDENTIFIER.fullmatch(kid)):
             raise invalid_client("The kid header must be a non-empty string", reason="kid")
         attempt.kid = kid
 
         # RFC 7523 §3 items 1 and 2: iss and sub are both the client id.
         iss, sub = claims.get("iss"), claims.get("sub")
-        if not isinstance(sub, str) or not _IDENTIFIER.match(sub):
+        if not isinstance(sub, str) or not _IDENTIFIER.fullmatch(sub):
             raise invalid_client("The sub claim must be the client id", reason="sub")
         attempt.client_id = sub
         if iss != sub:
@@ -213,7 +215,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             raise invalid_client("The client assertion nbf is after its exp", reason="nbf_exp")
 
         jti = claims.get("jti")  # item 7
-        if not isinstance(jti, str) or not _IDENTIFIER.match(jti):
+        if not isinstance(jti, str) or not _IDENTIFIER.fullmatch(jti):
             raise invalid_client("The jti claim must be a string of 1 to 255 characters", reason="jti")
         # Remembered while the assertion could still be accepted: exp plus the skew.
         return math.ceil(exp) + skew

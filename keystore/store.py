@@ -408,7 +408,13 @@ class Keystore:
         return [Entry(r.alias, r.kind, r.certificates[0]) for r in self._records]
 
     def trusted_certificate(self, alias: str) -> crypto.X509 | None:
-        record = _find(self._records, alias, TRUSTED_CERT_ENTRY)
+        """The certificate entry stored under exactly this alias. JKS keystores store aliases
+        lower-cased (ASCII), so there "MyApp" is looked up as "myapp"; PKCS12 keeps the case,
+        and nothing else is folded (two client ids differing in case never share a certificate)."""
+        wanted = {alias}
+        if self.store_type == "JKS" and alias.isascii():
+            wanted.add(alias.lower())
+        record = next((r for r in self._records if r.kind == TRUSTED_CERT_ENTRY and r.alias in wanted), None)
         if record is None:
             return None
         return crypto.load_certificate(crypto.FILETYPE_ASN1, _cert_der(record.certificates[0]))

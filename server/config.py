@@ -7,6 +7,7 @@ message naming the key and its line instead of being silently ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "workers": (int, 2),
         "threads": (int, 4),
         "tls": (bool, True),
+        "trusted_proxies": (list, []),
     },
     ("database", "identity_db"): {
         "url": (str, "sqlite:///var/identity.db"),
@@ -315,6 +317,11 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     for key in ("workers", "threads"):
         if not 1 <= server[key] <= 256:
             raise fail(("server", key), "must be between 1 and 256")
+    for address in server["trusted_proxies"]:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise fail(("server", "trusted_proxies"), "must list IP addresses") from None
     if not re.fullmatch(r"[A-Za-z0-9.\-]{1,253}", server["hostname"]):
         raise fail(("server", "hostname"), "must be a DNS name or an IP address")
     oauth = values[("oauth",)]
@@ -329,6 +336,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     fetch = values[("oauth", "jwks_fetch")]
     if not 0.1 <= fetch["timeout"] <= 30:
         raise fail(("oauth", "jwks_fetch", "timeout"), "must be between 0.1 and 30 seconds")
+    if not 1024 <= fetch["max_bytes"] <= 10 * 1024 * 1024:
+        raise fail(("oauth", "jwks_fetch", "max_bytes"), "must be between 1024 and 10485760")
     if not 1 <= fetch["refresh_interval"] <= 3600:
         raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 

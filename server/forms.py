@@ -16,7 +16,7 @@ MAX_DRAIN_BYTES = 2 * 1024 * 1024
 MAX_PARAMETERS = 64
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_NAME = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII: unknown names are ignored, odd bytes are not
+_NAME = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII: unknown names are ignored, odd bytes are not
 
 
 def check_media_type(content_type: str | None) -> None:
@@ -69,7 +69,7 @@ def parse_form(body: bytes) -> dict[str, str]:
             continue
         raw_name, _, raw_value = pair.partition(b"=")
         name, value = _decode(raw_name), _decode(raw_value)
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise invalid_request("The request has a malformed parameter name", reason="form_name")
         if name in seen:
             # RFC 6749 §3.2: parameters MUST NOT be included more than once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from storage.replay import ReplayStore, SeenCache
 from storage.tokens import TokenStore
 
 KEYSTORE_RECHECK_SECONDS = 2.0
+log = logging.getLogger("server.services")
 
 
 @dataclass
@@ -50,9 +52,11 @@ class Services:
                 try:
                     self._keystore = Keystore.load(ks.path, ks.store_type, self.settings.keystore["password"], ks.alias)
                     self._keystore_mtime = mtime
-                except Exception:
-                    # A half-written or broken file: keep serving with the last good keystore.
-                    pass
+                except Exception as exc:
+                    # A half-written or broken file: keep serving with the last good keystore,
+                    # and say so (a certificate removed from a broken file is still trusted).
+                    log.warning("keystore %s could not be re-read, still using the previous one: %s",
+                                ks.path, exc)
             return self._keystore
 
 

@@ -35,8 +35,22 @@ def _oauth_request() -> TokenRequest:
         {k.lower(): v for k, v in request.headers.items()},
         endpoint_url=_idp().services.settings.base_url + request.path,  # never the Host header
         request_id=request.environ.setdefault("idp.request_id", os.urandom(8).hex()),
-        remote_addr=request.remote_addr or "",
+        remote_addr=_client_address(),
     )
+
+
+def _client_address() -> str:
+    """The client's address: the TCP peer, or, when the peer is one of [server] trusted_proxies,
+    the right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    peer = request.remote_addr or ""
+    trusted = _idp().services.settings.server["trusted_proxies"]
+    if peer not in trusted:
+        return peer
+    for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+        hop = hop.strip()
+        if hop and hop not in trusted:
+            return hop[:64]
+    return peer
 
 
 @bp.route("/oauth2/token", methods=["POST"], provide_automatic_options=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from storage.models import Client
+from storage.models import AccessToken, Client
 from storage.sql import Statement
 
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
@@ -101,6 +101,10 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            signing_alg: str | None = None, audience_policy: str | None = None,
            token_reuse: str | None = None) -> tuple[RegisteredClient, str | None]:
     """Insert a client; returns it and, for secret methods, the secret (shown once)."""
+    # Ids differing only in case would share a certificate in a JKS keystore (aliases are
+    # lower-cased there) and confuse operators everywhere else: refuse them.
+    if client_id.isascii() and Client.select().where(peewee.fn.LOWER(Client.client_id) == client_id.lower()).exists():
+        raise ValueError("a client with this client id (ignoring case) already exists")
     secret = secrets.token_urlsafe(32) if auth_method.startswith("client_secret") else None
     now = int(time.time())
     try:
@@ -116,4 +120,8 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
 
 
 def delete(client_id: str) -> bool:
-    return Client.delete().where(Client.client_id == client_id).execute() == 1
+    """Delete the client and revoke its access tokens (they must not outlive it)."""
+    deleted = Client.delete().where(Client.client_id == client_id).execute() == 1
+    if deleted:
+        AccessToken.update(revoked=True).where(AccessToken.client_id == client_id).execute()
+    return deleted

@@ -16,12 +16,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
-from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledMySQLDatabase, PooledPostgresqlDatabase
 
 database_proxy = peewee.DatabaseProxy()
 
-# Errors that mean "the database is not reachable now" rather than a bug.
-UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError)
+# Errors that mean "the database cannot serve now" rather than a bug: unreachable, pool
+# exhausted, or (PostgreSQL during a failover) read-only.
+UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError, MaxConnectionsExceeded)
 
 POOL_DEFAULTS = {"max_connections": 8, "stale_timeout": 300, "connect_timeout": 5, "statement_timeout": 5000}
 
@@ -54,7 +55,7 @@ def open_database(url: str, base_dir: Path) -> peewee.Database:
             pragmas={
                 "journal_mode": "wal",      # readers never block the writer
                 "busy_timeout": 5000,       # several workers share the file
-                "synchronous": "normal",    # durable across process crashes; see README
+                "synchronous": "normal",    # survives process crashes, not power loss (README)
                 "foreign_keys": 1,
             },
         )

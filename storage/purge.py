@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import operator
+import logging
 import threading
+from typing import Callable
 
 import peewee
+
+log = logging.getLogger("storage.purge")
 
 
 def purge_expired(db: peewee.Database, model: type[peewee.Model], expiry: peewee.Field, now: int,
@@ -49,3 +53,10 @@ class PeriodicPurge:
         with self._lock:
             self._calls += 1
             return self._calls % self.every == 0
+
+    def run(self, purge: Callable[[], int]) -> None:
+        """One batch on the request path; a failure is logged, never the request's."""
+        try:
+            purge()
+        except Exception as exc:  # e.g. a lock timeout: the next batch will try again
+            log.warning("purge of expired rows failed: %s", exc.__class__.__name__)

@@ -51,7 +51,10 @@ class SeenCache:
 _INSERT = Statement(lambda: JTI.insert(client_id="?", jwt_id="?", exp_time=0, time_created=0))
 _REPLACE_EXPIRED = Statement(lambda: JTI.update(exp_time=0, time_created=0).where(
     (JTI.client_id == "?") & (JTI.jwt_id == "?") & (JTI.exp_time < 0)))
-_RECORD_REUSE = Statement(lambda: JTI.update(exp_time=0, time_created=0).where(
+# Reuse allowed: the record keeps the later expiry, so a switch to prevent-reuse still covers
+# every assertion of this jti that could be valid.
+_RECORD_REUSE = Statement(lambda: JTI.update(
+    exp_time=peewee.Case(None, [(JTI.exp_time < 0, 0)], JTI.exp_time), time_created=0).where(
     (JTI.client_id == "?") & (JTI.jwt_id == "?")))
 
 
@@ -82,7 +85,7 @@ class ReplayStore:
                 # One conditional UPDATE: of two concurrent replacements only one matches.
                 accepted = _REPLACE_EXPIRED.execute(exp_time, now, client_id, jwt_id, now).rowcount == 1
             else:
-                _RECORD_REUSE.execute(exp_time, now, client_id, jwt_id)
+                _RECORD_REUSE.execute(exp_time, exp_time, now, client_id, jwt_id)
                 accepted = True
         if accepted and self.cache is not None:
             self.cache.add(key, exp_time, now)
@@ -91,7 +94,7 @@ class ReplayStore:
 
     def _maybe_purge(self, now: int) -> None:
         if self.periodic.tick():
-            self.purge(now, limit=self.periodic.batch)
+            self.periodic.run(lambda: self.purge(now, limit=self.periodic.batch))
 
     def purge(self, now: int | None = None, limit: int = 500) -> int:
         """Delete at most `limit` expired rows; returns how many were deleted."""

@@ -33,7 +33,7 @@ class TokenStore:
         now = int(time.time())
         _INSERT.execute(token_hash(token), client_id, scope, now, now + lifetime, False)
         if self.periodic.tick():
-            self.purge(now, self.periodic.batch)
+            self.periodic.run(lambda: self.purge(now, self.periodic.batch))
         return token, lifetime
 
     @staticmethod

@@ -95,3 +95,28 @@ def test_disabling_the_issuer_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         build(tmp_path, listeners=listeners)
     assert "no token issuer is enabled" in str(info.value)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("base.GrantHandler", "handlers/base.py is the chain itself, not a handler"),
+    ("chain", "handlers/chain.py is the chain itself, not a handler"),
+])
+def test_contract_modules_are_not_handlers(tmp_path, name, message):
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, listeners=f'[[event_listener]]\nid = "x"\nname = "{name}"\n')
+    assert str(info.value).endswith(message)
+
+
+@pytest.mark.parametrize("prop,value", [("MaxLifetimeInMinutes", -5), ("MaxLifetimeInMinutes", 0),
+                                        ("RejectBeforeInMinutes", -1)])
+def test_property_minimum(tmp_path, prop, value):
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, pkjwt={prop: value})
+    assert f"properties.{prop}: must be at least" in str(info.value)
+
+
+def test_pool_smaller_than_threads_is_refused(tmp_path, database_urls):
+    url = database_urls("postgresql") + "?max_connections=2"
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, database_url=url)
+    assert "database.identity_db.url: max_connections (2) must be at least [server] threads (4)" in str(info.value)

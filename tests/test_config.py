@@ -99,6 +99,10 @@ def test_missing_env_variable(tmp_path, monkeypatch):
     ('[keystore.primary]\npassword = "x"\n[[cache.manager]]\nname = "PrivateKeyJWT"\ncapacity = "lots"\n',
      "deployment.toml:5: cache.manager[0].capacity: the value must be an integer"),
     ('[keystore.primary]\npassword = "x"\n[oauth]\ntimestamp_skew = true\n', "deployment.toml:4: oauth.timestamp_skew: the value must be an integer"),
+    ('[keystore.primary]\npassword = "x"\n[oauth.jwks_fetch]\nmax_bytes = 0\n',
+     "deployment.toml:4: oauth.jwks_fetch.max_bytes: must be between 1024 and 10485760"),
+    ('[keystore.primary]\npassword = "x"\n[server]\ntrusted_proxies = ["lb.internal"]\n',
+     "deployment.toml:4: server.trusted_proxies: must list IP addresses"),
 ])
 def test_mistakes_name_key_and_line(tmp_path, text, expected):
     assert error(tmp_path, text) == expected

@@ -199,12 +199,17 @@ def test_import_pem_and_der(created, store_type, client_cert, other_cert):
     assert loaded.trusted_certificate("unknown") is None
 
 
-def test_case_insensitive_lookup(created, store_type, client_cert):
+def test_alias_lookup_folds_case_only_for_jks(created, store_type, client_cert):
     entry = created.import_certificate("MyApp", client_cert[1])
     assert entry.alias == ("myapp" if store_type == "JKS" else "MyApp")  # JKS lower-cases aliases
     loaded = Keystore.load(created.path, store_type, PASSWORD, PRIMARY)
-    for alias in ("MyApp", "myapp", "MYAPP"):
-        assert loaded.trusted_certificate(alias) is not None
+    assert loaded.trusted_certificate("MyApp") is not None
+    # PKCS12 keeps the alias's case: "myapp" is another client id and must not get MyApp's key.
+    for alias in ("myapp", "MYAPP"):
+        assert (loaded.trusted_certificate(alias) is not None) == (store_type == "JKS")
+    # Only ASCII is folded: the Kelvin sign lower-cases to "k" in Unicode, never here.
+    created.import_certificate("key", client_cert[1])
+    assert Keystore.load(created.path, store_type, PASSWORD, PRIMARY).trusted_certificate("\u212aey") is None
 
 
 def test_primary_alias_case_insensitive(created, store_type):

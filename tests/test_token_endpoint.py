@@ -576,3 +576,67 @@ def test_window_expires():
     assert info.value.status == 429 and info.value.headers["Retry-After"] == "5"
     limiter.check("client", "c", now=110.5)  # a new window
     limiter.check("address", "1.2.3.4", now=0)  # 0 disables
+
+
+# --- review findings ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("jti", ["j\n", "j" * 255 + "\n", "\n"])
+def test_jti_with_trailing_newline(idp, jti):
+    assert_oauth_error(idp.token(idp.assertion(jti=jti)), 401, "invalid_client")
+
+
+def test_sub_with_trailing_newline(idp):
+    assert_oauth_error(idp.token(idp.assertion(sub="client-1\n", iss="client-1\n")), 401, "invalid_client")
+
+
+def test_client_ids_differing_only_in_case_are_refused(idp):
+    with pytest.raises(ValueError):
+        idp.register("CLIENT-1")
+
+
+def test_deleting_a_client_revokes_its_tokens(idp):
+    from storage import clients
+    token = idp.token(idp.assertion()).json["access_token"]
+    services = idp.app.extensions["idp"].services
+    with idp.app.app_context():
+        assert services.tokens.active(token) is not None
+        clients.delete("client-1")
+        assert services.tokens.active(token) is None
+
+
+def test_reuse_record_keeps_the_later_expiry(make_idp):
+    from storage.models import JTI
+    env = make_idp(pkjwt={"PreventTokenReuse": False})
+    env.register()
+    now = int(time.time())
+    assert env.token(env.assertion(jti="r", exp=now + 300)).status_code == 200
+    assert env.token(env.assertion(jti="r", exp=now + 60)).status_code == 200
+    with env.app.app_context():
+        assert JTI.get().exp_time == now + 300 + 30
+
+
+def test_trusted_proxy_forwarded_address(make_idp):
+    env = make_idp(rate_limit={"failures_per_client": 0, "failures_per_address": 1, "window": 60},
+                   server_extra='trusted_proxies = ["10.0.0.1"]')
+    env.register()
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    bad = token_form(env.assertion("nobody"))
+    r = env.post(bad, headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}, environ_base=proxy)
+    assert r.status_code == 401
+    # The attacker's address is limited, not the proxy's: another client behind it gets through.
+    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "198.51.100.4"},
+                    environ_base=proxy).status_code == 200
+    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "203.0.113.9"},
+                    environ_base=proxy).status_code == 429
+    # An untrusted peer cannot choose its address with the header.
+    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "198.51.100.4"},
+                    environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 429
+
+
+def test_basic_credentials_are_form_urlencoded(idp):
+    import base64
+    from storage import clients
+    with idp.app.app_context():
+        _, secret = clients.create("a b", "client_secret_basic", grant_types=("client_credentials",))
+    header = "Basic " + base64.b64encode(f"a+b:{secret}".encode()).decode()
+    assert idp.post({"grant_type": "client_credentials"}, headers={"Authorization": header}).status_code == 200
