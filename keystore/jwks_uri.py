@@ -361,6 +361,7 @@ class JWKSFetcher:
                  allowed_hosts: Iterable[str] = (), timeout: float = 3.0, max_bytes: int = 64 * 1024,
                  default_cache_seconds: int = 300, min_cache_seconds: int = 60,
                  max_cache_seconds: int = 86400, refetch_interval_seconds: int = 60,
+                 max_stale_seconds: int = 86400,
                  capacity: int = 10000, clock: Callable[[], float] = time.monotonic) -> None:
         if not callable(parse):
             raise TypeError("parse must be callable")
@@ -381,6 +382,9 @@ class JWKSFetcher:
         self._max_cache = max_cache_seconds
         self._default_cache = min(max(default_cache_seconds, min_cache_seconds), max_cache_seconds)
         self._refetch_interval = refetch_interval_seconds
+        # How long past its freshness the last good set may stand in while fetches fail: a
+        # client that withdrew a compromised key must not be impersonated forever.
+        self._max_stale = max_stale_seconds
         self._capacity = int(capacity)
         self._clock = clock
         # How long a caller waits for another thread's fetch of the same URI: the fetch itself is
@@ -459,10 +463,9 @@ class JWKSFetcher:
     def _recently_fetched(self, entry: _Entry) -> bool:
         return entry.last_fetch is not None and self._clock() - entry.last_fetch < self._refetch_interval
 
-    @staticmethod
-    def _current(entry: _Entry, reason: str) -> list:
+    def _current(self, entry: _Entry, reason: str) -> list:
         good = entry.good
-        if good is not None:
+        if good is not None and self._clock() < good[1] + self._max_stale:
             return list(good[0])
         raise JWKSFetchError(reason or "jwks_uri could not be fetched")
 

@@ -339,6 +339,19 @@ def test_last_good_set_kept_when_server_fails(server, mode, caplog):
     assert server.count() == 3
 
 
+def test_last_good_set_ages_out(server):
+    server.routes["/jwks"] = respond(jwks("good"))
+    clock = FakeClock()
+    f = fetcher(clock=clock, refetch_interval_seconds=60, default_cache_seconds=300, max_stale_seconds=3600)
+    f.keys(server.url())
+    server.routes["/jwks"] = broken_routes()["500"]
+    clock.advance(300 + 3600 - 10)
+    assert [k["kid"] for k in f.keys(server.url())] == ["good"]
+    clock.advance(70)
+    with pytest.raises(JWKSFetchError):
+        f.keys(server.url())
+
+
 @pytest.mark.parametrize("mode", ["500", "invalid-json", "not-a-list"])
 def test_no_good_set_raises_and_is_not_retried_immediately(server, mode):
     server.routes["/jwks"] = broken_routes()[mode]
