@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from jose.backends.cryptography_backend import CryptographyECKey, CryptographyRSAKey
 
-from .jwk import SIGNING_ALGORITHMS, PublicKey, _b64url_decode, _b64url_encode, _loads_strict, _StrictJSONError
+from .jwk import MAX_JSON_DEPTH, SIGNING_ALGORITHMS, PublicKey, _b64url_decode, _b64url_encode, _loads_strict, _StrictJSONError
 
 __all__ = [
     "MalformedJWS",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_LENGTH = 8192
-MAX_JSON_DEPTH = 16
 
 
 class MalformedJWS(ValueError):

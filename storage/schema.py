@@ -25,7 +25,8 @@ def _schema_lock(db: peewee.Database):
         db.execute_sql("SELECT pg_advisory_xact_lock(7523)")  # released at commit
         yield
     elif isinstance(db, peewee.MySQLDatabase):
-        db.execute_sql("SELECT GET_LOCK('idp_schema_upgrade', 60)")
+        if db.execute_sql("SELECT GET_LOCK('idp_schema_upgrade', 60)").fetchone()[0] != 1:
+            raise peewee.OperationalError("another node held the schema upgrade lock for 60 s")
         try:
             yield
         finally:
