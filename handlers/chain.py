@@ -140,6 +140,9 @@ class Chain:
             able = [a for a in self.authenticators if a.can_handle(request)]
             if not able:
                 raise invalid_client("Client authentication is required", reason="no_credentials")
+            if len(able) > 1:  # two enabled handlers claim the same credentials
+                raise invalid_request("More than one client authentication method applies",
+                                      reason="multiple_methods")
             attempt.method = able[0].methods[0] if len(able[0].methods) == 1 else ""
             result = able[0].authenticate(request, attempt)
         except OAuthError as exc:
