@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import operator
 import logging
 import threading
 from typing import Callable
@@ -22,9 +20,12 @@ def purge_expired(db: peewee.Database, model: type[peewee.Model], expiry: peewee
     rows = list(model.select(*columns).where(expiry < now).order_by(expiry).limit(limit).tuples())
     deleted = 0
     for start in range(0, len(rows), 100):
-        match = functools.reduce(operator.or_, [
-            functools.reduce(operator.and_, [c == v for c, v in zip(columns, row)])
-            for row in rows[start:start + 100]])
+        chunk = rows[start:start + 100]
+        # A flat IN list (row values for a composite key): nested ORs overflow SQLite's parser.
+        if len(columns) == 1:
+            match = columns[0].in_([row[0] for row in chunk])
+        else:
+            match = peewee.Tuple(*columns).in_([peewee.Tuple(*row) for row in chunk])
         with db.atomic():
             # The expiry test again: a row renewed meanwhile (a replaced jti) is kept.
             deleted += model.delete().where(match & (expiry < now)).execute()

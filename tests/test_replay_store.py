@@ -94,6 +94,22 @@ def test_purge_deletes_only_expired_in_batches(store):
     assert [r.jwt_id for r in JTI.select()] == ["fresh"]
 
 
+def test_purge_of_many_rows(store):
+    # Hundreds of expired rows: the batches must stay within every database's parser limits.
+    from storage.models import AccessToken
+    from storage.tokens import TokenStore
+    now = int(time.time())
+    JTI.insert_many([{"client_id": f"c{i % 7}", "jwt_id": f"j{i}", "exp_time": now - 10, "time_created": now - 100}
+                     for i in range(1234)]).execute()
+    store.use("c0", "fresh", now + 100, True, now=now)
+    assert store.purge(now, limit=500) == 500
+    assert store.purge_all(now, batch=1000) == 734
+    assert [r.jwt_id for r in JTI.select()] == ["fresh"]
+    AccessToken.insert_many([{"token_hash": f"{i:064x}", "client_id": "c", "scope": "", "issued_at": now - 100,
+                              "expires_at": now - 1, "revoked": False} for i in range(600)]).execute()
+    assert TokenStore(store.db).purge_all(now) == 600
+
+
 def test_purge_runs_during_normal_use(any_db):
     store = ReplayStore(any_db, purge_every=10, purge_batch=100)
     now = int(time.time())
