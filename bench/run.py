@@ -31,6 +31,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import assertions as A  # noqa: E402
+import jti_fill  # noqa: E402
 import profile_summary  # noqa: E402
 
 PEERS = BENCH / ".peers"
@@ -184,6 +185,7 @@ class Target:
     prepare: object = None   # callable run before start (registration etc.)
     cleanup: object = None
     notes: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)   # merged into the result (e.g. the jti fill)
 
 
 def our_toml(path: Path, args, threads: int, db_url: str) -> None:
@@ -232,9 +234,11 @@ def run_checked(cmd: list, **kw) -> str:
     return p.stdout
 
 
+PSQL = ["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
+
+
 def psql(sql: str) -> str:
-    return run_checked(["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-d", "test", "-v",
-                        "ON_ERROR_STOP=1", "-qAtc", sql])
+    return run_checked(PSQL + ["-d", "test", "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
 
 
 def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, server_cpus: str) -> Target:
@@ -251,8 +255,31 @@ def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, se
     env = {**os.environ, "DEPLOYMENT_TOML": str(toml), "PYTHONUNBUFFERED": "1"}
     env.pop("FLASK_APP", None)
     client_ids = list(keys)
+    extra: dict = {}
 
     def prepare():
+        register()
+        if args.jti_rows:
+            fill()
+
+    def fill():
+        # After the schema exists (db upgrade above), before the server starts.
+        opts = {"clients": args.jti_clients, "expired_share": args.jti_expired_share, "now": int(time.time()),
+                # Unexpired rows outlive the fill, start-up, warm-up and measurement by up to 15 minutes.
+                "min_ttl": int(args.warmup + args.duration) + 900}
+        log(f"   filling IDN_OIDC_JTI with {args.jti_rows:,} rows ({args.jti_clients} client ids, "
+            f"{args.jti_expired_share:.0%} expired) ...")
+        if schema:
+            info = jti_fill.fill_postgres(schema, args.jti_rows, PSQL, **opts)
+        else:
+            info = jti_fill.fill_sqlite(work / "var" / "identity.db", args.jti_rows, **opts)
+        info.update(clients=args.jti_clients, expired_share=args.jti_expired_share)
+        extra["jti_fill"] = info
+        flush = f", {info['with_fsync_s']} s with the fsync" if "with_fsync_s" in info else ""
+        log(f"   filled in {info['seconds']} s ({args.jti_rows / max(info['seconds'], 0.001):,.0f} rows/s{flush}); "
+            f"table rows {info['table_rows']:,}; database size {info['db_bytes'] / 2**20:,.1f} MiB")
+
+    def register():
         if schema:
             psql(f"CREATE DATABASE {schema}")
         if len(client_ids) == 1:
@@ -294,10 +321,12 @@ def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, se
     base = f"http://127.0.0.1:{OUR_PORT}"
     desc = (f"gunicorn gthread {args.workers} worker(s) x {threads} threads, CPU {server_cpus}, "
             f"{args.db}, reuse={args.reuse}, {len(client_ids)} client(s)")
+    if args.jti_rows:
+        desc += f", {args.jti_rows:,} jti rows ({args.jti_expired_share:.0%} expired)"
     # The issuer is https even without TLS in the server (a TLS-terminating proxy is assumed).
     return Target("ours", desc, base + "/oauth2/token", base + "/.well-known/openid-configuration",
                   f"https://127.0.0.1:{OUR_PORT}/oauth2/token", ["taskset", "-c", server_cpus, str(VENV_PY), "app.py", str(toml)],
-                  REPO, env, server_cpus, keys, prepare, cleanup, [f"work dir {work}"])
+                  REPO, env, server_cpus, keys, prepare, cleanup, [f"work dir {work}"], extra)
 
 
 def make_node(args, keys: dict, server_cpus: str) -> Target:
@@ -439,10 +468,13 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
                                 start_new_session=True)
     result: dict = {"target": t.name, "config": t.config, "server_cpus": t.cpus, "wrk_cpu": wrk_cpu,
                     "alg": args.alg, "clients": len(t.keys), "hostile": hostile, "connections": args.connections,
-                    "server_log": str(server_log.relative_to(BENCH))}
+                    "server_log": str(server_log.relative_to(BENCH)), **t.extra}
+    sampler = None
     try:
         wait_ready(t.ready_url, proc, server_log)
         time.sleep(0.7)  # gunicorn workers finish booting after the master answers
+        if args.rss_samples:
+            sampler = RSSSampler(proc.pid, args.rss_samples)
         # Sanity: line 0 gives a token; sending it again is refused (unless reuse is allowed).
         _, jws0 = line(afile, 0)
         s0 = post_assertion(t.token_url, jws0)
@@ -465,8 +497,12 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
                                     "-p", str(target_pid), "-d", str(int(args.duration)), "-r", "200",
                                     "-f", "raw", "-o", str(raw / f"{tag}.pyspy.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if sampler:
+            sampler.mark_measure()
         res = run_wrk(t, args, afile, start, args.duration, raw / f"{tag}.measure.json", wrk_cpu, "measure")
         c1, m1 = cpu_seconds(tree(proc.pid)), machine_ticks()
+        if sampler:
+            result["rss_samples"] = sampler.finish()
         if spy:
             _, err = spy.communicate(timeout=60)
             if spy.returncode != 0:
@@ -503,6 +539,8 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
         if res["sample"]:
             result["sample_error"] = res["sample"]
     finally:
+        if sampler:
+            sampler.stop()
         stop(proc)
         if t.cleanup:
             t.cleanup()
@@ -512,6 +550,80 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
         "Traceback", "WORKER TIMEOUT", "unexpected error", "database unavailable", "Booting worker",
         "Worker exiting", "ERROR") if text.count(k)}
     return result
+
+
+class RSSSampler:
+    """VmRSS of each worker (children of the gunicorn master) every `every` seconds, from the
+    moment the server answers; `t` counts from then, `measure_t` marks the measured run's start."""
+
+    def __init__(self, master: int, every: float) -> None:
+        self.master, self.every = master, every
+        self.t0 = time.time()
+        self.measure_t: float | None = None
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            workers = children(self.master) or [self.master]
+            self.samples.append({"t": round(time.time() - self.t0, 1),
+                                 "rss_mb": {str(p): round(status_kb(p, "VmRSS") / 1024, 1) for p in workers}})
+            n += 1
+            self._stop.wait(max(0.0, self.t0 + n * self.every - time.time()))
+
+    def mark_measure(self) -> None:
+        self.measure_t = round(time.time() - self.t0, 1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def finish(self) -> dict:
+        self.stop()
+        return rss_summary(self.samples, self.every, self.measure_t)
+
+
+def rss_summary(samples: list[dict], every: float, measure_t: float | None, after: float = 60) -> dict:
+    """Per worker: the first sample at or after `after` seconds as the reference, and how far the
+    later samples stray from it (min/max, percent)."""
+    out: dict = {"every_s": every, "measure_start_s": measure_t, "after_s": after, "samples": samples, "workers": {}}
+    pids = sorted({p for s in samples for p in s["rss_mb"]})
+    for pid in pids:
+        series = [(s["t"], s["rss_mb"][pid]) for s in samples if pid in s["rss_mb"]]
+        later = [(t, v) for t, v in series if t >= after]
+        w = {"first_mb": series[0][1], "last_mb": series[-1][1], "max_mb": max(v for _, v in series)}
+        if later and later[0][1] > 0:
+            ref = later[0][1]
+            lo, hi = min(v for _, v in later), max(v for _, v in later)
+            w.update(ref_t=later[0][0], ref_mb=ref, min_after_mb=lo, max_after_mb=hi,
+                     min_pct=round((lo / ref - 1) * 100, 1), max_pct=round((hi / ref - 1) * 100, 1),
+                     end_pct=round((later[-1][1] / ref - 1) * 100, 1),
+                     within_10pct=(lo >= ref * 0.9 and hi <= ref * 1.1))
+        out["workers"][pid] = w
+    return out
+
+
+def render_rss(summary: dict) -> str:
+    lines = [f"RSS samples every {summary['every_s']:g} s (t from server ready; measured run from "
+             f"t = {summary['measure_start_s']} s):"]
+    pids = list(summary["workers"])
+    lines.append("| t s | " + " | ".join(f"worker {p} VmRSS MB" for p in pids) + " |")
+    lines.append("|---:|" + "---:|" * len(pids))
+    for s in summary["samples"]:
+        lines.append(f"| {s['t']:g} | " + " | ".join(str(s["rss_mb"].get(p, "")) for p in pids) + " |")
+    for p, w in summary["workers"].items():
+        if "ref_mb" in w:
+            lines.append(f"worker {p}: {w['first_mb']} MB at start; reference {w['ref_mb']} MB at t = {w['ref_t']:g} s; "
+                         f"after it {w['min_after_mb']}..{w['max_after_mb']} MB ({w['min_pct']:+.1f} % .. "
+                         f"{w['max_pct']:+.1f} %, end {w['end_pct']:+.1f} %): "
+                         f"{'within' if w['within_10pct'] else 'OUTSIDE'} ±10 % after the first "
+                         f"{summary['after_s']:g} s")
+        else:
+            lines.append(f"worker {p}: no sample after {summary['after_s']:g} s (run too short for the check)")
+    return "\n".join(lines)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -582,12 +694,21 @@ def parse_args(argv=None):
                     help="also measure node-oidc-provider and Authlib (default: yes)")
     ap.add_argument("--profile", action="store_true", help="run py-spy on our worker during the measured run")
     ap.add_argument("--keep", action="store_true", help="keep our server's temporary directory")
+    ap.add_argument("--jti-rows", type=int, default=0,
+                    help="our server only: bulk-insert N rows into IDN_OIDC_JTI before it starts (default: 0)")
+    ap.add_argument("--jti-expired-share", type=float, default=0.0,
+                    help="share of the --jti-rows rows already expired, i.e. purgeable (default: 0, all unexpired)")
+    ap.add_argument("--jti-clients", type=int, default=1000, help="distinct client ids in the --jti-rows rows")
+    ap.add_argument("--rss-samples", type=float, default=0, metavar="S",
+                    help="sample VmRSS of our workers every S seconds from server start to the end of the run")
     ap.add_argument("--tag", default="")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.jti_rows < 0 or not 0 <= args.jti_expired_share <= 1 or args.jti_clients < 1 or args.rss_samples < 0:
+        sys.exit("--jti-rows >= 0, 0 <= --jti-expired-share <= 1, --jti-clients >= 1, --rss-samples >= 0")
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y wrk util-linux (or run `make bench`)")
@@ -652,6 +773,8 @@ def main(argv=None) -> int:
                     f"replays rejected: {[x['rejected'] for x in r['replays_after_run'].values()]}")
                 if r.get("server_log_problems"):
                     log(f"   server log: {r['server_log_problems']}")
+                if r.get("rss_samples"):
+                    log(render_rss(r["rss_samples"]))
                 if r.get("errors") and r["wrk"].get("reasons"):
                     log(f"   rejections: {r['wrk']['reasons']}  statuses: {r['wrk']['statuses']}")
     finally:
