@@ -64,20 +64,18 @@ def secret_matches(client: RegisteredClient, secret: str) -> bool:
     return hmac.compare_digest(client.secret_hash, hash_secret(secret))
 
 
-def _from_row(row: Client) -> RegisteredClient:
-    return RegisteredClient(
-        client_id=row.client_id, client_name=row.client_name, auth_method=row.auth_method,
-        secret_hash=row.secret_hash, grant_types=tuple(row.grant_types.split()),
-        scopes=tuple(row.scopes.split()), redirect_uris=tuple(row.redirect_uris.split()),
-        jwks=row.jwks, jwks_uri=row.jwks_uri, signing_alg=row.signing_alg,
-        audience_policy=row.audience_policy, token_reuse=row.token_reuse,
-        updated_at=row.updated_at)
-
-
 _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_types", "scopes", "redirect_uris",
             "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "updated_at")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
                         .where(Client.client_id == "?"))
+
+
+def _from_row(row: tuple) -> RegisteredClient:
+    """A row of _COLUMNS; lists are stored space-separated."""
+    values = dict(zip(_COLUMNS, row))
+    for key in ("grant_types", "scopes", "redirect_uris"):
+        values[key] = tuple(values[key].split())
+    return RegisteredClient(**values)
 
 
 def get(client_id: str) -> RegisteredClient | None:
@@ -86,14 +84,12 @@ def get(client_id: str) -> RegisteredClient | None:
     # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
     if row is None or row[0] != client_id:
         return None
-    values = dict(zip(_COLUMNS, row))
-    for key in ("grant_types", "scopes", "redirect_uris"):
-        values[key] = tuple(values[key].split())
-    return RegisteredClient(**values)
+    return _from_row(row)
 
 
 def all_clients() -> list[RegisteredClient]:
-    return [_from_row(r) for r in Client.select().order_by(Client.client_id)]
+    query = Client.select(*[getattr(Client, c) for c in _COLUMNS]).order_by(Client.client_id)
+    return [_from_row(row) for row in query.tuples()]
 
 
 def create(client_id: str, auth_method: str, *, client_name: str = "", grant_types=(), scopes=(),
