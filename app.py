@@ -16,6 +16,7 @@ from flask import Flask
 from handlers import chain as handler_chain
 from keystore.store import Keystore, KeystoreError
 from server import config
+from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
 from server.services import Services, build_services
@@ -58,9 +59,11 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     services = build_services(settings, db, open_keystore(settings))
     chain = handler_chain.build(settings, services)
 
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder="server/templates", static_folder=None)
     app.extensions["idp"] = IdP(services, chain)
-    app.register_blueprint(bp)
+    for blueprint in (bp, authorize.bp, console.bp, registration.bp):
+        app.register_blueprint(blueprint)
+    app.after_request(web.set_cookies)
     register_error_handlers(app)
     register_cli(app)
 

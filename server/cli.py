@@ -16,6 +16,7 @@ from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
 from keystore.signing import default_alg, sign
 from keystore.store import KeystoreError
 from storage import clients as client_store
+from storage import users as user_store
 from storage.clients import AUTH_METHODS
 from storage.schema import upgrade
 
@@ -24,6 +25,8 @@ keystore_cli = AppGroup("keystore", help="The primary keystore: certificates by 
 assertion_cli = AppGroup("assertion", help="Client assertions for testing and examples.")
 jti_cli = AppGroup("jti", help="The IDN_OIDC_JTI replay table.")
 db_cli = AppGroup("db", help="The identity database schema.")
+users_cli = AppGroup("users", help="End users who sign in at the authorization endpoint.")
+admin_cli = AppGroup("admin", help="Administrators of the console and the registration API.")
 
 
 def _services():
@@ -178,6 +181,74 @@ def db_upgrade():
     click.echo(f"schema version {upgrade(_services().db)}")
 
 
+# --- users and admins --------------------------------------------------------------------------
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return click.get_text_stream("stdin").readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _create_account(username: str, password_stdin: bool, is_admin: bool, claims: dict) -> None:
+    try:
+        account = user_store.create(username, _read_password(password_stdin), is_admin=is_admin, claims=claims)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _print({"sub": account.sub, "username": account.username, "is_admin": account.is_admin, **account.claims})
+
+
+@users_cli.command("create")
+@click.option("--username", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--name", help="The name claim (profile scope).")
+@click.option("--email", help="The email claim (email scope).")
+@click.option("--email-verified", is_flag=True)
+def users_create(username, password_stdin, name, email, email_verified):
+    """Register an end user (password hashed with scrypt)."""
+    claims = {"preferred_username": username}
+    if name:
+        claims["name"] = name
+    if email:
+        claims["email"] = email
+        claims["email_verified"] = email_verified
+    _create_account(username, password_stdin, False, claims)
+
+
+@users_cli.command("list")
+def users_list():
+    _print([{"sub": a.sub, "username": a.username, "is_admin": a.is_admin} for a in user_store.all_users()])
+
+
+@users_cli.command("delete")
+@click.option("--username", required=True)
+def users_delete(username):
+    """Delete a user (admin or not), end their sessions and revoke their tokens."""
+    if not user_store.delete(username):
+        raise click.UsageError(f"no user {username}")
+    click.echo(f"deleted {username}")
+
+
+@users_cli.command("set-password")
+@click.option("--username", required=True)
+@click.option("--password-stdin", is_flag=True)
+def users_set_password(username, password_stdin):
+    try:
+        changed = user_store.set_password(username, _read_password(password_stdin))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not changed:
+        raise click.UsageError(f"no user {username}")
+    click.echo(f"password changed for {username}")
+
+
+@admin_cli.command("create")
+@click.option("--username", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def admin_create(username, password_stdin):
+    """Register an administrator of the console and the registration API."""
+    _create_account(username, password_stdin, True, {"preferred_username": username})
+
+
 def register_cli(app: Flask) -> None:
-    for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli):
+    for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli, users_cli, admin_cli):
         app.cli.add_command(group)

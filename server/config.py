@@ -90,11 +90,24 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
     },
     ("oauth", "token_validation"): {
         "app_access_token_validity": (int, 3600),
+        "user_access_token_validity": (int, 3600),
+        "refresh_token_validity": (int, 86400),
+        "authorization_code_validity": (int, 60),
+        "id_token_validity": (int, 3600),
     },
     ("oauth", "rate_limit"): {
         "failures_per_client": (int, 30),
         "failures_per_address": (int, 100),
+        "signin_failures_per_user": (int, 10),
+        "signin_failures_per_address": (int, 100),
         "window": (int, 60),
+    },
+    ("oauth", "pkce"): {
+        "mandatory": (bool, False),      # public clients always need PKCE, whatever this says
+        "allow_plain": (bool, False),
+    },
+    ("session",): {
+        "lifetime": (int, 3600),         # seconds a sign-in lasts, for users and admins
     },
     ("oauth", "oidc", "id_token"): {
         "issuer": (str, ""),
@@ -153,6 +166,9 @@ class Settings:
     issuer: str
     jwks_fetch: dict[str, Any]
     rate_limit: dict[str, int]
+    validity: dict[str, int] = field(default_factory=dict)   # [oauth.token_validation], seconds
+    pkce: dict[str, bool] = field(default_factory=dict)
+    session_lifetime: int = 3600
     listeners: list[ListenerEntry] = field(default_factory=list)
     caches: dict[str, CacheEntry] = field(default_factory=dict)
 
@@ -327,9 +343,14 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     oauth = values[("oauth",)]
     if not 0 <= oauth["timestamp_skew"] <= 3600:
         raise fail(("oauth", "timestamp_skew"), "must be between 0 and 3600 seconds")
-    validity = values[("oauth", "token_validation")]["app_access_token_validity"]
-    if not 60 <= validity <= 31536000:
-        raise fail(("oauth", "token_validation", "app_access_token_validity"), "must be between 60 and 31536000 seconds")
+    validity = values[("oauth", "token_validation")]
+    for key, low in (("app_access_token_validity", 60), ("user_access_token_validity", 60),
+                     ("refresh_token_validity", 60), ("authorization_code_validity", 10),
+                     ("id_token_validity", 60)):
+        if not low <= validity[key] <= 31536000:
+            raise fail(("oauth", "token_validation", key), f"must be between {low} and 31536000 seconds")
+    if not 60 <= values[("session",)]["lifetime"] <= 31536000:
+        raise fail(("session", "lifetime"), "must be between 60 and 31536000 seconds")
     url = values[("database", "identity_db")]["url"]
     if not re.match(r"^(sqlite|postgres|postgresql|mysql)(\+[a-z]+)?://", url):
         raise fail(("database", "identity_db", "url"), "must start with sqlite://, postgresql:// or mysql://")
@@ -342,7 +363,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 
     limits = values[("oauth", "rate_limit")]
-    for key in ("failures_per_client", "failures_per_address"):
+    for key in ("failures_per_client", "failures_per_address", "signin_failures_per_user",
+                "signin_failures_per_address"):
         if limits[key] < 0:
             raise fail(("oauth", "rate_limit", key), "must not be negative (0 disables the limit)")
     if not 1 <= limits["window"] <= 86400:
@@ -354,8 +376,11 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         database_url=url,
         keystore=values[("keystore", "primary")],
         timestamp_skew=oauth["timestamp_skew"],
-        access_token_lifetime=validity,
+        access_token_lifetime=validity["app_access_token_validity"],
         issuer="",
+        validity=validity,
+        pkce=values[("oauth", "pkce")],
+        session_lifetime=values[("session",)]["lifetime"],
         jwks_fetch=fetch,
         rate_limit=limits,
         listeners=_listeners(document, fail),

@@ -1,4 +1,5 @@
-"""Failed client authentications, counted per client id and per source address.
+"""Failed authentications — of clients at the token endpoint, of users and admins at sign-in —
+counted per client id, per user name and per source address.
 
 Fixed windows in a bounded per-process table: cheap, no shared state. With several workers or
 nodes each counts on its own, so the effective limit is the configured one times the number of
@@ -16,23 +17,31 @@ from server.errors import OAuthError
 
 
 class FailureLimiter:
-    def __init__(self, per_client: int, per_address: int, window: int, capacity: int = 100_000) -> None:
-        self.limits = {"client": per_client, "address": per_address}
+    def __init__(self, per_client: int, per_address: int, window: int, capacity: int = 100_000,
+                 per_user: int = 0, per_signin_address: int = 0) -> None:
+        self.limits = {"client": per_client, "address": per_address,
+                       "user": per_user, "signin_address": per_signin_address}
         self.window = window
         self.capacity = capacity
         self._counts: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, kind: str, value: str | None, now: float | None = None) -> None:
-        """Raise 429 when `value` (a client id or an address) has failed too often in this window."""
+    def blocked(self, kind: str, value: str | None, now: float | None = None) -> int | None:
+        """Seconds until `value` (a client id, user name or address) may try again, or None."""
         limit = self.limits[kind]
         if limit <= 0 or not value:
-            return
+            return None
         now = time.monotonic() if now is None else now
         with self._lock:
             start, count = self._counts.get((kind, value), (now, 0))
         if count >= limit and now - start < self.window:
-            retry = max(1, math.ceil(self.window - (now - start)))
+            return max(1, math.ceil(self.window - (now - start)))
+        return None
+
+    def check(self, kind: str, value: str | None, now: float | None = None) -> None:
+        """Raise 429 when a client id or address has failed too often in this window."""
+        retry = self.blocked(kind, value, now)
+        if retry is not None:
             raise OAuthError("invalid_client", "Too many failed client authentications; retry later", 429,
                              {"Retry-After": str(retry)}, reason="rate_limited")
 

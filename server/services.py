@@ -71,7 +71,9 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
                         limiter=FailureLimiter(settings.rate_limit["failures_per_client"],
                                                settings.rate_limit["failures_per_address"],
-                                               settings.rate_limit["window"]),
+                                               settings.rate_limit["window"],
+                                               per_user=settings.rate_limit["signin_failures_per_user"],
+                                               per_signin_address=settings.rate_limit["signin_failures_per_address"]),
                         _keystore=keystore)
     try:
         services._keystore_mtime = os.stat(keystore.path).st_mtime

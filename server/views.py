@@ -9,6 +9,7 @@ from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from keystore.jwk import PublicKey
+from server import web
 from server.errors import OAuthError, invalid_request, temporarily_unavailable
 from server.forms import check_media_type, parse_form, read_body
 from server.render import error_response, json_response
@@ -35,11 +36,11 @@ def _oauth_request() -> TokenRequest:
         {k.lower(): v for k, v in request.headers.items()},
         endpoint_url=_idp().services.settings.base_url + request.path,  # never the Host header
         request_id=request.environ.setdefault("idp.request_id", os.urandom(8).hex()),
-        remote_addr=_client_address(),
+        remote_addr=client_address(),
     )
 
 
-def _client_address() -> str:
+def client_address() -> str:
     """The client's address: the TCP peer, or, when the peer is one of [server] trusted_proxies,
     the right-most X-Forwarded-For entry that is not itself a trusted proxy."""
     peer = request.remote_addr or ""
@@ -124,10 +125,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(OAuthError)
     def oauth_error(exc: OAuthError):
+        if web.html_pages():
+            return web.error_page(web.PageError(exc.status, "Bad request", exc.description))
         return error_response(exc)
+
+    @app.errorhandler(web.PageError)
+    def page_error(exc: web.PageError):
+        return web.error_page(exc)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if web.html_pages():
+            return web.http_error_page(exc)
         status = exc.code or 500
         headers = {}
         description = exc.name or "HTTP error"
@@ -141,6 +150,11 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception):
         if isinstance(exc, UNAVAILABLE):
             log.error("database unavailable: %s", exc.__class__.__name__)
-            return error_response(temporarily_unavailable("The service is temporarily unavailable"))
-        log.exception("unexpected error")
-        return error_response(OAuthError("server_error", "The server could not process the request", 500))
+            error = temporarily_unavailable("The service is temporarily unavailable")
+        else:
+            log.exception("unexpected error")
+            error = OAuthError("server_error", "The server could not process the request", 500)
+        if web.html_pages():
+            return web.error_page(web.PageError(error.status, "Service unavailable" if error.status == 503
+                                                else "Server error", error.description))
+        return error_response(error)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import peewee
 
-from storage.models import AccessToken, Client
+from storage.models import AccessToken, Client, RefreshToken
 from storage.sql import Statement
 
-AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
+AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none")  # none: a public client (PKCE)
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class RegisteredClient:
     signing_alg: str | None
     audience_policy: str | None
     token_reuse: str | None
+    description: str
+    first_party: bool
+    access_token_lifetime: int | None
+    refresh_token_lifetime: int | None
+    id_token_lifetime: int | None
     updated_at: int
 
     def public_view(self) -> dict:
@@ -47,6 +52,11 @@ class RegisteredClient:
             "token_endpoint_auth_signing_alg": self.signing_alg,
             "audience_policy": self.audience_policy,
             "token_reuse": self.token_reuse,
+            "description": self.description,
+            "first_party": self.first_party,
+            "access_token_lifetime": self.access_token_lifetime,
+            "refresh_token_lifetime": self.refresh_token_lifetime,
+            "id_token_lifetime": self.id_token_lifetime,
             "key_source": ("jwks" if self.jwks else "jwks_uri" if self.jwks_uri else "keystore")
             if self.auth_method == "private_key_jwt" else None,
         }
@@ -65,7 +75,8 @@ def secret_matches(client: RegisteredClient, secret: str) -> bool:
 
 
 _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_types", "scopes", "redirect_uris",
-            "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "updated_at")
+            "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "description", "first_party",
+            "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
                         .where(Client.client_id == "?"))
 
@@ -75,6 +86,7 @@ def _from_row(row: tuple) -> RegisteredClient:
     values = dict(zip(_COLUMNS, row))
     for key in ("grant_types", "scopes", "redirect_uris"):
         values[key] = tuple(values[key].split())
+    values["first_party"] = bool(values["first_party"])
     return RegisteredClient(**values)
 
 
@@ -95,7 +107,9 @@ def all_clients() -> list[RegisteredClient]:
 def create(client_id: str, auth_method: str, *, client_name: str = "", grant_types=(), scopes=(),
            redirect_uris=(), jwks: str | None = None, jwks_uri: str | None = None,
            signing_alg: str | None = None, audience_policy: str | None = None,
-           token_reuse: str | None = None) -> tuple[RegisteredClient, str | None]:
+           token_reuse: str | None = None, description: str = "", first_party: bool = False,
+           access_token_lifetime: int | None = None, refresh_token_lifetime: int | None = None,
+           id_token_lifetime: int | None = None) -> tuple[RegisteredClient, str | None]:
     """Insert a client; returns it and, for secret methods, the secret (shown once)."""
     # Ids differing only in case would share a certificate in a JKS keystore (aliases are
     # lower-cased there) and confuse operators everywhere else: refuse them.
@@ -109,15 +123,18 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       grant_types=" ".join(grant_types), scopes=" ".join(scopes),
                       redirect_uris=" ".join(redirect_uris), jwks=jwks, jwks_uri=jwks_uri,
                       signing_alg=signing_alg, audience_policy=audience_policy,
-                      token_reuse=token_reuse, created_at=now, updated_at=now)
+                      token_reuse=token_reuse, description=description, first_party=first_party,
+                      access_token_lifetime=access_token_lifetime, refresh_token_lifetime=refresh_token_lifetime,
+                      id_token_lifetime=id_token_lifetime, created_at=now, updated_at=now)
     except peewee.IntegrityError:
         raise ValueError("a client with this client id already exists") from None
     return get(client_id), secret
 
 
 def delete(client_id: str) -> bool:
-    """Delete the client and revoke its access tokens (they must not outlive it)."""
+    """Delete the client and revoke its tokens (they must not outlive it)."""
     deleted = Client.delete().where(Client.client_id == client_id).execute() == 1
     if deleted:
         AccessToken.update(revoked=True).where(AccessToken.client_id == client_id).execute()
+        RefreshToken.update(state="revoked").where(RefreshToken.client_id == client_id).execute()
     return deleted

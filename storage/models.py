@@ -7,7 +7,7 @@ import peewee
 
 from storage.database import database_proxy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class BaseModel(peewee.Model):
@@ -45,6 +45,12 @@ class Client(BaseModel):
     signing_alg = peewee.CharField(max_length=20, null=True)
     audience_policy = peewee.CharField(max_length=10, null=True)   # None: the handler's AudiencePolicy
     token_reuse = peewee.CharField(max_length=10, null=True)       # None: the handler's PreventTokenReuse
+    description = peewee.TextField(default="")
+    first_party = peewee.BooleanField(default=False)               # consent is not asked
+    # Lifetimes in seconds; None: [oauth.token_validation].
+    access_token_lifetime = peewee.IntegerField(null=True)
+    refresh_token_lifetime = peewee.IntegerField(null=True)
+    id_token_lifetime = peewee.IntegerField(null=True)
     created_at = peewee.BigIntegerField()
     updated_at = peewee.BigIntegerField()
 
@@ -61,9 +67,105 @@ class AccessToken(BaseModel):
     issued_at = peewee.BigIntegerField()
     expires_at = peewee.BigIntegerField(index=True)
     revoked = peewee.BooleanField(default=False)
+    user_sub = peewee.CharField(max_length=64, null=True)          # None: a client's own token
+    grant_id = peewee.CharField(max_length=64, null=True, index=True)  # the code / refresh family
 
     class Meta:
         table_name = "oauth_access_token"
+
+
+class User(BaseModel):
+    """End users and admins. Passwords are stored as scrypt hashes (storage.users)."""
+
+    sub = peewee.CharField(max_length=64, unique=True)             # stable, opaque subject identifier
+    username = peewee.CharField(max_length=255, unique=True)
+    password_hash = peewee.CharField(max_length=255)
+    is_admin = peewee.BooleanField(default=False)
+    claims = peewee.TextField(default="{}")                        # profile claims as JSON (OIDC Core §5.1)
+    created_at = peewee.BigIntegerField()
+    updated_at = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "users"
+
+
+class UserSession(BaseModel):
+    """A browser sign-in; the cookie carries a random value, the table its SHA-256."""
+
+    session_hash = peewee.CharField(max_length=64, primary_key=True)
+    user_sub = peewee.CharField(max_length=64, index=True)
+    auth_time = peewee.BigIntegerField()
+    expires_at = peewee.BigIntegerField(index=True)
+
+    class Meta:
+        table_name = "user_session"
+
+
+class Consent(BaseModel):
+    """Scopes a user has approved for a client, so the consent page is asked once."""
+
+    user_sub = peewee.CharField(max_length=64)
+    client_id = peewee.CharField(max_length=255)
+    scopes = peewee.TextField(default="")
+    granted_at = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "oauth_consent"
+        primary_key = peewee.CompositeKey("user_sub", "client_id")
+
+
+class AuthorizationCode(BaseModel):
+    """RFC 6749 §4.1.2: single use, short-lived, bound to everything the authorization request said."""
+
+    code_hash = peewee.CharField(max_length=64, primary_key=True)
+    grant_id = peewee.CharField(max_length=64, unique=True)        # tokens issued from this code carry it
+    client_id = peewee.CharField(max_length=255)
+    user_sub = peewee.CharField(max_length=64)
+    redirect_uri = peewee.TextField()
+    scope = peewee.TextField(default="")
+    nonce = peewee.TextField(null=True)
+    code_challenge = peewee.CharField(max_length=128, null=True)
+    code_challenge_method = peewee.CharField(max_length=10, null=True)
+    auth_time = peewee.BigIntegerField()
+    issued_at = peewee.BigIntegerField()
+    expires_at = peewee.BigIntegerField(index=True)
+    used = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "oauth_authorization_code"
+
+
+class RefreshToken(BaseModel):
+    """Refresh tokens, stored hashed. Each use rotates: the old row becomes `rotated`; presenting a
+    rotated one again revokes its whole family (every token with the same grant_id)."""
+
+    token_hash = peewee.CharField(max_length=64, primary_key=True)
+    grant_id = peewee.CharField(max_length=64, index=True)
+    client_id = peewee.CharField(max_length=255, index=True)
+    user_sub = peewee.CharField(max_length=64)
+    scope = peewee.TextField(default="")
+    auth_time = peewee.BigIntegerField()
+    issued_at = peewee.BigIntegerField()
+    expires_at = peewee.BigIntegerField(index=True)
+    state = peewee.CharField(max_length=10, default="active")      # active, rotated, revoked
+
+    class Meta:
+        table_name = "oauth_refresh_token"
+
+
+class AuthFailure(BaseModel):
+    """Recent failed client authentications, for the console (written by a listener, purged by age)."""
+
+    client_id = peewee.CharField(max_length=255, index=True)
+    time = peewee.BigIntegerField(index=True)
+    method = peewee.CharField(max_length=40, null=True)
+    reason = peewee.CharField(max_length=64, null=True)
+    alg = peewee.CharField(max_length=20, null=True)
+    kid = peewee.CharField(max_length=255, null=True)
+    remote_addr = peewee.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "oauth_auth_failure"
 
 
 class SchemaVersion(BaseModel):
@@ -74,4 +176,5 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-TABLES = [JTI, Client, AccessToken, SchemaVersion]
+TABLES = [JTI, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
+          SchemaVersion]

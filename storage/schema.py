@@ -6,6 +6,7 @@ import contextlib
 import time
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from storage.models import TABLES, SCHEMA_VERSION, SchemaVersion
 
@@ -35,6 +36,20 @@ def _schema_lock(db: peewee.Database):
         yield
 
 
+def _add_missing_columns(db: peewee.Database) -> None:
+    """Columns added by a later schema version (each nullable or with a default) are added to
+    tables an earlier version created."""
+    migrator = SchemaMigrator.from_database(db)
+    for model in TABLES:
+        table = model._meta.table_name
+        if not db.table_exists(table):
+            continue
+        present = {c.name.lower() for c in db.get_columns(table)}
+        missing = [f for f in model._meta.sorted_fields if f.column_name.lower() not in present]
+        if missing:
+            migrate(*[migrator.add_column(table, f.column_name, f) for f in missing])  # with their indexes
+
+
 def upgrade(db: peewee.Database) -> int:
     """Create missing tables and record the schema version; returns the version now in force."""
     settings = _mysql_table_settings(db) if isinstance(db, peewee.MySQLDatabase) else []
@@ -43,6 +58,7 @@ def upgrade(db: peewee.Database) -> int:
         for model in TABLES:
             model._meta.table_settings = settings
         with db.atomic(), _schema_lock(db):
+            _add_missing_columns(db)  # first: create_tables also (re)creates indexes, on the new columns too
             db.create_tables(TABLES, safe=True)
             current = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
             if current < SCHEMA_VERSION:

@@ -1,0 +1,97 @@
+"""Authorization codes (RFC 6749 §4.1.2): random, stored hashed, single use, bound to the request.
+
+Redemption is one conditional UPDATE (`used` false → true), so of two concurrent redemptions on
+any number of workers or nodes exactly one wins; the loser revokes what the winner was issued
+(§4.1.2: "the authorization server SHOULD revoke … all tokens previously issued based on that
+authorization code").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+import peewee
+
+from storage.models import AccessToken, AuthorizationCode, RefreshToken
+from storage.purge import purge_all
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """What a code was issued for."""
+
+    grant_id: str
+    client_id: str
+    user_sub: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: int
+    expires_at: int
+
+
+class CodeError(Exception):
+    """The code cannot be redeemed; `reason` is for the audit log ("unknown", "expired", "reused")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+def issue(*, client_id: str, user_sub: str, redirect_uri: str, scopes: tuple[str, ...], nonce: str | None,
+          code_challenge: str | None, code_challenge_method: str | None, auth_time: int, lifetime: int) -> str:
+    """Store a new code and return it (256 random bits; only its SHA-256 is stored)."""
+    code = secrets.token_urlsafe(32)
+    now = int(time.time())
+    AuthorizationCode.create(code_hash=code_hash(code), grant_id=secrets.token_hex(16), client_id=client_id,
+                             user_sub=user_sub, redirect_uri=redirect_uri, scope=" ".join(scopes), nonce=nonce,
+                             code_challenge=code_challenge, code_challenge_method=code_challenge_method,
+                             auth_time=auth_time, issued_at=now, expires_at=now + lifetime, used=False)
+    return code
+
+
+def redeem(code: str) -> CodeGrant:
+    """Mark the code used and return what it was issued for. A code already used raises
+    CodeError("reused") after revoking every token issued from it; the caller checks the
+    binding (client, redirect URI, PKCE) — a code that fails those checks is used up too, as a
+    stolen code must not be retried."""
+    if not code or len(code) > 512:
+        raise CodeError("unknown")
+    hashed = code_hash(code)
+    row = AuthorizationCode.get_or_none(AuthorizationCode.code_hash == hashed)
+    if row is None:
+        raise CodeError("unknown")
+    won = (AuthorizationCode.update(used=True)
+           .where((AuthorizationCode.code_hash == hashed) & (AuthorizationCode.used == False))  # noqa: E712
+           .execute()) == 1
+    if not won:
+        revoke_grant(row.grant_id)
+        raise CodeError("reused")
+    if row.expires_at <= int(time.time()):
+        raise CodeError("expired")
+    return CodeGrant(row.grant_id, row.client_id, row.user_sub, row.redirect_uri, tuple(row.scope.split()),
+                     row.nonce, row.code_challenge, row.code_challenge_method, row.auth_time, row.expires_at)
+
+
+def revoke_grant(grant_id: str) -> None:
+    """Revoke every access and refresh token issued from one code (its whole refresh family)."""
+    AccessToken.update(revoked=True).where(AccessToken.grant_id == grant_id).execute()
+    RefreshToken.update(state="revoked").where(RefreshToken.grant_id == grant_id).execute()
+
+
+# Codes are kept a day past their expiry, so that a late second redemption still revokes tokens.
+KEEP_AFTER_EXPIRY = 86400
+
+
+def purge(db: peewee.Database, now: int | None = None) -> int:
+    now = int(time.time()) if now is None else now
+    return purge_all(db, AuthorizationCode, AuthorizationCode.expires_at, now - KEEP_AFTER_EXPIRY)
