@@ -1,0 +1,160 @@
+"""Users and admins: password hashing, authentication, sessions, the CLI, and the schema upgrade
+from version 1 that added them — on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import peewee
+import pytest
+
+from storage import codes, users
+from storage.models import AccessToken, RefreshToken, SchemaVersion, User, UserSession
+
+
+def test_password_hash_is_scrypt_salted_and_verifies():
+    first = users.hash_password("correct horse battery")
+    second = users.hash_password("correct horse battery")
+    scheme, n, r, p, salt, digest = first.split("$")
+    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2 ** 15, 8, 1)
+    assert first != second  # a fresh salt each time
+    assert users.verify_password(first, "correct horse battery")
+    assert not users.verify_password(first, "correct horse batterY")
+    assert not users.verify_password(first, "")
+
+
+@pytest.mark.parametrize("stored", ["", "plain", "scrypt$1$2$3", "sha256$x$y$z$a$b", "scrypt$x$8$1$AA==$AA=="])
+def test_malformed_stored_hash_never_verifies(stored):
+    assert users.verify_password(stored, "anything") is False
+
+
+def test_create_authenticate_and_refusals(any_db):
+    alice = users.create("alice", "correct horse", claims={"name": "Alice"})
+    assert alice.username == "alice" and not alice.is_admin and alice.claims == {"name": "Alice"}
+    row = User.get(User.username == "alice")
+    assert "correct horse" not in row.password_hash and row.password_hash.startswith("scrypt$")
+    assert users.authenticate("alice", "correct horse") == alice
+    assert users.authenticate("alice", "wrong password") is None
+    assert users.authenticate("Alice", "correct horse") is None       # exact user names
+    assert users.authenticate("alice ", "correct horse") is None
+    assert users.authenticate("nobody", "correct horse") is None
+    assert users.authenticate("alice", "x" * 2000) is None
+    with pytest.raises(ValueError, match="ignoring case"):
+        users.create("ALICE", "another password")
+    with pytest.raises(ValueError, match="at least 8"):
+        users.create("bob", "short")
+    with pytest.raises(ValueError, match="spaces"):
+        users.create("bo b", "long enough")
+    with pytest.raises(ValueError, match="1 to 255"):
+        users.create("", "long enough")
+    admin = users.create("root", "admin password", is_admin=True)
+    assert admin.is_admin
+    assert [a.username for a in users.all_users()] == ["alice", "root"]
+
+
+def test_sessions_are_stored_hashed_expire_and_end(any_db):
+    alice = users.create("alice", "correct horse")
+    value = users.start_session(alice, lifetime=60)
+    row = UserSession.get()
+    assert row.session_hash == hashlib.sha256(value.encode()).hexdigest() and value not in row.session_hash
+    account, auth_time = users.session_account(value)
+    assert account == alice and abs(auth_time - time.time()) < 5
+    assert users.session_account(value + "x") is None
+    assert users.session_account(None) is None
+    assert users.session_account("x" * 500) is None
+    assert users.start_session(alice, 60) != value  # every sign-in gets a new value
+    UserSession.update(expires_at=int(time.time()) - 1).where(UserSession.session_hash == row.session_hash).execute()
+    assert users.session_account(value) is None
+    fresh = users.start_session(alice, 60)
+    users.end_session(fresh)
+    assert users.session_account(fresh) is None
+
+
+def test_deleting_a_user_ends_sessions_and_revokes_tokens(any_db):
+    alice = users.create("alice", "correct horse")
+    session = users.start_session(alice, 60)
+    now = int(time.time())
+    AccessToken.create(token_hash="a" * 64, client_id="c", scope="openid", issued_at=now, expires_at=now + 60,
+                       user_sub=alice.sub, grant_id="g")
+    RefreshToken.create(token_hash="r" * 64, grant_id="g", client_id="c", user_sub=alice.sub, scope="openid",
+                        auth_time=now, issued_at=now, expires_at=now + 60)
+    assert users.delete("alice") is True
+    assert users.delete("alice") is False
+    assert users.session_account(session) is None
+    assert AccessToken.get().revoked is True
+    assert RefreshToken.get().state == "revoked"
+
+
+def _code(**overrides):
+    values = dict(client_id="c", user_sub="u", redirect_uri="https://app.example/cb", scopes=("openid",),
+                  nonce="n", code_challenge=None, code_challenge_method=None, auth_time=1, lifetime=60)
+    values.update(overrides)
+    return codes.issue(**values)
+
+
+def test_codes_single_use_and_reuse_revokes(any_db):
+    code = _code()
+    grant = codes.redeem(code)
+    assert (grant.client_id, grant.redirect_uri, grant.scopes, grant.nonce) == ("c", "https://app.example/cb",
+                                                                               ("openid",), "n")
+    now = int(time.time())
+    AccessToken.create(token_hash="b" * 64, client_id="c", scope="openid", issued_at=now, expires_at=now + 60,
+                       user_sub="u", grant_id=grant.grant_id)
+    with pytest.raises(codes.CodeError) as second:
+        codes.redeem(code)
+    assert second.value.reason == "reused"
+    assert AccessToken.get().revoked is True
+    for bad in ("", "x" * 600, "unknown-code"):
+        with pytest.raises(codes.CodeError) as exc:
+            codes.redeem(bad)
+        assert exc.value.reason == "unknown"
+    expired = _code(lifetime=-1)
+    with pytest.raises(codes.CodeError) as exc:
+        codes.redeem(expired)
+    assert exc.value.reason == "expired"
+
+
+def test_schema_upgrade_from_version_1_adds_tables_and_columns(any_db):
+    """A database created by schema version 1 keeps its rows and gains the new tables and columns."""
+    from storage.models import TABLES
+    from storage.schema import upgrade
+    any_db.drop_tables(TABLES, safe=True)
+    any_db.execute_sql("CREATE TABLE oauth_access_token (token_hash VARCHAR(64) PRIMARY KEY, "
+                       "client_id VARCHAR(255) NOT NULL, scope TEXT NOT NULL, issued_at BIGINT NOT NULL, "
+                       "expires_at BIGINT NOT NULL, revoked BOOLEAN NOT NULL)")
+    any_db.execute_sql("INSERT INTO oauth_access_token VALUES ('h', 'c', 'read', 1, 2, FALSE)")
+    any_db.create_tables([SchemaVersion])
+    SchemaVersion.create(version=1, applied_at=1)
+    assert upgrade(any_db) == 2
+    row = AccessToken.get(AccessToken.token_hash == "h")
+    assert (row.client_id, row.scope, row.user_sub, row.grant_id) == ("c", "read", None, None)
+    assert "grant_id" in {c for index in any_db.get_indexes("oauth_access_token") for c in index.columns}
+    assert User.select().count() == 0
+    assert upgrade(any_db) == 2  # idempotent
+    assert [v.version for v in SchemaVersion.select().order_by(SchemaVersion.version)] == [1, 2]
+
+
+def test_cli_users_and_admin(tmp_path):
+    from click.testing import CliRunner  # noqa: F401  (flask's runner below)
+    from conftest import make_in_process
+    env = make_in_process(tmp_path)
+    runner = env.app.test_cli_runner()
+    result = runner.invoke(args=["users", "create", "--username", "alice", "--password-stdin", "--name", "Alice",
+                                 "--email", "alice@example.com", "--email-verified"], input="correct horse\n")
+    assert result.exit_code == 0, result.output
+    assert '"email_verified": true' in result.output and "correct horse" not in result.output
+    result = runner.invoke(args=["admin", "create", "--username", "root", "--password-stdin"], input="admin password\n")
+    assert result.exit_code == 0 and '"is_admin": true' in result.output
+    result = runner.invoke(args=["users", "create", "--username", "bob", "--password-stdin"], input="short\n")
+    assert result.exit_code == 2 and "at least 8" in result.output
+    result = runner.invoke(args=["users", "list"])
+    assert '"alice"' in result.output and '"root"' in result.output and "scrypt" not in result.output
+    result = runner.invoke(args=["users", "set-password", "--username", "alice", "--password-stdin"],
+                           input="new password!\n")
+    assert result.exit_code == 0
+    with env.app.app_context():
+        assert users.authenticate("alice", "new password!") is not None
+        assert users.authenticate("alice", "correct horse") is None
+    assert runner.invoke(args=["users", "delete", "--username", "alice"]).exit_code == 0
+    assert runner.invoke(args=["users", "delete", "--username", "alice"]).exit_code == 2
