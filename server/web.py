@@ -49,7 +49,12 @@ class PageError(Exception):
 
 
 class SignInError(Exception):
-    """A refused sign-in; the message is generic: it never says whether the user exists."""
+    """A refused sign-in; the message is generic: it never says whether the user exists.
+    `retry_after` (seconds) is set when the failure limits refused it (a 429 page)."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _services():
@@ -140,7 +145,7 @@ def sign_in(username: str, password: str, remote_addr: str, purpose: str) -> Acc
     retry = limiter.blocked("signin_address", remote_addr) or limiter.blocked("user", username)
     if retry is not None:
         _audit(username, remote_addr, purpose, "failure", "rate_limited")
-        raise SignInError(f"Too many failed sign-ins. Try again in {retry} seconds.")
+        raise SignInError(f"Too many failed sign-ins. Try again in {retry} seconds.", retry_after=retry)
     account = user_store.authenticate(username, password)
     if account is None or (purpose == "console" and not account.is_admin):
         limiter.failed("user", username)
