@@ -1,0 +1,459 @@
+"""Client metadata (RFC 7591 §2, OpenID Connect Dynamic Client Registration §2): the one place
+its rules live, shared by the registration API, the console and the `clients create` command.
+
+`validate` turns RFC 7591 names into the keyword arguments of storage.clients.create/update;
+the `keys_from_*` functions check a client's public keys (a certificate, a JWK Set, a jwks_uri)
+and describe what they found. Every refusal is a MetadataError whose message can be shown to a
+person and never echoes the input.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
+from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
+from storage.clients import AUTH_METHODS, RegisteredClient
+
+INVALID_CLIENT_METADATA = "invalid_client_metadata"
+INVALID_REDIRECT_URI = "invalid_redirect_uri"
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+# Extension fields that change the server's own policy for a client: an administrator's to set.
+ADMIN_FIELDS = ("first_party", "audience_policy", "token_reuse", "access_token_lifetime",
+                "refresh_token_lifetime", "id_token_lifetime")
+# Bounds of the per-client lifetimes, in seconds.
+LIFETIME_BOUNDS = {
+    "access_token_lifetime": (60, 86400),
+    "refresh_token_lifetime": (60, 365 * 86400),
+    "id_token_lifetime": (60, 86400),
+}
+MAX_CLIENT_ID = 255
+MAX_NAME = 255
+MAX_DESCRIPTION = 4096
+MAX_URI = 2048
+MAX_REDIRECT_URIS = 20
+MAX_SCOPES = 100
+MAX_SCOPE_TOKEN = 128
+MAX_CERTIFICATE_BYTES = 64 * 1024
+
+# RFC 3986 §2: unreserved, reserved and percent signs; whitespace (lists are stored
+# space-separated), control characters, backslashes and non-ASCII are refused, not guessed at.
+_URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_EXCEPT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class MetadataError(Exception):
+    """A refused metadata value. `error` is the RFC 7591 §3.2.2 code, `field` the metadata name,
+    `message` a sentence fit to show a person (and to send as error_description)."""
+
+    def __init__(self, field: str, message: str, error: str = INVALID_CLIENT_METADATA) -> None:
+        super().__init__(message)
+        self.error = error
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One public key found in a registration, as the console and the CLI show it."""
+
+    kid: str | None
+    kty: str                 # "RSA", "EC" or "OKP"
+    size: int | str          # RSA modulus bits, or the curve name ("P-256", "Ed25519")
+    thumbprint: str          # RFC 7638, SHA-256, base64url
+    alg: str | None
+
+    @classmethod
+    def of(cls, key: PublicKey) -> "KeyInfo":
+        jwk = key.to_jwk()
+        size = key.key.key_size if isinstance(key.key, RSAPublicKey) else jwk["crv"]
+        return cls(key.kid, jwk["kty"], size, key.thumbprint, key.alg)
+
+
+# --- client ids --------------------------------------------------------------------------------
+
+def check_client_id(client_id: Any, field: str = "client_id") -> str:
+    """1 to 255 printable characters: the id is an alias in the keystore and the sub of assertions."""
+    if not isinstance(client_id, str):
+        raise MetadataError(field, "The client_id must be a string")
+    if not 0 < len(client_id) <= MAX_CLIENT_ID or _CONTROL.search(client_id):
+        raise MetadataError(field, f"The client_id must be 1 to {MAX_CLIENT_ID} printable characters")
+    return client_id
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+def _key_infos(keys: list[PublicKey], field: str) -> list[KeyInfo]:
+    # A key published only for encryption, or restricted to an algorithm we do not verify, cannot
+    # authenticate the client: a set without any signature key is a mistake worth refusing.
+    if not any(any(key.fits(alg) for alg in SIGNING_ALGORITHMS) for key in keys):
+        raise MetadataError(field, "The key set contains no key usable to verify signatures")
+    return [KeyInfo.of(key) for key in keys]
+
+
+def keys_from_jwks(text: str | bytes) -> tuple[str, list[KeyInfo]]:
+    """A JWK Set (RFC 7517 §5) checked strictly: no private or symmetric keys, RSA of at least
+    2048 bits, no duplicate kid, strict JSON. Returns the set as compact JSON text and its keys."""
+    compact, keys = _parse_jwks(text)
+    return compact, _key_infos(keys, "jwks")
+
+
+def _parse_jwks(text: str | bytes) -> tuple[str, list[PublicKey]]:
+    try:
+        keys = parse_jwks(text)
+    except InvalidKey as exc:
+        raise MetadataError("jwks", f"The JWK Set was refused: {exc}") from None
+    # parse_jwks accepted it as strict JSON; store it compactly, members as the client wrote them.
+    return json.dumps(json.loads(text), separators=(",", ":")), keys
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _looks_like_private_key(data: bytes) -> bool:
+    if b"PRIVATE KEY-----" in data:
+        return True
+    if b"-----BEGIN" in data:
+        return False
+    try:
+        serialization.load_der_private_key(data, password=None)
+    except TypeError:   # an encrypted private key: still a private key
+        return True
+    except Exception:   # not a private key (ValueError), or one of a kind we do not know
+        return False
+    return True
+
+
+def keys_from_certificate(data: bytes, *, now: datetime.datetime | None = None) -> tuple[str, list[KeyInfo]]:
+    """An X.509 certificate (PEM or DER; the first one of a PEM bundle) turned into a one-key JWK
+    Set carrying `x5c` and `x5t#S256` (RFC 7517 §4.7, §4.9), its kid the RFC 7638 thumbprint.
+    Refuses expired and not yet valid certificates, RSA under 2048 bits, unsupported key types
+    and private keys given in its place."""
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise MetadataError("certificate", "The certificate is empty")
+    data = bytes(data)
+    if len(data) > MAX_CERTIFICATE_BYTES:
+        raise MetadataError("certificate", "The certificate file is too large")
+    if _looks_like_private_key(data):
+        raise MetadataError("certificate", "This is a private key, not a certificate. Never share a private "
+                                           "key: give the certificate (or the public JWK Set) instead.")
+    try:
+        cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data))
+    except ValueError:
+        raise MetadataError("certificate", "The file is not a PEM or DER X.509 certificate") from None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if cert.not_valid_after_utc < now:
+        raise MetadataError("certificate", "The certificate has expired")
+    if cert.not_valid_before_utc > now:
+        raise MetadataError("certificate", "The certificate is not valid yet")
+    try:
+        key = PublicKey.from_cryptography(cert.public_key())
+    except (InvalidKey, ValueError) as exc:
+        raise MetadataError("certificate", f"The certificate key was refused: {exc}") from None
+    der = cert.public_bytes(serialization.Encoding.DER)
+    jwk = {**key.to_jwk(), "kid": key.thumbprint, "use": "sig",
+           "x5c": [base64.b64encode(der).decode("ascii")],
+           "x5t#S256": _b64url(hashlib.sha256(der).digest())}
+    return keys_from_jwks(json.dumps({"keys": [jwk]}))
+
+
+def keys_from_jwks_uri(uri: str, services) -> list[KeyInfo]:
+    """Check a jwks_uri with the fetcher's own SSRF rules ([oauth.jwks_fetch]) and look at it once
+    through the shared fetcher: the key set the token endpoint would use now (a fresh cached one,
+    or a new fetch)."""
+    _check_jwks_uri(uri, services.settings)
+    try:
+        keys = services.jwks_fetcher.keys(uri)
+    except JWKSFetchError as exc:
+        raise MetadataError("jwks_uri", f"The jwks_uri could not be used: {exc}") from None
+    if not keys:
+        raise MetadataError("jwks_uri", "The jwks_uri has no usable key")
+    return _key_infos(keys, "jwks_uri")
+
+
+def _check_jwks_uri(uri: Any, settings) -> str:
+    if not isinstance(uri, str):
+        raise MetadataError("jwks_uri", "The jwks_uri must be a string")
+    fetch = settings.jwks_fetch
+    try:
+        check_jwks_uri(uri, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"])
+    except JWKSFetchError as exc:
+        raise MetadataError("jwks_uri", f"The jwks_uri was refused: {exc}") from None
+    return uri
+
+
+# --- redirect URIs -----------------------------------------------------------------------------
+
+def check_redirect_uri(uri: Any) -> str:
+    """RFC 6749 §3.1.2: absolute, no fragment. https; http only on a loopback host (RFC 8252 §7.3);
+    or a private-use scheme in reverse domain notation for native apps (RFC 8252 §7.1)."""
+    def refuse(message: str) -> MetadataError:
+        return MetadataError("redirect_uris", message, INVALID_REDIRECT_URI)
+
+    if not isinstance(uri, str) or not uri:
+        raise refuse("Each redirect URI must be a non-empty string")
+    if len(uri) > MAX_URI:
+        raise refuse(f"A redirect URI has at most {MAX_URI} characters")
+    if not _URI_CHARS.fullmatch(uri):
+        raise refuse("A redirect URI contains characters not allowed in a URI (spaces, non-ASCII, control "
+                     "characters)")
+    if "#" in uri:
+        raise refuse("A redirect URI must not contain a fragment")
+    scheme, colon, _ = uri.partition(":")
+    if not colon or not _SCHEME.fullmatch(scheme):
+        raise refuse("A redirect URI must be an absolute URI")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  (raises ValueError for an invalid port)
+    except ValueError:
+        raise refuse("A redirect URI is not a valid URI") from None
+    scheme = scheme.lower()
+    if scheme in ("http", "https"):
+        if not uri[len(scheme):].startswith("://") or not parts.hostname:
+            raise refuse("A redirect URI must name a host")
+        if "@" in parts.netloc:
+            raise refuse("A redirect URI must not contain user information")
+        if scheme == "http" and not _is_loopback(parts.hostname):
+            raise refuse("A redirect URI must use https (http only on a loopback address such as 127.0.0.1)")
+        return uri
+    if "." in scheme:
+        return uri
+    raise refuse("A redirect URI must use https, http on a loopback address, or a private-use scheme "
+                 "such as com.example.app")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- the metadata ------------------------------------------------------------------------------
+
+def _string(metadata: dict, name: str, maximum: int, pattern: re.Pattern = _CONTROL) -> str:
+    value = metadata.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MetadataError(name, f"{name} must be a string")
+    if len(value) > maximum or pattern.search(value):
+        raise MetadataError(name, f"{name} must be at most {maximum} printable characters")
+    return value
+
+
+def _string_list(metadata: dict, name: str, error: str = INVALID_CLIENT_METADATA) -> list[str] | None:
+    value = metadata.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MetadataError(name, f"{name} must be an array of strings", error)
+    if len(set(value)) != len(value):
+        raise MetadataError(name, f"{name} lists a value twice", error)
+    return value
+
+
+def _choice(metadata: dict, name: str, choices: tuple[str, ...]) -> str | None:
+    value = metadata.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in choices:
+        raise MetadataError(name, f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _scopes(metadata: dict) -> tuple[str, ...]:
+    value = metadata.get("scope")
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, str):
+        raise MetadataError("scope", "scope must be a string of space-separated scope values")
+    tokens = value.split(" ")
+    if len(tokens) > MAX_SCOPES or not all(_SCOPE_TOKEN.fullmatch(t) and len(t) <= MAX_SCOPE_TOKEN for t in tokens):
+        raise MetadataError("scope", "scope must be scope values (RFC 6749 section 3.3) separated by single spaces")
+    return tuple(dict.fromkeys(tokens))
+
+
+def _grants(metadata: dict) -> tuple[tuple[str, ...], list[str]]:
+    """grant_types and response_types, consistent with each other (RFC 7591 §2.1)."""
+    grants = _string_list(metadata, "grant_types")
+    responses = _string_list(metadata, "response_types")
+    if grants is None:
+        # RFC 7591 §2: the default grant is authorization_code (the default response type is code).
+        grants = ["authorization_code"] if responses is None or "code" in responses else []
+    if not grants:
+        raise MetadataError("grant_types", "grant_types must list at least one grant type")
+    for grant in grants:
+        if grant not in GRANT_TYPES:
+            raise MetadataError("grant_types", f"grant_types may contain only {', '.join(GRANT_TYPES)}")
+    if "refresh_token" in grants and "authorization_code" not in grants:
+        raise MetadataError("grant_types", "the refresh_token grant needs the authorization_code grant")
+    expected = ["code"] if "authorization_code" in grants else []
+    if responses is not None and responses != expected:
+        raise MetadataError("response_types", 'response_types must be ["code"] with the authorization_code grant '
+                                              "and empty without it")
+    return tuple(grants), expected
+
+
+def _lifetime(metadata: dict, name: str) -> int | None:
+    value = metadata.get(name)
+    if value is None:
+        return None
+    low, high = LIFETIME_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise MetadataError(name, f"{name} must be an integer number of seconds from {low} to {high}")
+    return value
+
+
+def _admin_fields(metadata: dict) -> dict[str, Any]:
+    first_party = metadata.get("first_party", False)
+    if first_party is None:
+        first_party = False
+    if not isinstance(first_party, bool):
+        raise MetadataError("first_party", "first_party must be true or false")
+    return {
+        "first_party": first_party,
+        "audience_policy": _choice(metadata, "audience_policy", ("strict", "legacy")),
+        "token_reuse": _choice(metadata, "token_reuse", ("allow", "prevent")),
+        **{name: _lifetime(metadata, name) for name in LIFETIME_BOUNDS},
+    }
+
+
+def validate(metadata: dict, settings, *, existing: RegisteredClient | None = None,
+             admin: bool = True) -> dict[str, Any]:
+    """RFC 7591 §2 names in, keyword arguments for storage.clients.create/update out (with
+    `auth_method`; without `client_id`, see check_client_id). A full description of the client:
+    absent fields take their defaults (RFC 7592 §2.2: an update replaces everything).
+
+    Fields the server does not support are ignored (RFC 7591 §2). `admin=False` (a client
+    registering or updating itself with a bearer token) may not set ADMIN_FIELDS: absent, they keep
+    the values of `existing`; present, they must equal them (or the defaults for a new client).
+    """
+    if not isinstance(metadata, dict):
+        raise MetadataError("", "The client metadata must be a JSON object")
+    if existing is not None and "client_id" in metadata and metadata["client_id"] != existing.client_id:
+        # RFC 7592 §2.2: the client_id sent with an update is the client's own.
+        raise MetadataError("client_id", "The client_id cannot be changed")
+    out: dict[str, Any] = {
+        "client_name": _string(metadata, "client_name", MAX_NAME),
+        "description": _string(metadata, "description", MAX_DESCRIPTION, _CONTROL_EXCEPT_LINES),
+    }
+    grants, _ = _grants(metadata)
+    out["grant_types"] = grants
+    out["scopes"] = _scopes(metadata)
+
+    # RFC 7591 §2: client_secret_basic is the default method.
+    method = _choice(metadata, "token_endpoint_auth_method", AUTH_METHODS) or "client_secret_basic"
+    if method == "none" and ("client_credentials" in grants or "authorization_code" not in grants):
+        # A public client cannot keep a secret, so it may only act for a user (RFC 6749 §2.1, §4.4).
+        raise MetadataError("token_endpoint_auth_method", "token_endpoint_auth_method none is only for "
+                                                          "authorization_code clients without client_credentials")
+    out["auth_method"] = method
+
+    redirect_uris = _string_list(metadata, "redirect_uris", INVALID_REDIRECT_URI) or []
+    if len(redirect_uris) > MAX_REDIRECT_URIS:
+        raise MetadataError("redirect_uris", f"At most {MAX_REDIRECT_URIS} redirect URIs", INVALID_REDIRECT_URI)
+    for uri in redirect_uris:
+        check_redirect_uri(uri)
+    if "authorization_code" in grants and not redirect_uris:
+        # RFC 6749 §3.1.2.2: clients using the authorization endpoint register their redirect URIs.
+        raise MetadataError("redirect_uris", "The authorization_code grant needs at least one redirect URI",
+                            INVALID_REDIRECT_URI)
+    out["redirect_uris"] = tuple(redirect_uris)
+
+    out.update(_keys(metadata, settings, method))
+    fields = _admin_fields(metadata)
+    if not admin:
+        fields = _keep_admin_fields(metadata, fields, existing)
+    out.update(fields)
+    return out
+
+
+def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:
+    jwks, jwks_uri = metadata.get("jwks"), metadata.get("jwks_uri")
+    alg = metadata.get("token_endpoint_auth_signing_alg")
+    if method != "private_key_jwt":
+        for name, value in (("jwks", jwks), ("jwks_uri", jwks_uri), ("token_endpoint_auth_signing_alg", alg)):
+            if value is not None:
+                raise MetadataError(name, f"{name} applies to token_endpoint_auth_method private_key_jwt only")
+        return {"jwks": None, "jwks_uri": None, "signing_alg": None}
+    if jwks is not None and jwks_uri is not None:
+        # RFC 7591 §2: jwks and jwks_uri MUST NOT both be present.
+        raise MetadataError("jwks", "Give jwks or jwks_uri, not both")
+    if alg is not None and (not isinstance(alg, str) or alg not in SIGNING_ALGORITHMS):
+        raise MetadataError("token_endpoint_auth_signing_alg",
+                            f"token_endpoint_auth_signing_alg must be one of {', '.join(SIGNING_ALGORITHMS)}")
+    text = None
+    if jwks is not None:
+        if not isinstance(jwks, dict):
+            raise MetadataError("jwks", "jwks must be a JWK Set object")
+        text, keys = _parse_jwks(json.dumps(jwks))
+        _key_infos(keys, "jwks")
+        # OpenID Connect Registration §2: the registered alg is used with the registered keys.
+        if alg is not None and not any(key.fits(alg) for key in keys):
+            raise MetadataError("token_endpoint_auth_signing_alg",
+                                "No key in jwks can verify token_endpoint_auth_signing_alg")
+    if jwks_uri is not None:
+        _check_jwks_uri(jwks_uri, settings)
+    # Neither: the certificate in the primary keystore under the client id as alias.
+    return {"jwks": text, "jwks_uri": jwks_uri, "signing_alg": alg}
+
+
+def _keep_admin_fields(metadata: dict, fields: dict[str, Any], existing: RegisteredClient | None) -> dict[str, Any]:
+    current = {name: getattr(existing, name) if existing else (False if name == "first_party" else None)
+               for name in ADMIN_FIELDS}
+    for name in ADMIN_FIELDS:
+        if name in metadata and fields[name] != current[name]:
+            raise MetadataError(name, f"Only an administrator may set {name}")
+    return current
+
+
+def metadata_of(client: RegisteredClient) -> dict[str, Any]:
+    """The client's registered metadata under RFC 7591 names (RFC 7591 §3.2.1 without the
+    credentials): what validate() reads, so it can be sent back unchanged."""
+    body: dict[str, Any] = {
+        "client_id": client.client_id,
+        "client_name": client.client_name,
+        "description": client.description,
+        "redirect_uris": list(client.redirect_uris),
+        "grant_types": list(client.grant_types),
+        "response_types": ["code"] if "authorization_code" in client.grant_types else [],
+        "scope": " ".join(client.scopes),
+        "token_endpoint_auth_method": client.auth_method,
+    }
+    if client.auth_method == "private_key_jwt":
+        if client.jwks:
+            body["jwks"] = json.loads(client.jwks)
+        if client.jwks_uri:
+            body["jwks_uri"] = client.jwks_uri
+        if client.signing_alg:
+            body["token_endpoint_auth_signing_alg"] = client.signing_alg
+    body["first_party"] = client.first_party
+    for name in ("audience_policy", "token_reuse", *LIFETIME_BOUNDS):
+        value = getattr(client, name)
+        if value is not None:
+            body[name] = value
+    return body
