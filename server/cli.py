@@ -16,9 +16,14 @@ from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
 from keystore.signing import default_alg, sign
 from keystore.store import KeystoreError
+from server import playground
 from storage import clients as client_store
+from storage import codes as code_store
+from storage import refresh as refresh_store
 from storage import users as user_store
 from storage.clients import AUTH_METHODS
+from storage.models import UserSession
+from storage.purge import purge_all
 from storage.schema import upgrade
 
 clients_cli = AppGroup("clients", help="Register and inspect OAuth clients.")
@@ -170,10 +175,15 @@ def jti_purge():
 
 @db_cli.command("purge")
 def db_purge():
-    """Delete expired IDN_OIDC_JTI rows and expired access tokens in small batches."""
+    """Delete expired rows in small batches: IDN_OIDC_JTI, access and refresh tokens, authorization
+    codes (a day past expiry) and browser sessions."""
     services = _services()
+    db = services.db
+    sessions = purge_all(db, UserSession, UserSession.expires_at, int(time.time()))
     click.echo(f"deleted {services.replay.purge_all()} expired jti rows, "
-               f"{services.tokens.purge_all()} expired access tokens")
+               f"{services.tokens.purge_all()} expired access tokens, "
+               f"{refresh_store.purge_every(db)} expired refresh tokens, "
+               f"{code_store.purge(db)} expired authorization codes, {sessions} expired sessions")
 
 
 @db_cli.command("upgrade")
@@ -253,3 +263,4 @@ def admin_create(username, password_stdin):
 def register_cli(app: Flask) -> None:
     for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli, users_cli, admin_cli):
         app.cli.add_command(group)
+    app.cli.add_command(playground.command)
