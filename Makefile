@@ -24,7 +24,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python app.py
 
+# tests/setup-system.sh installs keytool, chromium and chromium-driver when they are missing.
 test: $(TEST_STAMP)
+	bash tests/setup-system.sh
 	$(BIN)/python -m pytest -q
 
 # Longer fuzzing of the assertion and JWKS parsers (a short run is part of make test).
