@@ -1,4 +1,5 @@
-"""Registered clients: read on every request (so changes apply at once), written by the CLI."""
+"""Registered clients: read on every request (so changes apply at once), written by the CLI, the
+console and the registration API; and the bearer tokens of that API (RFC 7591 §3, RFC 7592 §3)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from storage.models import AccessToken, Client, RefreshToken
+from storage.models import AccessToken, Client, InitialAccessToken, RefreshToken, RegistrationAccessToken
 from storage.sql import Statement
 
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none")  # none: a public client (PKCE)
@@ -37,6 +38,7 @@ class RegisteredClient:
     refresh_token_lifetime: int | None
     id_token_lifetime: int | None
     updated_at: int
+    created_at: int = 0
 
     def public_view(self) -> dict:
         """What `clients show` prints: never the secret hash."""
@@ -76,7 +78,7 @@ def secret_matches(client: RegisteredClient, secret: str) -> bool:
 
 _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_types", "scopes", "redirect_uris",
             "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "description", "first_party",
-            "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at")
+            "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at", "created_at")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
                         .where(Client.client_id == "?"))
 
@@ -131,10 +133,116 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
     return get(client_id), secret
 
 
+def update(client_id: str, auth_method: str, *, client_name: str = "", grant_types=(), scopes=(),
+           redirect_uris=(), jwks: str | None = None, jwks_uri: str | None = None,
+           signing_alg: str | None = None, audience_policy: str | None = None,
+           token_reuse: str | None = None, description: str = "", first_party: bool = False,
+           access_token_lifetime: int | None = None, refresh_token_lifetime: int | None = None,
+           id_token_lifetime: int | None = None) -> tuple[RegisteredClient, str | None] | None:
+    """Replace a client's registration (RFC 7592 §2.2); None when there is no such client.
+    Returns the client and, when it moves to a secret method from another, its new secret
+    (shown once); a client that keeps a secret method keeps its secret."""
+    with Client._meta.database.atomic():
+        current = get(client_id)
+        if current is None:
+            return None
+        secret = None
+        secret_hash = None
+        if auth_method.startswith("client_secret"):
+            secret_hash = current.secret_hash if current.auth_method.startswith("client_secret") else None
+            if secret_hash is None:
+                secret = secrets.token_urlsafe(32)
+                secret_hash = hash_secret(secret)
+        Client.update(client_name=client_name, auth_method=auth_method, secret_hash=secret_hash,
+                      grant_types=" ".join(grant_types), scopes=" ".join(scopes),
+                      redirect_uris=" ".join(redirect_uris), jwks=jwks, jwks_uri=jwks_uri,
+                      signing_alg=signing_alg, audience_policy=audience_policy, token_reuse=token_reuse,
+                      description=description, first_party=first_party,
+                      access_token_lifetime=access_token_lifetime, refresh_token_lifetime=refresh_token_lifetime,
+                      id_token_lifetime=id_token_lifetime, updated_at=int(time.time())
+                      ).where(Client.client_id == client_id).execute()
+    return get(client_id), secret
+
+
+def regenerate_secret(client_id: str) -> str | None:
+    """A new secret for a client_secret_* client (the old one stops working at once); None when
+    there is no such client. ValueError for a client of another method."""
+    client = get(client_id)
+    if client is None:
+        return None
+    if not client.auth_method.startswith("client_secret"):
+        raise ValueError("the client does not authenticate with a client secret")
+    secret = secrets.token_urlsafe(32)
+    Client.update(secret_hash=hash_secret(secret), updated_at=int(time.time())).where(
+        Client.client_id == client_id).execute()
+    return secret
+
+
 def delete(client_id: str) -> bool:
     """Delete the client and revoke its tokens (they must not outlive it)."""
     deleted = Client.delete().where(Client.client_id == client_id).execute() == 1
+    RegistrationAccessToken.delete().where(RegistrationAccessToken.client_id == client_id).execute()
     if deleted:
         AccessToken.update(revoked=True).where(AccessToken.client_id == client_id).execute()
         RefreshToken.update(state="revoked").where(RefreshToken.client_id == client_id).execute()
     return deleted
+
+
+# --- the registration API's bearer tokens ------------------------------------------------------
+
+def issue_registration_token(client_id: str) -> str:
+    """A new registration access token for the client (RFC 7592 §3); any earlier one stops working."""
+    token = secrets.token_urlsafe(32)
+    with RegistrationAccessToken._meta.database.atomic():
+        RegistrationAccessToken.delete().where(RegistrationAccessToken.client_id == client_id).execute()
+        RegistrationAccessToken.create(token_hash=hash_secret(token), client_id=client_id, issued_at=int(time.time()))
+    return token
+
+
+def registration_token_client(token: str) -> str | None:
+    """The client id a registration access token is bound to, or None."""
+    row = RegistrationAccessToken.get_or_none(RegistrationAccessToken.token_hash == hash_secret(token))
+    return row.client_id if row is not None else None
+
+
+def create_initial_token(lifetime: int, uses: int = 1) -> tuple[str, int]:
+    """An initial access token (RFC 7591 §3) valid for `lifetime` seconds and `uses` registrations;
+    returns it (shown once) and its expiry. Spent and expired ones are deleted on the way."""
+    if lifetime < 1 or uses < 1:
+        raise ValueError("the lifetime and the number of uses must be positive")
+    now = int(time.time())
+    InitialAccessToken.delete().where((InitialAccessToken.expires_at <= now)
+                                      | (InitialAccessToken.remaining_uses <= 0)).execute()
+    token = secrets.token_urlsafe(32)
+    InitialAccessToken.create(token_hash=hash_secret(token), created_at=now, expires_at=now + lifetime,
+                              remaining_uses=uses)
+    return token, now + lifetime
+
+
+def initial_token_valid(token: str) -> bool:
+    row = InitialAccessToken.get_or_none(InitialAccessToken.token_hash == hash_secret(token))
+    return row is not None and row.remaining_uses > 0 and row.expires_at > int(time.time())
+
+
+def use_initial_token(token: str) -> bool:
+    """Spend one use of an initial access token; False when it is unknown, expired or spent.
+    One statement, so concurrent registrations cannot spend one use twice."""
+    return InitialAccessToken.update(remaining_uses=InitialAccessToken.remaining_uses - 1).where(
+        (InitialAccessToken.token_hash == hash_secret(token)) & (InitialAccessToken.remaining_uses > 0)
+        & (InitialAccessToken.expires_at > int(time.time()))).execute() == 1
+
+
+def initial_tokens() -> list[dict]:
+    """The live initial access tokens, each named by the start of its hash (the token is not kept)."""
+    now = int(time.time())
+    query = InitialAccessToken.select().where((InitialAccessToken.expires_at > now)
+                                              & (InitialAccessToken.remaining_uses > 0))
+    return [{"id": row.token_hash[:16], "created_at": row.created_at, "expires_at": row.expires_at,
+             "remaining_uses": row.remaining_uses} for row in query.order_by(InitialAccessToken.created_at)]
+
+
+def revoke_initial_token(token_id: str) -> bool:
+    """Revoke the initial access token whose hash starts with `token_id` (16 hex digits, as listed)."""
+    if len(token_id) != 16 or any(c not in "0123456789abcdef" for c in token_id):
+        return False
+    return InitialAccessToken.delete().where(InitialAccessToken.token_hash.startswith(token_id)).execute() >= 1

@@ -176,5 +176,30 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
+class InitialAccessToken(BaseModel):
+    """RFC 7591 §3: a bearer token an administrator hands out that lets its holder register
+    clients; stored as SHA-256, limited in time and in number of uses."""
+
+    token_hash = peewee.CharField(max_length=64, primary_key=True)
+    created_at = peewee.BigIntegerField()
+    expires_at = peewee.BigIntegerField(index=True)
+    remaining_uses = peewee.IntegerField()
+
+    class Meta:
+        table_name = "oauth_initial_access_token"
+
+
+class RegistrationAccessToken(BaseModel):
+    """RFC 7592 §3: the bearer token a registered client manages its own registration with;
+    stored as SHA-256, bound to that one client."""
+
+    token_hash = peewee.CharField(max_length=64, primary_key=True)
+    client_id = peewee.CharField(max_length=255, index=True)
+    issued_at = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "oauth_registration_access_token"
+
+
 TABLES = [JTI, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
-          SchemaVersion]
+          SchemaVersion, InitialAccessToken, RegistrationAccessToken]
