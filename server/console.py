@@ -1,7 +1,615 @@
-"""The management console (/console): service providers, client keys, the keystore, recent failures."""
+"""The management console (/console): service providers, client keys, the keystore, recent failures.
+
+Server-rendered pages that work without JavaScript, for administrators only (users.is_admin): a
+browser without a session is sent to /console/login, a signed-in user who is not an admin gets
+403. Every POST carries the CSRF token (server.web). Changes are written to the database and
+the keystore file at once; the token endpoint reads both on its next request.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import datetime
+import io
+import json
+import re
+import secrets
+import string
+from typing import Any
+from urllib.parse import urlencode
 
-bp = Blueprint("console", __name__)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_options_header
+
+from handlers import failure_log
+from keystore.jwk import SIGNING_ALGORITHMS
+from keystore.store import PRIVATE_KEY_ENTRY, TRUSTED_CERT_ENTRY, Entry, KeystoreError
+from server import client_metadata, web
+from server.client_metadata import MetadataError
+from server.errors import OAuthError
+from server.forms import MAX_BODY_BYTES, MAX_PARAMETERS, read_body
+from server.views import client_address
+from server.web import PageError
+from storage import clients as client_store
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+
+HOME = "/console/service-providers"
+MAX_ALIAS_LENGTH = 255
+# Where a sign-in may send the browser back to: console pages only (no open redirect).
+_NEXT = re.compile(r"/console/[A-Za-z0-9/_-]*(\?[A-Za-z0-9._~%=&+-]*)?")
+
+
+def _services():
+    return current_app.extensions["idp"].services
+
+
+def _chain():
+    return current_app.extensions["idp"].chain
+
+
+# --- access -----------------------------------------------------------------------------------
+
+@bp.before_request
+def require_admin() -> Response | None:
+    """Every page but the sign-in needs a signed-in admin; nothing else is ever shown."""
+    if request.endpoint == "console.login":
+        return None
+    session = web.signed_in()
+    if session is None:
+        target = request.full_path.rstrip("?") if request.method == "GET" else ""
+        query = "?" + urlencode({"next": target}) if target and _NEXT.fullmatch(target) else ""
+        return _redirect("/console/login" + query, 302)
+    if not session[0].is_admin:
+        raise PageError(403, "Forbidden", "The console is for administrators. Sign out and sign in as an "
+                                          "administrator.")
+    g.admin = session[0]
+    return None
+
+
+def _redirect(location: str, status: int = 303) -> Response:
+    """A redirect with the pages' headers (no-store); 303 after a POST (RFC 9110 §15.4.4)."""
+    response = Response("", status=status)
+    response.headers["Location"] = location
+    response.headers.update(web.PAGE_HEADERS)
+    return response
+
+
+def _form() -> tuple[dict[str, str], dict[str, bytes]]:
+    """A POSTed form and its uploaded files. Urlencoded forms go through the strict parser
+    (server.forms); multipart forms through werkzeug's, under the same 64 KiB and parameter
+    limits, with a field sent twice refused as the strict parser does."""
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    if mimetype != "multipart/form-data":
+        return web.read_form(), {}
+    try:
+        body = read_body(request.stream)
+    except OAuthError:
+        raise PageError(413, "Too large", f"The form is larger than {MAX_BODY_BYTES // 1024} KiB.") from None
+    parser = FormDataParser(max_form_memory_size=MAX_BODY_BYTES, max_content_length=MAX_BODY_BYTES,
+                            cls=MultiDict, silent=False, max_form_parts=MAX_PARAMETERS)
+    try:
+        _, fields, uploads = parser.parse(io.BytesIO(body), mimetype, len(body), options)
+    except (ValueError, HTTPException):
+        raise PageError(400, "Bad request", "The form could not be read.") from None
+    form: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for name in list(fields.keys()) + list(uploads.keys()):
+        if len(fields.getlist(name)) + len(uploads.getlist(name)) > 1:
+            raise PageError(400, "Bad request", "A form field was sent more than once.")
+    for name, value in fields.items():
+        if value:  # as in the strict parser: an empty field is an omitted one
+            form[name] = value
+    for name, upload in uploads.items():
+        data = upload.read()
+        if data:
+            files[name] = data
+    return form, files
+
+
+def _post_form() -> tuple[dict[str, str], dict[str, bytes]]:
+    form, files = _form()
+    web.check_csrf(form)
+    return form, files
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+def _signin_page(status: int = 200, **context: Any) -> Response:
+    next_url = context.pop("next_url", "")
+    return web.render_page("signin.html", status, title="Management console", heading="Management console",
+                           action="/console/login", hidden={"next": next_url} if next_url else {}, **context)
+
+
+def _next_url(value: str | None) -> str:
+    return value if value and _NEXT.fullmatch(value) else ""
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        session = web.signed_in()
+        if session is not None and session[0].is_admin:
+            return _redirect(_next_url(request.args.get("next")) or HOME, 302)
+        return _signin_page(next_url=_next_url(request.args.get("next")))
+    form, _ = _post_form()
+    username = form.get("username", "")
+    next_url = _next_url(form.get("next"))
+    try:
+        account = web.sign_in(username, form.get("password", ""), client_address(), "console")
+    except web.SignInError as exc:
+        if exc.retry_after is not None:
+            response = _signin_page(429, error=str(exc), username=username, next_url=next_url)
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        return _signin_page(401, error=str(exc), username=username, next_url=next_url)
+    response = _redirect(next_url or HOME)
+    web.end_session(response)  # a previous session on this browser ends (no session fixation)
+    web.start_session(response, account)
+    return response
+
+
+@bp.post("/logout")
+def logout():
+    _post_form()
+    response = _redirect("/console/login")
+    web.end_session(response)
+    return response
+
+
+@bp.get("/")
+def home():
+    return _redirect(HOME, 302)
+
+
+# --- service providers --------------------------------------------------------------------------
+
+@bp.get("/service-providers")
+def service_providers():
+    query = request.args.get("q", "").strip()
+    clients = client_store.all_clients()
+    if query:
+        folded = query.casefold()
+        clients = [c for c in clients if folded in c.client_id.casefold() or folded in c.client_name.casefold()]
+    return _page("console/service_providers.html", clients=clients, query=query,
+                 deleted=request.args.get("deleted", ""))
+
+
+def _client_or_404(client_id: str) -> client_store.RegisteredClient:
+    client = client_store.get(client_id) if client_id else None
+    if client is None:
+        raise PageError(404, "Not found", "There is no service provider with this client id.")
+    return client
+
+
+def new_client_id() -> str:
+    """A random client id: lower-case letters and digits (124 bits), URL-safe and the same as a
+    keystore alias in PKCS12 and JKS alike (JKS lower-cases aliases)."""
+    return "".join(secrets.choice(_CLIENT_ID_ALPHABET) for _ in range(24))
+
+
+_CLIENT_ID_ALPHABET = string.ascii_lowercase + string.digits
+NEW_SP_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
+
+
+@bp.route("/service-providers/add", methods=["GET", "POST"])
+def add_service_provider():
+    if request.method == "GET":
+        return _page("console/sp_add.html", form={"token_endpoint_auth_method": "private_key_jwt"})
+    form, _ = _post_form()
+    method = form.get("token_endpoint_auth_method", "private_key_jwt")
+    # A new service provider gets the client_credentials grant; callback URLs and the other grants
+    # (and the public method "none", which needs them) are set on its configuration page.
+    metadata = {"client_name": form.get("client_name", ""), "description": form.get("description", ""),
+                "grant_types": ["client_credentials"], "token_endpoint_auth_method": method}
+    try:
+        if method not in NEW_SP_METHODS:
+            raise MetadataError("token_endpoint_auth_method", "Choose private_key_jwt, client_secret_basic or "
+                                                              "client_secret_post.")
+        if not metadata["client_name"].strip():
+            raise MetadataError("client_name", "Give the service provider a name.")
+        values = client_metadata.validate(metadata, _services().settings)
+        client, secret = client_store.create(new_client_id(), **values)
+    except MetadataError as exc:
+        return _page("console/sp_add.html", 400, error=exc.message, form=form)
+    return _edit_page(client, secret=secret, created=True)
+
+
+def _edit_page(client: client_store.RegisteredClient, status: int = 200, **context: Any) -> Response:
+    keystore_cert = None
+    if client.auth_method == "private_key_jwt" and not client.jwks and not client.jwks_uri:
+        keystore_cert = _keystore_certificate(client.client_id)
+    return _page("console/sp_edit.html", status, client=client, grant_types=client_metadata.GRANT_TYPES,
+                 enabled_grants=set(_chain().grants), auth_methods=client_store.AUTH_METHODS,
+                 algorithms=SIGNING_ALGORITHMS, lifetimes=client_metadata.LIFETIME_BOUNDS,
+                 form=context.pop("form", None) or _form_of(client), keystore_cert=keystore_cert,
+                 failures=failure_log.recent(client.client_id), **context)
+
+
+def _form_of(client: client_store.RegisteredClient) -> dict[str, Any]:
+    """The configuration form's fields for a registered client."""
+    form: dict[str, Any] = {
+        "client_name": client.client_name, "description": client.description,
+        "redirect_uris": "\n".join(client.redirect_uris), "scope": " ".join(client.scopes),
+        "token_endpoint_auth_method": client.auth_method,
+        "token_endpoint_auth_signing_alg": client.signing_alg or "",
+        "audience_policy": client.audience_policy or "", "token_reuse": client.token_reuse or "",
+        "first_party": "on" if client.first_party else "",
+    }
+    for grant in client.grant_types:
+        form["grant_type." + grant] = "on"
+    for name in client_metadata.LIFETIME_BOUNDS:
+        value = getattr(client, name)
+        form[name] = "" if value is None else str(value)
+    return form
+
+
+@bp.get("/service-providers/edit")
+def edit_service_provider():
+    client = _client_or_404(request.args.get("client_id", ""))
+    return _edit_page(client, saved=request.args.get("saved", ""))
+
+
+@bp.post("/service-providers/edit")
+def save_service_provider():
+    form, _ = _post_form()
+    client = _client_or_404(form.get("client_id", ""))
+    try:
+        metadata = _metadata_of_form(form, client)
+        values = client_metadata.validate(metadata, _services().settings, existing=client)
+        updated = client_store.update(client.client_id, **values)
+    except MetadataError as exc:
+        return _edit_page(client, 400, error=exc.message, error_field=exc.field, form=form)
+    if updated is None:
+        raise PageError(404, "Not found", "There is no service provider with this client id.")
+    _forget_jwks_uri(client.jwks_uri, updated[0].jwks_uri)
+    client, secret = updated
+    if secret:  # moved to a secret method: the new secret is shown on this answer only
+        return _edit_page(client, secret=secret, saved="1")
+    return _redirect("/console/service-providers/edit?" + urlencode({"client_id": client.client_id,
+                                                                    "saved": "1"}))
+
+
+def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClient) -> dict[str, Any]:
+    """RFC 7591 metadata from the configuration form; the keys stay as registered (they are
+    set on the public key page) while the client stays private_key_jwt."""
+    metadata: dict[str, Any] = {
+        "client_name": form.get("client_name", ""),
+        "description": form.get("description", "").replace("\r\n", "\n"),
+        "redirect_uris": [line.strip() for line in form.get("redirect_uris", "").splitlines() if line.strip()],
+        "grant_types": [g for g in client_metadata.GRANT_TYPES if form.get("grant_type." + g)],
+        "scope": " ".join(form.get("scope", "").split()),
+        "token_endpoint_auth_method": form.get("token_endpoint_auth_method", client.auth_method),
+        "first_party": bool(form.get("first_party")),
+    }
+    for name in ("token_endpoint_auth_signing_alg", "audience_policy", "token_reuse"):
+        if form.get(name):
+            metadata[name] = form[name]
+    for name in client_metadata.LIFETIME_BOUNDS:
+        if form.get(name):
+            text = form[name].strip()
+            if not text.isascii() or not text.isdigit() or len(text) > 9:
+                raise MetadataError(name, f"{_LABELS[name]} must be a whole number of seconds.")
+            metadata[name] = int(text)
+    if metadata["token_endpoint_auth_method"] == "private_key_jwt":
+        if client.jwks:
+            metadata["jwks"] = json.loads(client.jwks)
+        elif client.jwks_uri:
+            metadata["jwks_uri"] = client.jwks_uri
+    return metadata
+
+
+def _forget_jwks_uri(old: str | None, new: str | None) -> None:
+    """A jwks_uri no longer registered leaves the fetcher's cache (README: a new one is fetched at once)."""
+    if old and old != new:
+        _services().jwks_fetcher.invalidate(old)
+
+
+@bp.post("/service-providers/regenerate-secret")
+def regenerate_secret():
+    form, _ = _post_form()
+    client = _client_or_404(form.get("client_id", ""))
+    try:
+        secret = client_store.regenerate_secret(client.client_id)
+    except ValueError:
+        raise PageError(400, "No secret", "This service provider does not authenticate with a client secret.") \
+            from None
+    if secret is None:
+        raise PageError(404, "Not found", "There is no service provider with this client id.")
+    return _edit_page(client_store.get(client.client_id) or client, secret=secret, regenerated=True)
+
+
+@bp.route("/service-providers/delete", methods=["GET", "POST"])
+def delete_service_provider():
+    if request.method == "GET":
+        client = _client_or_404(request.args.get("client_id", ""))
+        return _page("console/sp_delete.html", client=client,
+                     keystore_cert=_keystore_certificate(client.client_id) is not None)
+    form, _ = _post_form()
+    client = _client_or_404(form.get("client_id", ""))
+    if client_store.delete(client.client_id):
+        failure_log.forget(client.client_id)
+        _forget_jwks_uri(client.jwks_uri, None)
+    return _redirect("/console/service-providers?" + urlencode({"deleted": client.client_id}))
+
+
+# --- a client's public key (private_key_jwt) ---------------------------------------------------
+
+KEY_SOURCES = ("keystore", "certificate", "jwks", "jwks_uri")
+
+
+def _keystore_certificate(client_id: str) -> dict[str, Any] | None:
+    """The certificate under the client id in the keystore, as the token endpoint finds it."""
+    cert = _services().keystore().trusted_certificate(client_id)
+    if cert is None:
+        return None
+    der = cert.to_cryptography().public_bytes(Encoding.DER)
+    view = _certificate_view(cert.to_cryptography())
+    try:
+        view["keys"] = client_metadata.keys_from_certificate(der)[1]
+    except MetadataError as exc:  # expired, weak key…: say why the token endpoint refuses it
+        view["problem"] = exc.message
+    return view
+
+
+def _keys_page(client: client_store.RegisteredClient, status: int = 200, **context: Any) -> Response:
+    if "keys" not in context and client.jwks:
+        try:
+            context["keys"] = client_metadata.keys_from_jwks(client.jwks)[1]
+        except MetadataError as exc:
+            context["keys_problem"] = exc.message
+    source = "jwks" if client.jwks else "jwks_uri" if client.jwks_uri else "keystore"
+    form = context.pop("form", None) or {"key_source": source}
+    return _page("console/sp_keys.html", status, client=client, source=source, form=form,
+                 keystore_cert=_keystore_certificate(client.client_id), **context)
+
+
+@bp.get("/service-providers/keys")
+def client_keys():
+    client = _client_or_404(request.args.get("client_id", ""))
+    return _keys_page(client)
+
+
+@bp.post("/service-providers/keys")
+def save_client_keys():
+    form, files = _post_form()
+    client = _client_or_404(form.get("client_id", ""))
+    if client.auth_method != "private_key_jwt":
+        raise PageError(400, "Not private_key_jwt", "Public keys are registered for private_key_jwt clients only. "
+                                                    "Change the authentication method first.")
+    try:
+        source = _key_source(form, files)
+        metadata = client_metadata.metadata_of(client)
+        metadata.pop("jwks", None)
+        metadata.pop("jwks_uri", None)
+        keys = None
+        if source == "certificate":
+            jwks, keys = client_metadata.keys_from_certificate(read_certificate(form, files))
+            metadata["jwks"] = json.loads(jwks)
+        elif source == "jwks":
+            jwks, keys = client_metadata.keys_from_jwks(_jwks_text(form, files))
+            metadata["jwks"] = json.loads(jwks)
+        elif source == "jwks_uri":
+            metadata["jwks_uri"] = form["jwks_uri"].strip()
+            _services().jwks_fetcher.invalidate(metadata["jwks_uri"])  # fetched now, not from a cache
+            keys = client_metadata.keys_from_jwks_uri(metadata["jwks_uri"], _services())
+        values = client_metadata.validate(metadata, _services().settings, existing=client)
+        updated = client_store.update(client.client_id, **values)
+    except (MetadataError, ValueError) as exc:
+        message = exc.message if isinstance(exc, MetadataError) else str(exc)
+        form = {**form, "jwks_file": "", "certificate_file": ""}
+        return _keys_page(client, 400, error=message, form=form)
+    if updated is None:
+        raise PageError(404, "Not found", "There is no service provider with this client id.")
+    _forget_jwks_uri(client.jwks_uri, updated[0].jwks_uri)
+    context = {"keys": keys} if keys is not None else {}
+    return _keys_page(updated[0], saved=source, **context)
+
+
+def _key_source(form: dict[str, str], files: dict[str, bytes]) -> str:
+    """The chosen key source; the fields of exactly one source may be filled in."""
+    filled = {
+        "certificate": bool(files.get("certificate_file") or form.get("certificate_pem", "").strip()),
+        "jwks": bool(files.get("jwks_file") or form.get("jwks", "").strip()),
+        "jwks_uri": bool(form.get("jwks_uri", "").strip()),
+    }
+    if filled["jwks"] and filled["jwks_uri"]:
+        # RFC 7591 §2: jwks and jwks_uri MUST NOT both be present.
+        raise MetadataError("jwks", "Give a JWKS or a JWKS URI, not both.")
+    given = [name for name, present in filled.items() if present]
+    if len(given) > 1:
+        raise MetadataError("key_source", "Give only one of: a certificate, a JWKS, a JWKS URI.")
+    source = form.get("key_source") or (given[0] if given else "")
+    if source not in KEY_SOURCES:
+        raise MetadataError("key_source", "Choose where the client's public key is found.")
+    if given and given[0] != source:
+        raise MetadataError("key_source", "The fields filled in do not belong to the chosen key source.")
+    if source != "keystore" and not given:
+        raise MetadataError(source, {"certificate": "Choose a certificate file or paste a PEM certificate.",
+                                     "jwks": "Choose a JWKS file or paste a JWKS.",
+                                     "jwks_uri": "Enter the JWKS URI."}[source])
+    return source
+
+
+def _jwks_text(form: dict[str, str], files: dict[str, bytes]) -> str:
+    data = files.get("jwks_file")
+    if data is None:
+        return form["jwks"]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MetadataError("jwks", "The JWKS file is not UTF-8 JSON.") from None
+
+
+_LABELS = {"access_token_lifetime": "The access token lifetime",
+           "refresh_token_lifetime": "The refresh token lifetime",
+           "id_token_lifetime": "The ID token lifetime"}
+
+
+# --- keystore --------------------------------------------------------------------------------
+
+def _certificate_view(cert: x509.Certificate) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_before": cert.not_valid_before_utc,
+        "not_after": cert.not_valid_after_utc,
+        "expired": cert.not_valid_after_utc < now,
+        "not_yet_valid": cert.not_valid_before_utc > now,
+        "serial": format(cert.serial_number, "X"),
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(":").upper(),
+        "pem": cert.public_bytes(Encoding.PEM).decode("ascii"),
+    }
+
+
+def _entry_view(entry: Entry) -> dict[str, Any]:
+    return {"alias": entry.alias, "kind": entry.kind, **_certificate_view(entry.certificate),
+            "primary": entry.kind == PRIVATE_KEY_ENTRY and entry.alias == _services().keystore().alias}
+
+
+def _find_entry(alias: str) -> Entry | None:
+    return next((e for e in _services().keystore().entries() if e.alias == alias), None)
+
+
+def _keystore_page(status: int = 200, **context: Any) -> Response:
+    entries = [_entry_view(e) for e in _services().keystore().entries()]
+    entries.sort(key=lambda e: (not e["primary"], e["alias"].casefold()))
+    clients = {c.client_id for c in client_store.all_clients()}
+    return _page("console/keystore.html", status, entries=entries, clients=clients,
+                 store_type=_services().keystore().store_type, **context)
+
+
+@bp.get("/keystore")
+def keystore():
+    return _keystore_page(alias=request.args.get("alias", ""), imported=request.args.get("imported", ""),
+                          deleted=request.args.get("deleted", ""))
+
+
+def check_alias(alias: str) -> str | None:
+    """Why an alias cannot name a new keystore entry, or None."""
+    if not alias or len(alias) > MAX_ALIAS_LENGTH:
+        return f"An alias has 1 to {MAX_ALIAS_LENGTH} characters."
+    if alias != alias.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in alias):
+        return "An alias has no leading or trailing spaces and no control characters."
+    # keytool compares aliases without case (and JKS stores them lower-cased).
+    if any(e.alias.casefold() == alias.casefold() for e in _services().keystore().entries()):
+        return "The keystore already has an entry with this alias (aliases are compared ignoring case)."
+    return None
+
+
+def read_certificate(form: dict[str, str], files: dict[str, bytes], prefix: str = "certificate") -> bytes:
+    """The certificate of a form: an uploaded file (PEM or DER) or pasted PEM, exactly one."""
+    upload, pasted = files.get(prefix + "_file"), form.get(prefix + "_pem", "").strip()
+    if upload and pasted:
+        raise ValueError("Upload a certificate file or paste one, not both.")
+    data = upload or pasted.encode("utf-8")
+    if not data:
+        raise ValueError("Choose a certificate file or paste a PEM certificate.")
+    return data
+
+
+def parse_certificate(data: bytes) -> x509.Certificate:
+    """PEM (RFC 7468 "CERTIFICATE") or DER, as keytool -importcert accepts."""
+    try:
+        if b"-----BEGIN" in data:
+            if b"PRIVATE KEY-----" in data:
+                raise ValueError("This is a private key. Upload the certificate only: the private key stays "
+                                 "with the client.")
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        if "private key" in str(exc):
+            raise
+        raise ValueError("This is not an X.509 certificate (PEM or DER).") from None
+
+
+@bp.post("/keystore/import")
+def keystore_import():
+    form, files = _post_form()
+    alias = form.get("alias", "")
+    try:
+        problem = check_alias(alias)
+        if problem:
+            raise ValueError(problem)
+        data = read_certificate(form, files)
+        parse_certificate(data)
+        _services().keystore().import_certificate(alias, data)
+    except (ValueError, KeystoreError) as exc:
+        message = str(exc) if isinstance(exc, ValueError) else "The keystore could not be written."
+        return _keystore_page(400, error=message, alias=alias, pem=form.get("certificate_pem", ""))
+    return _redirect("/console/keystore/entry?" + urlencode({"alias": _stored_alias(alias), "imported": "1"}))
+
+
+def _stored_alias(alias: str) -> str:
+    """JKS keystores store aliases lower-cased (as keytool does)."""
+    return alias.lower() if _services().keystore().store_type == "JKS" else alias
+
+
+def _entry_or_404(alias: str) -> Entry:
+    entry = _find_entry(alias)
+    if entry is None:
+        raise PageError(404, "Not found", "The keystore has no entry with this alias.")
+    return entry
+
+
+@bp.get("/keystore/entry")
+def keystore_entry():
+    entry = _entry_or_404(request.args.get("alias", ""))
+    client = client_store.get(entry.alias)
+    return _page("console/keystore_entry.html", entry=_entry_view(entry), client=client,
+                 imported=request.args.get("imported", ""))
+
+
+@bp.route("/keystore/delete", methods=["GET", "POST"])
+def keystore_delete():
+    if request.method == "GET":
+        entry = _entry_or_404(request.args.get("alias", ""))
+        _deletable(entry)
+        return _page("console/keystore_delete.html", entry=_entry_view(entry), client=_client_using(entry.alias))
+    form, _ = _post_form()
+    entry = _entry_or_404(form.get("alias", ""))
+    _deletable(entry)
+    try:
+        _services().keystore().delete_entry(entry.alias)
+    except KeystoreError:
+        raise PageError(500, "Server error", "The keystore could not be written.") from None
+    return _redirect("/console/keystore?" + urlencode({"deleted": entry.alias}))
+
+
+def _deletable(entry: Entry) -> None:
+    # The server's own key entry (TLS, signing) and any other key entry are never deleted here.
+    if entry.kind != TRUSTED_CERT_ENTRY:
+        raise PageError(400, "Cannot delete", "Key entries cannot be deleted from the console; only "
+                                              "certificate entries can.")
+
+
+def _client_using(alias: str):
+    """The private_key_jwt client that trusts this keystore certificate, if any."""
+    client = client_store.get(alias)
+    if client is None and _services().keystore().store_type == "JKS":
+        client = next((c for c in client_store.all_clients() if c.client_id.lower() == alias), None)
+    if client is not None and client.auth_method == "private_key_jwt" and not client.jwks and not client.jwks_uri:
+        return client
+    return None
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    return web.render_page(template, status, admin=g.admin, **context)
+
+
+@bp.app_template_filter("utc")
+def _utc(value: int | datetime.datetime | None) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, datetime.datetime):
+        value = datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
