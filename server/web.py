@@ -156,10 +156,11 @@ def sign_in(username: str, password: str, remote_addr: str, purpose: str) -> Acc
     return account
 
 
-def start_session(response: Response, account: Account) -> None:
-    """A fresh session cookie for this sign-in (a new value each time: no session fixation)."""
+def start_session(response: Response, account: Account, auth_time: int | None = None) -> None:
+    """A fresh session cookie for this sign-in (a new value each time: no session fixation).
+    `auth_time` (default: now) lets a caller that already used the time record the same value."""
     lifetime = _services().settings.session_lifetime
-    value = user_store.start_session(account, lifetime)
+    value = user_store.start_session(account, lifetime, auth_time)
     response.set_cookie(SESSION_COOKIE, value, max_age=lifetime, secure=True, httponly=True, samesite="Lax", path="/")
 
 

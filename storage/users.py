@@ -146,10 +146,11 @@ def _session_hash(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def start_session(account: Account, lifetime: int) -> str:
-    """A new session (a new value at every sign-in: no session fixation); returns the cookie value."""
+def start_session(account: Account, lifetime: int, auth_time: int | None = None) -> str:
+    """A new session (a new value at every sign-in: no session fixation); returns the cookie value.
+    `auth_time` is when the user authenticated (default: now)."""
     value = secrets.token_urlsafe(32)
-    now = int(time.time())
+    now = int(time.time()) if auth_time is None else auth_time
     UserSession.create(session_hash=_session_hash(value), user_sub=account.sub, auth_time=now,
                        expires_at=now + lifetime)
     return value
