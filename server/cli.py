@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
-from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
+from keystore.jwk import SIGNING_ALGORITHMS
 from keystore.signing import default_alg, sign
 from keystore.store import KeystoreError
+from server.client_metadata import MetadataError, check_client_id, keys_from_jwks, validate
 from server import playground
 from storage import clients as client_store
 from storage import codes as code_store
@@ -43,6 +43,14 @@ def _print(obj) -> None:
     click.echo(json.dumps(obj, indent=2))
 
 
+# The option of `clients create` that carries each metadata field, for error messages.
+_CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "grant_types": "--grant-type",
+                   "response_types": "--grant-type", "scope": "--scope", "redirect_uris": "--redirect-uri",
+                   "token_endpoint_auth_method": "--auth-method", "jwks": "--jwks-file", "jwks_uri": "--jwks-uri",
+                   "token_endpoint_auth_signing_alg": "--signing-alg", "audience_policy": "--audience-policy",
+                   "token_reuse": "--token-reuse"}
+
+
 @clients_cli.command("create")
 @click.option("--client-id", required=True)
 @click.option("--auth-method", required=True, type=click.Choice(AUTH_METHODS))
@@ -60,39 +68,28 @@ def clients_create(client_id, auth_method, client_name, grant_types, scopes, red
     """Register a client and print it as JSON (with the generated secret, once, for secret methods).
 
     A private_key_jwt client with neither --jwks-file nor --jwks-uri uses the certificate stored in
-    the primary keystore under its client id as alias."""
-    if not 0 < len(client_id) <= 255 or any(ord(c) < 0x20 or ord(c) == 0x7f for c in client_id):
-        raise click.BadParameter("1 to 255 printable characters", param_hint="--client-id")
-    jwks = None
-    if auth_method != "private_key_jwt" and (jwks_file or jwks_uri or signing_alg):
-        raise click.UsageError("--jwks-file, --jwks-uri and --signing-alg apply to private_key_jwt only")
-    if jwks_file and jwks_uri:
-        raise click.UsageError("give --jwks-file or --jwks-uri, not both")
-    if jwks_file:
-        raw = jwks_file.read()
-        try:
-            parse_jwks(raw)
-        except InvalidKey as exc:
-            raise click.UsageError(f"--jwks-file: {exc}") from None
-        jwks = json.dumps(json.loads(raw), separators=(",", ":"))
-    if jwks_uri:
-        fetch = _services().settings.jwks_fetch
-        try:
-            check_jwks_uri(jwks_uri, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"])
-        except JWKSFetchError as exc:
-            raise click.UsageError(f"--jwks-uri: {exc}") from None
+    the primary keystore under its client id as alias. The rules are the registration API's
+    (server.client_metadata)."""
+    metadata = {"token_endpoint_auth_method": auth_method, "client_name": client_name,
+                "grant_types": list(grant_types), "scope": " ".join(scopes), "redirect_uris": list(redirect_uris),
+                "jwks_uri": jwks_uri, "token_endpoint_auth_signing_alg": signing_alg,
+                "audience_policy": audience_policy, "token_reuse": token_reuse}
     try:
-        client, secret = client_store.create(
-            client_id, auth_method, client_name=client_name, grant_types=grant_types, scopes=scopes,
-            redirect_uris=redirect_uris, jwks=jwks, jwks_uri=jwks_uri, signing_alg=signing_alg,
-            audience_policy=audience_policy, token_reuse=token_reuse)
+        check_client_id(client_id)
+        if jwks_file:
+            metadata["jwks"] = json.loads(keys_from_jwks(jwks_file.read())[0])
+        fields = validate(metadata, _services().settings)
+    except MetadataError as exc:
+        raise click.UsageError(f"{_CREATE_OPTIONS.get(exc.field, exc.field)}: {exc.message}") from None
+    try:
+        client, secret = client_store.create(client_id, **fields)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     out = client.public_view()
     if secret:
         out["client_secret"] = secret
     _print(out)
-    if auth_method == "private_key_jwt" and not jwks and not jwks_uri:
+    if auth_method == "private_key_jwt" and not fields["jwks"] and not fields["jwks_uri"]:
         if _services().keystore().trusted_certificate(client_id) is None:
             click.echo(f"note: no certificate with alias {client_id} in the keystore yet; import one with "
                        f"`flask keystore import-cert --alias {client_id} --file CERT`", err=True)
@@ -260,7 +257,40 @@ def admin_create(username, password_stdin):
     _create_account(username, password_stdin, True, {"preferred_username": username})
 
 
+# --- the registration API ------------------------------------------------------------------------
+
+dcr_cli = AppGroup("dcr", help="The client registration API (RFC 7591 / RFC 7592).")
+initial_token_cli = AppGroup("initial-token", help="Initial access tokens: bearer tokens that may register clients.")
+dcr_cli.add_command(initial_token_cli)
+
+
+@initial_token_cli.command("create")
+@click.option("--lifetime", type=click.IntRange(60, 365 * 86400), default=86400, show_default=True,
+              help="Seconds the token stays valid.")
+@click.option("--uses", type=click.IntRange(1, 10000), default=1, show_default=True,
+              help="How many clients it may register.")
+def initial_token_create(lifetime, uses):
+    """Print a new initial access token (RFC 7591 §3), once: only its hash is stored."""
+    token, expires_at = client_store.create_initial_token(lifetime, uses)
+    _print({"initial_access_token": token, "expires_at": expires_at, "uses": uses})
+
+
+@initial_token_cli.command("list")
+def initial_token_list():
+    """The live initial access tokens (by id: the start of the stored hash)."""
+    _print(client_store.initial_tokens())
+
+
+@initial_token_cli.command("revoke")
+@click.argument("token_id")
+def initial_token_revoke(token_id):
+    """Revoke an initial access token by the id `list` shows."""
+    if not client_store.revoke_initial_token(token_id):
+        raise click.ClickException("no such initial access token")
+    click.echo(f"revoked {token_id}")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli, users_cli, admin_cli):
+    for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli, users_cli, admin_cli, dcr_cli):
         app.cli.add_command(group)
     app.cli.add_command(playground.command)

@@ -393,20 +393,28 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
 
 
 def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:
-    jwks, jwks_uri = metadata.get("jwks"), metadata.get("jwks_uri")
+    """jwks, jwks_uri or (an extension, as WSO2's service provider form has it) a PEM `certificate`
+    that is stored as a JWK Set; at most one of them."""
+    jwks, jwks_uri, certificate = metadata.get("jwks"), metadata.get("jwks_uri"), metadata.get("certificate")
     alg = metadata.get("token_endpoint_auth_signing_alg")
+    given = [name for name, value in (("jwks", jwks), ("jwks_uri", jwks_uri), ("certificate", certificate),
+                                      ("token_endpoint_auth_signing_alg", alg)) if value is not None]
     if method != "private_key_jwt":
-        for name, value in (("jwks", jwks), ("jwks_uri", jwks_uri), ("token_endpoint_auth_signing_alg", alg)):
-            if value is not None:
-                raise MetadataError(name, f"{name} applies to token_endpoint_auth_method private_key_jwt only")
+        if given:
+            raise MetadataError(given[0], f"{given[0]} applies to token_endpoint_auth_method private_key_jwt only")
         return {"jwks": None, "jwks_uri": None, "signing_alg": None}
-    if jwks is not None and jwks_uri is not None:
+    sources = [name for name in given if name != "token_endpoint_auth_signing_alg"]
+    if len(sources) > 1:
         # RFC 7591 §2: jwks and jwks_uri MUST NOT both be present.
-        raise MetadataError("jwks", "Give jwks or jwks_uri, not both")
+        raise MetadataError(sources[1], f"Give only one of jwks, jwks_uri and certificate, not {' and '.join(sources)}")
     if alg is not None and (not isinstance(alg, str) or alg not in SIGNING_ALGORITHMS):
         raise MetadataError("token_endpoint_auth_signing_alg",
                             f"token_endpoint_auth_signing_alg must be one of {', '.join(SIGNING_ALGORITHMS)}")
     text = None
+    if certificate is not None:
+        if not isinstance(certificate, str):
+            raise MetadataError("certificate", "certificate must be a PEM string")
+        jwks = json.loads(keys_from_certificate(certificate.encode("utf-8"))[0])
     if jwks is not None:
         if not isinstance(jwks, dict):
             raise MetadataError("jwks", "jwks must be a JWK Set object")

@@ -1,0 +1,480 @@
+"""server.client_metadata: the client metadata rules (RFC 7591 §2) and the key checks shared by
+the registration API, the console and `clients create`."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import http.server
+import json
+import threading
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from server import client_metadata as cm
+from server.client_metadata import MetadataError, validate
+from support import ec_key, ed_key, jwks_of, pem, rsa_key, write_config
+
+RSA = rsa_key()
+RSA_1024 = rsa_key(1024)
+P256 = ec_key()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    """The real settings of a test deployment.toml (http allowed, 127.0.0.1 allowed for jwks_uri)."""
+    from server import config
+    return config.load(write_config(tmp_path_factory.mktemp("settings")))
+
+
+@pytest.fixture(scope="module")
+def strict_settings(tmp_path_factory):
+    """The shipped defaults for jwks_uri: https only, no private addresses."""
+    from server import config
+    path = write_config(tmp_path_factory.mktemp("strict"))
+    text = path.read_text().replace("require_https = false", "").replace('allowed_hosts = ["127.0.0.1"]', "")
+    path.write_text(text)
+    return config.load(path)
+
+
+def jwks(*pairs) -> dict:
+    return json.loads(jwks_of(*pairs))
+
+
+def pkjwt(**extra) -> dict:
+    return {"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"],
+            "jwks": jwks((RSA, "k1")), **extra}
+
+
+def refused(metadata: dict, settings, error: str = "invalid_client_metadata", **kwargs) -> MetadataError:
+    with pytest.raises(MetadataError) as info:
+        validate(metadata, settings, **kwargs)
+    assert info.value.error == error, (info.value.field, info.value.message)
+    message = info.value.message
+    assert message and all(0x20 <= ord(c) <= 0x7E for c in message), message
+    return info.value
+
+
+def certificate(key, *, days: int = 30, start_days: int = -1, encoding=serialization.Encoding.PEM) -> bytes:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=start_days))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()))
+    return cert.public_bytes(encoding)
+
+
+# --- validate: what comes out -----------------------------------------------------------------------
+
+def test_rfc7591_defaults(settings):
+    # RFC 7591 §2: authorization_code, response type code, client_secret_basic.
+    out = validate({"redirect_uris": ["https://app.example.com/cb"]}, settings)
+    assert out == {
+        "client_name": "", "description": "", "grant_types": ("authorization_code",), "scopes": (),
+        "auth_method": "client_secret_basic", "redirect_uris": ("https://app.example.com/cb",),
+        "jwks": None, "jwks_uri": None, "signing_alg": None, "first_party": False, "audience_policy": None,
+        "token_reuse": None, "access_token_lifetime": None, "refresh_token_lifetime": None,
+        "id_token_lifetime": None,
+    }
+
+
+def test_a_full_private_key_jwt_registration(settings):
+    out = validate(pkjwt(client_name="Billing", description="line one\nline two", scope="openid read read",
+                         token_endpoint_auth_signing_alg="PS256", audience_policy="legacy", token_reuse="allow",
+                         first_party=True, access_token_lifetime=600, refresh_token_lifetime=86400,
+                         id_token_lifetime=300, logo_uri="https://example.com/logo.png"), settings)
+    assert out["auth_method"] == "private_key_jwt"
+    assert out["scopes"] == ("openid", "read")  # a repeated scope value is kept once
+    assert out["signing_alg"] == "PS256"
+    assert json.loads(out["jwks"]) == jwks((RSA, "k1"))
+    assert (out["audience_policy"], out["token_reuse"], out["first_party"]) == ("legacy", "allow", True)
+    assert (out["access_token_lifetime"], out["refresh_token_lifetime"], out["id_token_lifetime"]) == (600, 86400, 300)
+    assert "logo_uri" not in out  # unsupported fields are ignored (RFC 7591 §2)
+
+
+def test_the_output_is_what_storage_create_takes(tmp_path, settings):
+    from conftest import make_in_process
+    from storage import clients
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, secret = clients.create("stored", **validate(pkjwt(scope="openid"), settings))
+        assert secret is None and client.jwks and client.scopes == ("openid",)
+        # What metadata_of gives back validates to the same registration.
+        again = validate(cm.metadata_of(client), settings, existing=client)
+        updated, secret = clients.update("stored", **again)
+        assert secret is None and updated.public_view() == client.public_view()
+
+
+def test_private_key_jwt_without_keys_uses_the_keystore_alias(settings):
+    out = validate({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"]}, settings)
+    assert (out["jwks"], out["jwks_uri"]) == (None, None)
+
+
+def test_a_public_client_with_pkce_style_metadata(settings):
+    out = validate({"token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
+                    "response_types": ["code"], "redirect_uris": ["com.example.app:/oauth2redirect",
+                                                                  "http://127.0.0.1:53123/cb", "http://[::1]/cb",
+                                                                  "http://localhost:8080/cb"]}, settings)
+    assert out["auth_method"] == "none" and len(out["redirect_uris"]) == 4
+
+
+def test_null_values_mean_absent(settings):
+    out = validate(pkjwt(client_name=None, scope=None, jwks_uri=None, audience_policy=None, first_party=None),
+                   settings)
+    assert (out["client_name"], out["scopes"], out["first_party"]) == ("", (), False)
+
+
+# --- validate: what is refused ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri", [
+    "http://app.example.com/cb",          # http outside loopback
+    "https://app.example.com/cb#frag",    # RFC 6749 §3.1.2: no fragment
+    "/cb",                                # relative
+    "app.example.com/cb",                 # no scheme
+    "javascript:alert(1)",                # not a private-use scheme
+    "data:text/html,hi",
+    "file:///etc/passwd",
+    "https://user:pass@app.example.com/cb",
+    "https:///cb",                        # no host
+    "https://app.example.com/a b",        # whitespace (lists are stored space-separated)
+    "https://app.example.com/é",
+    "https://app.example.com:99999/cb",
+    "https://" + "a" * 2050 + ".com/",
+    "",
+])
+def test_bad_redirect_uris(settings, uri):
+    error = refused({"redirect_uris": [uri]}, settings, "invalid_redirect_uri")
+    assert error.field == "redirect_uris"
+
+
+def test_redirect_uri_rules_beyond_each_uri(settings):
+    assert refused({"grant_types": ["authorization_code"]}, settings, "invalid_redirect_uri").field == "redirect_uris"
+    assert refused({"redirect_uris": ["https://a.example/cb"] * 2}, settings, "invalid_redirect_uri")
+    assert refused({"redirect_uris": [f"https://a.example/{i}" for i in range(21)]}, settings, "invalid_redirect_uri")
+    assert refused({"redirect_uris": "https://a.example/cb"}, settings, "invalid_redirect_uri")
+    assert refused({"redirect_uris": [7]}, settings, "invalid_redirect_uri")
+
+
+@pytest.mark.parametrize("metadata, field", [
+    ({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"}, "token_endpoint_auth_method"),
+    ({"grant_types": ["client_credentials", "authorization_code"], "redirect_uris": ["https://a.example/cb"],
+      "token_endpoint_auth_method": "none"}, "token_endpoint_auth_method"),
+    ({"grant_types": ["refresh_token"]}, "grant_types"),
+    ({"grant_types": ["password"]}, "grant_types"),
+    ({"grant_types": ["implicit"], "redirect_uris": ["https://a.example/cb"]}, "grant_types"),
+    ({"grant_types": []}, "grant_types"),
+    ({"grant_types": ["client_credentials", "client_credentials"]}, "grant_types"),
+    ({"grant_types": "client_credentials"}, "grant_types"),
+    ({"grant_types": ["client_credentials"], "response_types": ["code"]}, "response_types"),
+    ({"grant_types": ["authorization_code"], "redirect_uris": ["https://a.example/cb"], "response_types": []},
+     "response_types"),
+    ({"grant_types": ["authorization_code"], "redirect_uris": ["https://a.example/cb"],
+      "response_types": ["code", "token"]}, "response_types"),
+    ({"response_types": []}, "grant_types"),
+    ({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_jwt"},
+     "token_endpoint_auth_method"),
+    ({"grant_types": ["client_credentials"], "scope": "openid  read"}, "scope"),
+    ({"grant_types": ["client_credentials"], "scope": " openid"}, "scope"),
+    ({"grant_types": ["client_credentials"], "scope": 'open"id'}, "scope"),
+    ({"grant_types": ["client_credentials"], "scope": "café"}, "scope"),
+    ({"grant_types": ["client_credentials"], "scope": ["openid"]}, "scope"),
+    ({"grant_types": ["client_credentials"], "client_name": 5}, "client_name"),
+    ({"grant_types": ["client_credentials"], "client_name": "a\x00b"}, "client_name"),
+    ({"grant_types": ["client_credentials"], "client_name": "x" * 256}, "client_name"),
+    ({"grant_types": ["client_credentials"], "description": "bell\x07"}, "description"),
+    ({"grant_types": ["client_credentials"], "first_party": "yes"}, "first_party"),
+    ({"grant_types": ["client_credentials"], "audience_policy": "lenient"}, "audience_policy"),
+    ({"grant_types": ["client_credentials"], "token_reuse": True}, "token_reuse"),
+    ({"grant_types": ["client_credentials"], "access_token_lifetime": 59}, "access_token_lifetime"),
+    ({"grant_types": ["client_credentials"], "access_token_lifetime": 86401}, "access_token_lifetime"),
+    ({"grant_types": ["client_credentials"], "access_token_lifetime": True}, "access_token_lifetime"),
+    ({"grant_types": ["client_credentials"], "refresh_token_lifetime": 600.5}, "refresh_token_lifetime"),
+    ({"grant_types": ["client_credentials"], "id_token_lifetime": "300"}, "id_token_lifetime"),
+    # Keys belong to private_key_jwt only.
+    ({"grant_types": ["client_credentials"], "jwks": jwks((RSA, "k1"))}, "jwks"),
+    ({"grant_types": ["client_credentials"], "jwks_uri": "https://keys.example.com/jwks"}, "jwks_uri"),
+    ({"grant_types": ["client_credentials"], "token_endpoint_auth_signing_alg": "RS256"},
+     "token_endpoint_auth_signing_alg"),
+])
+def test_metadata_refusals(settings, metadata, field):
+    assert refused(metadata, settings).field == field
+
+
+def test_the_metadata_must_be_an_object(settings):
+    refused(["client_credentials"], settings)
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"jwks_uri": "https://keys.example.com/jwks"}, "jwks_uri"),   # RFC 7591 §2: not both
+    ({"certificate": certificate(RSA).decode()}, "certificate"),
+])
+def test_one_key_source_only(settings, extra, field):
+    assert refused(pkjwt(**extra), settings).field == field
+
+
+@pytest.mark.parametrize("alg", ["HS256", "none", "RS1", "", 256])
+def test_signing_alg_must_be_a_supported_one(settings, alg):
+    assert refused(pkjwt(token_endpoint_auth_signing_alg=alg), settings).field == "token_endpoint_auth_signing_alg"
+
+
+def test_signing_alg_must_fit_a_registered_key(settings):
+    # An RSA key cannot verify ES256; a P-256 key cannot verify ES384.
+    assert refused(pkjwt(token_endpoint_auth_signing_alg="ES256"), settings).field == "token_endpoint_auth_signing_alg"
+    assert refused(pkjwt(jwks=jwks((P256, "e1")), token_endpoint_auth_signing_alg="ES384"), settings)
+    assert validate(pkjwt(jwks=jwks((P256, "e1")), token_endpoint_auth_signing_alg="ES256"), settings)["signing_alg"] == "ES256"
+    # A key restricted to RS256 by its own alg member cannot verify PS256.
+    restricted = jwks((RSA, "k1"))
+    restricted["keys"][0]["alg"] = "RS256"
+    assert refused(pkjwt(jwks=restricted, token_endpoint_auth_signing_alg="PS256"), settings)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def rsa_1024_jwks() -> dict:
+    numbers = RSA_1024.public_key().public_numbers()
+    n = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+    return {"keys": [{"kty": "RSA", "kid": "small", "n": b64(n), "e": "AQAB"}]}
+
+
+def private_jwks() -> dict:
+    document = jwks((P256, "k1"))
+    document["keys"][0]["d"] = b64(P256.private_numbers().private_value.to_bytes(32, "big"))
+    return document
+
+
+@pytest.mark.parametrize("document, message", [
+    (rsa_1024_jwks(), "2048"),
+    (private_jwks(), "private key material"),
+    ({"keys": [{"kty": "oct", "kid": "s", "k": b64(b"a shared secret")}]}, "private key material"),
+    ({"keys": [{"kty": "oct", "kid": "s"}]}, "symmetric"),
+    ({"keys": [json.loads(jwks_of((RSA, "k1")))["keys"][0], json.loads(jwks_of((P256, "k1")))["keys"][0]]},
+     "duplicate kid"),
+    ({"keys": []}, "empty"),
+    ({"keys": [{"kty": "OKP", "crv": "X25519", "x": b64(bytes(32))}]}, "no usable key"),
+    ({"keys": [{**jwks((RSA, "k1"))["keys"][0], "use": "enc"}]}, "verify signatures"),
+    ({"kty": "RSA"}, "keys array"),
+])
+def test_jwks_refusals(settings, document, message):
+    error = refused(pkjwt(jwks=document), settings)
+    assert error.field == "jwks" and message in error.message, error.message
+
+
+def test_jwks_must_be_an_object(settings):
+    assert refused(pkjwt(jwks=json.dumps(jwks((RSA, "k1")))), settings).field == "jwks"
+
+
+def test_jwks_uri_is_checked_with_the_fetcher_rules(settings, strict_settings):
+    assert validate(pkjwt(jwks=None, jwks_uri="https://keys.example.com/jwks"), strict_settings)["jwks_uri"] \
+        == "https://keys.example.com/jwks"
+    for uri in ("http://keys.example.com/jwks", "https://127.0.0.1/jwks", "https://10.1.2.3/jwks",
+                "https://localhost/jwks", "https://[::1]/jwks", "https://169.254.169.254/latest", "ftp://x.example/j",
+                "https://user@keys.example.com/jwks", "https://keys.example.com/jwks#k", 42):
+        assert refused(pkjwt(jwks=None, jwks_uri=uri), strict_settings).field == "jwks_uri", uri
+    # The test deployment allows http and 127.0.0.1 ([oauth.jwks_fetch] allowed_hosts), nothing else.
+    assert validate(pkjwt(jwks=None, jwks_uri="http://127.0.0.1:8000/jwks"), settings)["jwks_uri"]
+    assert refused(pkjwt(jwks=None, jwks_uri="http://10.0.0.1/jwks"), settings)
+
+
+def test_a_certificate_becomes_a_jwks(settings):
+    out = validate(pkjwt(jwks=None, certificate=certificate(RSA).decode(), token_endpoint_auth_signing_alg="RS256"),
+                   settings)
+    key = json.loads(out["jwks"])["keys"][0]
+    assert key["kty"] == "RSA" and key["kid"] == cm.keys_from_jwks(out["jwks"])[1][0].thumbprint
+
+
+# --- administrator-only fields --------------------------------------------------------------------------
+
+def test_non_admins_cannot_set_policy_fields(settings):
+    for field, value in (("first_party", True), ("audience_policy", "legacy"), ("token_reuse", "allow"),
+                         ("access_token_lifetime", 600), ("refresh_token_lifetime", 600), ("id_token_lifetime", 600)):
+        assert refused(pkjwt(**{field: value}), settings, admin=False).field == field
+    # The defaults may be sent back as they are.
+    out = validate(pkjwt(first_party=False), settings, admin=False)
+    assert out["first_party"] is False and out["audience_policy"] is None
+
+
+def test_a_client_updating_itself_keeps_the_administrators_choices(tmp_path, settings):
+    from conftest import make_in_process
+    from storage import clients
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, _ = clients.create("managed", **validate(pkjwt(token_reuse="allow", first_party=True,
+                                                              access_token_lifetime=600), settings))
+    out = validate(pkjwt(client_name="renamed"), settings, existing=client, admin=False)
+    assert (out["token_reuse"], out["first_party"], out["access_token_lifetime"]) == ("allow", True, 600)
+    assert validate(pkjwt(token_reuse="allow"), settings, existing=client, admin=False)["token_reuse"] == "allow"
+    assert refused(pkjwt(token_reuse="prevent"), settings, existing=client, admin=False).field == "token_reuse"
+    # An administrator's replace is complete: what is absent returns to the default.
+    assert validate(pkjwt(), settings, existing=client)["token_reuse"] is None
+    # RFC 7592 §2.2: the client_id cannot change.
+    assert refused(pkjwt(client_id="other"), settings, existing=client).field == "client_id"
+    assert validate(pkjwt(client_id="managed"), settings, existing=client)
+
+
+@pytest.mark.parametrize("client_id", ["", "x" * 256, "a\nb", "tab\there", "nul\x00", 7, None])
+def test_client_id_rules(client_id):
+    with pytest.raises(MetadataError) as info:
+        cm.check_client_id(client_id)
+    assert info.value.field == "client_id"
+
+
+def test_client_ids_that_pass():
+    for client_id in ("myapp", "x" * 255, "WSO2 App", "app/with/slashes", "ünïcode"):
+        assert cm.check_client_id(client_id) == client_id
+
+
+# --- keys_from_jwks ---------------------------------------------------------------------------------------
+
+def test_keys_from_jwks_describes_each_key():
+    ed = ed_key()
+    text, infos = cm.keys_from_jwks(jwks_of((RSA, "r"), (P256, "e"), (ed, None)))
+    assert json.loads(text) == json.loads(jwks_of((RSA, "r"), (P256, "e"), (ed, None)))
+    assert [(i.kid, i.kty, i.size, i.alg) for i in infos] == [("r", "RSA", 2048, None), ("e", "EC", "P-256", None),
+                                                              (None, "OKP", "Ed25519", None)]
+    from keystore.jwk import PublicKey
+    assert infos[0].thumbprint == PublicKey.from_cryptography(RSA.public_key()).thumbprint
+
+
+@pytest.mark.parametrize("text", ['{"keys": [', '{"keys": [], "keys": []}', "[]", '{"keys": [NaN]}', b"\xff"])
+def test_keys_from_jwks_refuses_what_is_not_strict_json(text):
+    with pytest.raises(MetadataError):
+        cm.keys_from_jwks(text)
+
+
+# --- keys_from_certificate -------------------------------------------------------------------------------
+
+def test_keys_from_a_pem_certificate():
+    data = certificate(RSA)
+    text, infos = cm.keys_from_certificate(data)
+    key = json.loads(text)["keys"][0]
+    der = x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    assert key["x5c"] == [base64.b64encode(der).decode()]
+    assert key["x5t#S256"] == b64(hashlib.sha256(der).digest())
+    assert key["kid"] == infos[0].thumbprint and key["use"] == "sig"
+    assert (infos[0].kty, infos[0].size) == ("RSA", 2048)
+
+
+def test_keys_from_a_der_certificate_and_other_key_types():
+    assert cm.keys_from_certificate(certificate(RSA, encoding=serialization.Encoding.DER))[1][0].kty == "RSA"
+    assert cm.keys_from_certificate(certificate(P256))[1][0].size == "P-256"
+    assert cm.keys_from_certificate(certificate(ec_key(ec.SECP384R1)))[1][0].size == "P-384"
+    assert cm.keys_from_certificate(certificate(ed_key()))[1][0].size == "Ed25519"
+
+
+def dsa_certificate() -> bytes:
+    return certificate(dsa.generate_private_key(2048))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: certificate(RSA, days=-1, start_days=-30), "expired"),
+    (lambda: certificate(RSA, days=30, start_days=2), "not valid yet"),
+    (lambda: certificate(RSA_1024), "2048"),
+    (lambda: certificate(ec_key(ec.SECP256K1)), "unsupported"),
+    (dsa_certificate, "unsupported"),
+    (lambda: pem(RSA), "private key"),
+    (lambda: RSA.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()), "private key"),
+    (lambda: RSA.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                               serialization.BestAvailableEncryption(b"pw")), "private key"),
+    (lambda: b"not a certificate", "not a PEM or DER"),
+    (lambda: b"", "empty"),
+    (lambda: b"-----BEGIN CERTIFICATE-----\n" + b"A" * 70000, "too large"),
+])
+def test_certificate_refusals(make, message):
+    with pytest.raises(MetadataError) as info:
+        cm.keys_from_certificate(make())
+    assert message in info.value.message, info.value.message
+
+
+def test_an_expired_certificate_is_refused_in_metadata(settings):
+    error = refused(pkjwt(jwks=None, certificate=certificate(RSA, days=-1, start_days=-30).decode()), settings)
+    assert error.field == "certificate" and "expired" in error.message
+
+
+# --- keys_from_jwks_uri ---------------------------------------------------------------------------------
+
+class KeyServer:
+    """A client's jwks_uri on 127.0.0.1: `document` as JSON, `hits` counts the fetches."""
+
+    def __init__(self, document) -> None:
+        self.document = document
+        self.hits = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                body = outer.document if isinstance(outer.document, bytes) else json.dumps(outer.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "/jwks.json") -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def services(tmp_path):
+    from conftest import make_in_process
+    return make_in_process(tmp_path).app.extensions["idp"].services
+
+
+@pytest.fixture
+def key_server():
+    server = KeyServer(jwks((RSA, "k1"), (P256, "k2")))
+    yield server
+    server.close()
+
+
+def test_keys_from_jwks_uri_fetches_once(services, key_server):
+    infos = cm.keys_from_jwks_uri(key_server.url(), services)
+    assert [(i.kid, i.kty) for i in infos] == [("k1", "RSA"), ("k2", "EC")]
+    assert key_server.hits == 1
+    # The token endpoint then uses the same cached set: no second fetch.
+    assert len(services.jwks_fetcher.keys(key_server.url())) == 2
+    assert key_server.hits == 1
+
+
+def test_keys_from_jwks_uri_refusals(services, key_server):
+    key_server.document = {"keys": [{"kty": "oct", "k": b64(b"secret")}]}
+    with pytest.raises(MetadataError) as info:
+        cm.keys_from_jwks_uri(key_server.url("/bad"), services)
+    assert info.value.field == "jwks_uri"
+    port = key_server.httpd.server_address[1]
+    key_server.close()
+    with pytest.raises(MetadataError):
+        cm.keys_from_jwks_uri(f"http://127.0.0.1:{port}/gone", services)  # unreachable
+
+
+def test_keys_from_jwks_uri_applies_the_ssrf_rules_before_any_connection(tmp_path, strict_settings, key_server):
+    import dataclasses
+    from conftest import make_in_process
+    services = make_in_process(tmp_path).app.extensions["idp"].services
+    strict = dataclasses.replace(services, settings=strict_settings)
+    for uri in (key_server.url(), key_server.url().replace("http:", "https:"), "https://10.0.0.1/jwks"):
+        with pytest.raises(MetadataError) as info:
+            cm.keys_from_jwks_uri(uri, strict)
+        assert info.value.field == "jwks_uri"
+    assert key_server.hits == 0
+
