@@ -314,33 +314,38 @@ def verify_id_token(id_token: str, jwks: HTTPResult, *, issuer: str, client_id: 
     checks = [_signature_check(jws, jwks)]
 
     # §3.1.3.7 item 2: iss exactly the issuer.
-    checks.append(Check("iss", claims.get("iss") == issuer, f"{claims.get('iss')!r}, expected {issuer!r}"))
-    # Item 3: aud contains the client id; item 4/5: with several audiences azp is the client.
+    checks.append(Check("iss", claims.get("iss") == issuer, f"{_json(claims.get('iss'))}, expected {_json(issuer)}"))
+    # Item 3: aud contains the client id; items 4 and 5: azp, required with several audiences,
+    # is the client id.
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
-    aud_ok = client_id in audiences and all(isinstance(a, str) for a in audiences)
-    if aud_ok and len(audiences) > 1:
-        aud_ok = claims.get("azp") == client_id
-    checks.append(Check("aud", aud_ok, f"{aud!r}, expected {client_id!r}"))
+    aud_ok = client_id in audiences
+    if len(audiences) > 1 or "azp" in claims:
+        aud_ok = aud_ok and claims.get("azp") == client_id
+    checks.append(Check("aud", aud_ok, f"{_json(aud)}" + (f", azp {_json(claims['azp'])}" if "azp" in claims else "")
+                        + f", expected {_json(client_id)}"))
     # Item 11: nonce exactly the value sent in the authorization request.
-    checks.append(Check("nonce", isinstance(claims.get("nonce"), str) and hmac.compare_digest(
-        claims["nonce"].encode(), nonce.encode()), "matches the request" if claims.get("nonce") == nonce
-        else "does not match the request"))
+    nonce_ok = isinstance(claims.get("nonce"), str) and hmac.compare_digest(claims["nonce"].encode(), nonce.encode())
+    checks.append(Check("nonce", nonce_ok, "matches the request" if nonce_ok else
+                        f"{_json(claims.get('nonce'))} is not the nonce of the request"))
     # Item 9: exp in the future; item 10: iat not in the future.
     exp, iat = claims.get("exp"), claims.get("iat")
     checks.append(Check("exp", _is_int(exp) and exp > now - LEEWAY,
-                        f"{exp} ({'in' if _is_int(exp) and exp > now else 'not in'} the future)"))
-    checks.append(Check("iat", _is_int(iat) and iat <= now + LEEWAY, f"{iat}"))
+                        f"{_json(exp)}" + (f" (in {exp - now} s)" if _is_int(exp) and exp > now else " (expired)")))
+    checks.append(Check("iat", _is_int(iat) and iat <= now + LEEWAY, _json(iat)))
     # §2: sub is a non-empty string of at most 255 ASCII characters.
     sub = claims.get("sub")
-    checks.append(Check("sub", isinstance(sub, str) and 0 < len(sub) <= 255 and sub.isascii(), f"{sub!r}"))
+    checks.append(Check("sub", isinstance(sub, str) and 0 < len(sub) <= 255 and sub.isascii(), _json(sub)))
     # §3.1.3.8 (optional in the code flow): at_hash, when present, binds the access token.
     if "at_hash" in claims:
-        expected = _at_hash(access_token or "", header.get("alg"))
-        checks.append(Check("at_hash", expected is not None and claims["at_hash"] == expected,
-                            "matches the access token" if claims["at_hash"] == expected
-                            else "does not match the access token"))
+        at_hash_ok = claims["at_hash"] == _at_hash(access_token or "", header.get("alg"))
+        checks.append(Check("at_hash", at_hash_ok,
+                            "matches the access token" if at_hash_ok else "does not match the access token"))
     return IDTokenReport(header, claims, checks)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _is_int(value: Any) -> bool:
@@ -367,23 +372,14 @@ def _signature_check(jws, jwks: HTTPResult) -> Check:
     alg, kid = jws.header.get("alg"), jws.header.get("kid")
     candidates = [k for k in keys if kid is None or k.kid == kid]
     if not candidates:
-        return Check("signature", False, f"no key with kid {kid!r} in the server's JWKS")
+        return Check("signature", False, f"no key with kid {_json(kid)} in the server's JWKS")
     for key in candidates:
         try:
             if verifier(key, alg).verify(jws.signing_input, jws.signature):
                 return Check("signature", True, f"{alg}, key {key.kid or key.thumbprint} from the server's JWKS")
         except UnsuitableKey:
             continue
-    return Check("signature", False, f"no key of the server's JWKS verifies this {alg!r} signature")
-
-
-def _decode_unverified(token: str) -> tuple[dict | None, dict | None]:
-    """Header and claims of a JWS for display only, whatever its shape."""
-    try:
-        jws = parse_compact_jws(token, max_length=16384)
-        return jws.header, jws.payload
-    except MalformedJWS:
-        return None, None
+    return Check("signature", False, f"no key of the server's JWKS verifies this {_json(alg)} signature")
 
 
 # --- the web application ----------------------------------------------------------------------
@@ -398,7 +394,9 @@ def _page_headers(config: PlaygroundConfig) -> dict[str, str]:
                                    "frame-ancestors 'none'; base-uri 'none'",
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",   # the callback URL carries the code
+        # The callback URL carries the code: never sent to another origin. Same-origin forms keep
+        # their Origin header (with no-referrer browsers send "Origin: null").
+        "Referrer-Policy": "same-origin",
     }
 
 
@@ -467,8 +465,8 @@ def create_app(config: PlaygroundConfig) -> Flask:
         iss = args.get("iss")
         if iss != config.issuer:
             return page("result.html", 400, outcome="refused",
-                        message=f"The iss parameter of the response ({'missing' if iss is None else repr(iss)}) "
-                                f"is not the issuer {config.issuer!r}. Nothing was redeemed.")
+                        message=f"The iss parameter of the response ({'missing' if iss is None else _json(iss)}) "
+                                f"is not the issuer {_json(config.issuer)}. Nothing was redeemed.")
         code = args.get("code", "")
         if not code:
             return page("result.html", 400, outcome="refused", message="The response carries no code.")

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The system packages the test suite needs on Debian: keytool (a JRE) for the keystore tests,
-# Chromium and its driver for the browser tests. Installs only what is missing, so a machine
-# that has everything is not touched (and needs no root).
+# Chromium and its driver for the browser tests, curl for the documented requests. Installs only
+# what is missing, so a machine that has everything is not touched (and needs no root).
 set -euo pipefail
 
 missing=()
 command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
