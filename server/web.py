@@ -86,7 +86,8 @@ def http_error_page(exc: HTTPException) -> Response:
 
 def html_pages() -> bool:
     """Whether the current request is for a browser page (errors then render as HTML)."""
-    return request.blueprint in ("authorize", "console")
+    # An unknown page under /console matches no route (no blueprint), but is still a browser page.
+    return request.blueprint in ("authorize", "console") or request.path.startswith("/console/")
 
 
 def read_form() -> dict[str, str]:
