@@ -423,7 +423,7 @@ def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:
         # OpenID Connect Registration §2: the registered alg is used with the registered keys.
         if alg is not None and not any(key.fits(alg) for key in keys):
             raise MetadataError("token_endpoint_auth_signing_alg",
-                                "No key in jwks can verify token_endpoint_auth_signing_alg")
+                                f"No registered key can verify token_endpoint_auth_signing_alg {alg}")
     if jwks_uri is not None:
         _check_jwks_uri(jwks_uri, settings)
     # Neither: the certificate in the primary keystore under the client id as alias.
