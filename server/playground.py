@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import ssl
 import stat
 import threading
@@ -480,8 +481,8 @@ def create_app(config: PlaygroundConfig) -> Flask:
             report = verify_id_token(id_token, fetch_json(config, config.jwks_uri), issuer=config.issuer,
                                      client_id=config.client_id, nonce=found.nonce,
                                      access_token=tokens.body.get("access_token"))
-        return page("result.html", outcome="tokens", tokens=tokens.body, id_token=id_token, report=report,
-                    pretty=lambda value: json.dumps(value, indent=2, ensure_ascii=False))
+        return page("result.html", outcome="tokens", tokens=tokens.body, requested_scope=found.scope,
+                    id_token=id_token, report=report, pretty=lambda value: json.dumps(value, indent=2, ensure_ascii=False))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -501,10 +502,15 @@ class _RequestLog(WSGIRequestHandler):
 
 
 def serve(config: PlaygroundConfig, port: int) -> None:
+    # Bound here, so that a busy port is reported in one line (werkzeug would print and exit).
     try:
-        server = make_server("127.0.0.1", port, create_app(config), threaded=True, request_handler=_RequestLog)
+        listener = socket.create_server(("127.0.0.1", port))
     except OSError as exc:
-        raise PlaygroundError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PlaygroundError(f"cannot listen on 127.0.0.1:{port}: {reason}") from None
+    with listener:
+        server = make_server("127.0.0.1", port, create_app(config), threaded=True, request_handler=_RequestLog,
+                             fd=listener.fileno())
     click.echo(f"playground: open {config.redirect_uri} (Ctrl-C stops it)")
     try:
         server.serve_forever()

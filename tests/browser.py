@@ -78,6 +78,9 @@ def chromium(profile_dir: Path, *, trust_cert: str | Path | None = None,
     driver.set_page_load_timeout(WAIT_SECONDS)
     try:
         yield driver
+    except BaseException:
+        driver.save_screenshot(str(profile_dir / "failure.png"))   # what the browser showed
+        raise
     finally:
         driver.quit()
 
