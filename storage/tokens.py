@@ -9,13 +9,14 @@ import time
 
 import peewee
 
-from storage.models import AccessToken
+from storage import codes, refresh
+from storage.models import AccessToken, AuthorizationCode
 from storage.sql import Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 
 _INSERT = Statement(lambda: AccessToken.insert(token_hash="?", client_id="?", scope="?", issued_at=0, expires_at=0,
-                                               revoked=False))
+                                               revoked=False, user_sub="?", grant_id="?"))
 
 
 def token_hash(token: str) -> str:
@@ -27,14 +28,25 @@ class TokenStore:
         self.db = db
         self.periodic = PeriodicPurge(purge_every, purge_batch)
 
-    def issue(self, client_id: str, scope: str, lifetime: int) -> tuple[str, int]:
-        """Create and store a new access token; returns (token, expires_in)."""
+    def issue(self, client_id: str, scope: str, lifetime: int, *, user_sub: str | None = None,
+              grant_id: str | None = None) -> tuple[str, int]:
+        """Create and store a new access token; returns (token, expires_in). A user's token names
+        the user (`user_sub`) and the grant it came from (`grant_id`: the code and its refresh
+        family), so that revoking the grant revokes it."""
         token = secrets.token_urlsafe(32)
         now = int(time.time())
-        _INSERT.execute(token_hash(token), client_id, scope, now, now + lifetime, False)
+        _INSERT.execute(token_hash(token), client_id, scope, now, now + lifetime, False, user_sub, grant_id)
         if self.periodic.tick():
-            self.periodic.run(lambda: self.purge(now, self.periodic.batch))
+            self.periodic.run(lambda: self.purge_batch(now))
         return token, lifetime
+
+    def purge_batch(self, now: int) -> int:
+        """One bounded batch of each table that grows with every grant: access tokens, refresh
+        tokens, and authorization codes (kept a while past expiry to detect a late reuse)."""
+        batch = self.periodic.batch
+        return (self.purge(now, batch) + refresh.purge(self.db, now, batch)
+                + purge_expired(self.db, AuthorizationCode, AuthorizationCode.expires_at,
+                                now - codes.KEEP_AFTER_EXPIRY, batch))
 
     @staticmethod
     def active(token: str) -> AccessToken | None:
