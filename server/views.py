@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from keystore.jwk import PublicKey
+from keystore import id_token
 from server import web
 from server.errors import OAuthError, invalid_request, temporarily_unavailable
 from server.forms import check_media_type, parse_form, read_body
 from server.render import error_response, json_response
 from server.request import TokenRequest
+from storage import refresh, users
 from storage.database import UNAVAILABLE
 
 log = logging.getLogger("server.views")
@@ -61,40 +63,141 @@ def token():
 
 @bp.route("/oauth2/introspect", methods=["POST"], provide_automatic_options=False)
 def introspect():
-    """RFC 7662: any authenticated client may ask whether a token is active."""
+    """RFC 7662: whether an access or refresh token is active. Only the client a token was issued
+    to learns about it; for any other client it is {"active": false} (§2.2: the server may answer
+    so for a token the caller is not allowed to know about; §4: do not leak tokens to scanners)."""
     oauth_request = _oauth_request()
     idp = _idp()
-    idp.chain.authenticate(oauth_request)
-    if "token" not in oauth_request.form:
+    client_id = idp.chain.authenticate(oauth_request).client.client_id
+    form = oauth_request.form
+    if "token" not in form:
         raise invalid_request("The token parameter is missing")
-    row = idp.services.tokens.active(oauth_request.form["token"])
-    if row is None:
-        return json_response({"active": False})
-    body = {"active": True, "client_id": row.client_id, "token_type": "Bearer", "exp": row.expires_at,
-            "iat": row.issued_at, "iss": idp.services.settings.issuer}
+    token = form["token"]
+    # §2.1: token_type_hint only decides which kind is looked up first.
+    lookups = [_introspect_access, _introspect_refresh]
+    if form.get("token_type_hint") == "refresh_token":
+        lookups.reverse()
+    for lookup in lookups:
+        body = lookup(token, client_id)
+        if body is not None:
+            return json_response({"active": True, **body, "iss": idp.services.settings.issuer})
+    return json_response({"active": False})
+
+
+def _introspect_access(token: str, client_id: str) -> dict | None:
+    row = _idp().services.tokens.active(token)
+    if row is None or row.client_id != client_id:
+        return None
+    body = {"client_id": row.client_id, "token_type": "Bearer", "exp": row.expires_at, "iat": row.issued_at}
     if row.scope:
         body["scope"] = row.scope
-    return json_response(body)
+    if row.user_sub:
+        body["sub"] = row.user_sub
+    return body
+
+
+def _introspect_refresh(token: str, client_id: str) -> dict | None:
+    found = refresh.find(token)
+    if found is None or found.client_id != client_id or not found.active():
+        return None
+    body = {"client_id": found.client_id, "exp": found.expires_at, "iat": found.issued_at, "sub": found.user_sub}
+    if found.scopes:
+        body["scope"] = " ".join(found.scopes)
+    return body
 
 
 @bp.route("/oauth2/revoke", methods=["POST"], provide_automatic_options=False)
 def revoke():
-    """RFC 7009: the client revokes one of its own tokens; the answer is 200 either way (§2.2)."""
+    """RFC 7009: the client revokes one of its own tokens; the answer is 200 either way (§2.2).
+    A refresh token takes its whole grant with it: every refresh and access token issued from the
+    same authorization code (§2.1)."""
     oauth_request = _oauth_request()
     idp = _idp()
-    client = idp.chain.authenticate(oauth_request)
-    if "token" not in oauth_request.form:
+    client_id = idp.chain.authenticate(oauth_request).client.client_id
+    form = oauth_request.form
+    if "token" not in form:
         raise invalid_request("The token parameter is missing")
-    idp.services.tokens.revoke(oauth_request.form["token"], client.client.client_id)
+    revokers = [idp.services.tokens.revoke, refresh.revoke]
+    if form.get("token_type_hint") == "refresh_token":  # §2.1: the hint only decides the order
+        revokers.reverse()
+    for revoke_one in revokers:
+        if revoke_one(form["token"], client_id):
+            break
     return json_response({})
+
+
+# --- userinfo (OpenID Connect Core §5.3, RFC 6750) -----------------------------------------------
+
+# OpenID Connect Core §5.4: the claims each scope makes available.
+SCOPE_CLAIMS = {
+    "profile": ("name", "family_name", "given_name", "middle_name", "nickname", "preferred_username", "profile",
+                "picture", "website", "gender", "birthdate", "zoneinfo", "locale", "updated_at"),
+    "email": ("email", "email_verified"),
+    "address": ("address",),
+    "phone": ("phone_number", "phone_number_verified"),
+}
+ID_TOKEN_CLAIMS = ("sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp")
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1
+
+
+def bearer_error(status: int, error: str | None, description: str, scope: str | None = None) -> OAuthError:
+    """RFC 6750 §3: the challenge names the error, except when the request had no token at all."""
+    challenge = 'Bearer realm="oauth2"'
+    if error:
+        challenge += f', error="{error}"'
+    if scope:
+        challenge += f', scope="{scope}"'
+    return OAuthError(error or "invalid_token", description, status, {"WWW-Authenticate": challenge})
+
+
+def _bearer_token() -> str:
+    """The access token from the Authorization header or, on POST, the form body (RFC 6750 §2.1,
+    §2.2); never from the URL (§2.3 is not supported: URLs end up in logs and Referer headers)."""
+    if "access_token" in request.args:
+        raise bearer_error(400, "invalid_request", "The access token must not be sent in the URL")
+    found: list[str] = []
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            value = value.strip(" ")
+            if not _B64TOKEN.fullmatch(value):
+                raise bearer_error(401, "invalid_token", "The access token is malformed")
+            found.append(value)
+    if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
+        try:
+            form = parse_form(read_body(request.stream))
+        except OAuthError as exc:
+            raise bearer_error(exc.status, "invalid_request", exc.description) from None
+        if "access_token" in form:
+            found.append(form["access_token"])
+    if len(found) > 1:  # §2: exactly one method
+        raise bearer_error(400, "invalid_request", "The access token was sent in more than one way")
+    if not found:
+        raise bearer_error(401, None, "An access token is required")
+    return found[0]
+
+
+@bp.route("/oauth2/userinfo", methods=["GET", "POST"], provide_automatic_options=False)
+def userinfo():
+    """OpenID Connect Core §5.3: the signed-in user's claims, as far as the token's scopes allow."""
+    row = _idp().services.tokens.active(_bearer_token())
+    # Only a user's token (not a client's own) that is active.
+    account = users.get_by_sub(row.user_sub) if row is not None and row.user_sub else None
+    if account is None:
+        raise bearer_error(401, "invalid_token", "The access token is invalid, expired or revoked")
+    scopes = row.scope.split()
+    if "openid" not in scopes:
+        raise bearer_error(403, "insufficient_scope", "The access token does not have the openid scope",
+                           scope="openid")
+    allowed = {claim for scope in scopes for claim in SCOPE_CLAIMS.get(scope, ())}
+    claims = {name: value for name, value in account.claims.items() if name in allowed}
+    return json_response({**claims, "sub": account.sub})
 
 
 @bp.get("/oauth2/jwks")
 def jwks():
-    ks = _idp().services.keystore()
-    key = PublicKey.from_cryptography(ks.certificate.public_key())
-    jwk = {**key.to_jwk(), "kid": key.thumbprint, "use": "sig", "alg": "RS256"}
-    return json_response({"keys": [jwk]}, cacheable=True, headers={"Cache-Control": "public, max-age=300"})
+    return json_response({"keys": [id_token.public_jwk(_idp().services.keystore())]}, cacheable=True, headers={"Cache-Control": "public, max-age=300"})
 
 
 @bp.get("/oauth2/token/.well-known/openid-configuration")  # WSO2's path
@@ -105,15 +208,28 @@ def metadata():
     settings = idp.services.settings
     body = {
         "issuer": settings.issuer,
+        "authorization_endpoint": settings.base_url + "/oauth2/authorize",
         "token_endpoint": settings.token_endpoint,
+        "userinfo_endpoint": settings.base_url + "/oauth2/userinfo",
         "jwks_uri": settings.base_url + "/oauth2/jwks",
         "introspection_endpoint": settings.base_url + "/oauth2/introspect",
         "revocation_endpoint": settings.base_url + "/oauth2/revoke",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [id_token.ALGORITHM],
+        "scopes_supported": ["openid", *SCOPE_CLAIMS],
+        "claims_supported": [*ID_TOKEN_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims)],
+        # RFC 7636 §4.2; plain only when [oauth.pkce] allow_plain says so.
+        "code_challenge_methods_supported": ["S256", "plain"] if settings.pkce["allow_plain"] else ["S256"],
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
         **idp.chain.metadata(),
     }
-    # RFC 8414 §2: the same client authentication serves introspection and revocation.
+    # RFC 8414 §2: the same client authentication serves introspection and revocation, except
+    # `none`: a public client can use neither (handlers.public_client).
+    methods = [m for m in body["token_endpoint_auth_methods_supported"] if m != "none"]
     for endpoint in ("introspection", "revocation"):
-        body[f"{endpoint}_endpoint_auth_methods_supported"] = body["token_endpoint_auth_methods_supported"]
+        body[f"{endpoint}_endpoint_auth_methods_supported"] = methods
         if "token_endpoint_auth_signing_alg_values_supported" in body:
             body[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] = \
                 body["token_endpoint_auth_signing_alg_values_supported"]
