@@ -16,10 +16,11 @@ def build(tmp_path, **config):
 
 def test_builtins_run_with_defaults(tmp_path):
     chain = build(tmp_path)
-    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "ClientSecretAuthenticator"]
-    assert list(chain.grants) == ["client_credentials"]
+    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "ClientSecretAuthenticator",
+                                                                "PublicClientAuthenticator"]
+    assert list(chain.grants) == ["client_credentials", "authorization_code", "refresh_token"]
     assert type(chain.issuer).__name__ == "OpaqueTokenIssuer"
-    assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener"]
+    assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener", "AuthFailureLogListener"]
     pkjwt = chain.authenticators[0]
     assert pkjwt.props["PreventTokenReuse"] is True and pkjwt.props["AudiencePolicy"] == "strict"
     assert pkjwt.order == 899
@@ -37,14 +38,15 @@ def test_order_decides_position(tmp_path):
     secret = ('[[event_listener]]\nid = "secret"\ntype = "t"\n'
               'name = "org.wso2.carbon.identity.oauth2.client.authentication.BasicAuthClientAuthenticator"\norder = 10\n')
     chain = build(tmp_path, listeners=secret)
-    assert [type(a).__name__ for a in chain.authenticators] == ["ClientSecretAuthenticator", "PrivateKeyJWTClientAuthenticator"]
+    assert [type(a).__name__ for a in chain.authenticators] == ["ClientSecretAuthenticator", "PrivateKeyJWTClientAuthenticator",
+                                                                "PublicClientAuthenticator"]
 
 
 def test_python_names_resolve(tmp_path):
     listeners = '[[event_listener]]\nid = "secret"\nname = "handlers.client_secret.ClientSecretAuthenticator"\nenable = false\n'
     chain = build(tmp_path, listeners=listeners)
-    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator"]
-    assert chain.metadata()["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "PublicClientAuthenticator"]
+    assert chain.metadata()["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
 
 
 @pytest.mark.parametrize("name,message", [

@@ -50,7 +50,7 @@ id = "x"
 name = "{SECRET_AUTHENTICATOR}"
 enable = false
 """
-ALL_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post"]
+ALL_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -520,7 +520,7 @@ class TestRelaxedConfiguration:
         """9: the secret authenticator disabled, SigningAlgorithms = ["PS256"]."""
         server, client, basic_secret = relaxed
         metadata = metadata_of(server)
-        assert metadata["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+        assert metadata["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
         assert metadata["token_endpoint_auth_signing_alg_values_supported"] == ["PS256"]
         # The disabled authenticator authenticates nobody, even a registered client_secret_basic client.
         response = server.post(data={"grant_type": "client_credentials"},
@@ -611,7 +611,8 @@ def test_drop_in_grant_handler(tmp_path_factory):
         assert_oauth_error(token(server, plain.assertion(server), grant_type="urn:example:ping"), 400,
                            "unauthorized_client")
         metadata = server.get("/.well-known/openid-configuration").json()
-        assert metadata["grant_types_supported"] == ["client_credentials", "urn:example:ping"]
+        assert metadata["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token",
+                                                     "urn:example:ping"]
     # The handler came from the copy, not from this checkout.
     assert not (ROOT / "handlers" / "ping_grant.py").exists()
 
@@ -744,7 +745,7 @@ def test_metadata(main):
     assert metadata["token_endpoint"] == metadata["issuer"]
     assert metadata["jwks_uri"] == f"https://localhost:{main.port}/oauth2/jwks"
     assert metadata["token_endpoint_auth_methods_supported"] == ALL_METHODS
-    assert metadata["grant_types_supported"] == ["client_credentials"]
+    assert metadata["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token"]
     assert metadata["token_endpoint_auth_signing_alg_values_supported"] == [
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
 
