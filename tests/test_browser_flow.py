@@ -104,7 +104,7 @@ def verify_id_token(server: Server, id_token: str, *, client_id: str, nonce: str
 
 def test_playground_registers_itself_on_first_run(server, playground):
     log = playground.log()
-    assert f"registered client playground: private_key_jwt" in log, log
+    assert "registered client playground: private_key_jwt" in log, log
     assert f"redirect URI {playground.url}" in log
     assert "trusting the server certificate in " in log
     registered = json.loads(server.cli("clients", "show", "playground").stdout)
