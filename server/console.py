@@ -402,7 +402,8 @@ def save_client_keys():
         updated = client_store.update(client.client_id, **values)
     except (MetadataError, ValueError) as exc:
         message = exc.message if isinstance(exc, MetadataError) else str(exc)
-        form = {**form, "jwks_file": "", "certificate_file": ""}
+        # Pasted text is not echoed back: it may be a private key given by mistake.
+        form = {"key_source": form.get("key_source", ""), "jwks_uri": form.get("jwks_uri", "")}
         return _keys_page(client, 400, error=message, form=form)
     if updated is None:
         raise PageError(404, "Not found", "There is no service provider with this client id.")
@@ -542,7 +543,7 @@ def keystore_import():
         _services().keystore().import_certificate(alias, data)
     except (ValueError, KeystoreError) as exc:
         message = str(exc) if isinstance(exc, ValueError) else "The keystore could not be written."
-        return _keystore_page(400, error=message, alias=alias, pem=form.get("certificate_pem", ""))
+        return _keystore_page(400, error=message, alias=alias)
     return _redirect("/console/keystore/entry?" + urlencode({"alias": _stored_alias(alias), "imported": "1"}))
 
 
