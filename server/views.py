@@ -197,7 +197,9 @@ def userinfo():
 
 @bp.get("/oauth2/jwks")
 def jwks():
-    return json_response({"keys": [id_token.public_jwk(_idp().services.keystore())]}, cacheable=True, headers={"Cache-Control": "public, max-age=300"})
+    # One key: the primary keystore's, which signs ID tokens (keystore.id_token names its kid).
+    return json_response({"keys": [id_token.public_jwk(_idp().services.keystore())]}, cacheable=True,
+                         headers={"Cache-Control": "public, max-age=300"})
 
 
 @bp.get("/oauth2/token/.well-known/openid-configuration")  # WSO2's path

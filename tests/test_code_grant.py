@@ -390,7 +390,6 @@ def test_metadata(oidc):
     m = oidc.app.test_client().get("/.well-known/openid-configuration").json
     assert m["authorization_endpoint"] == base + "/oauth2/authorize"
     assert m["userinfo_endpoint"] == base + "/oauth2/userinfo"
-    assert "end_session_endpoint" not in m
     assert m["response_types_supported"] == ["code"]
     assert m["response_modes_supported"] == ["query"]
     assert m["subject_types_supported"] == ["public"]
