@@ -8,6 +8,7 @@ the keystore file at once; the token endpoint reads both on its next request.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import io
 import json
@@ -364,9 +365,23 @@ def _keys_page(client: client_store.RegisteredClient, status: int = 200, **conte
         except MetadataError as exc:
             context["keys_problem"] = exc.message
     source = "jwks" if client.jwks else "jwks_uri" if client.jwks_uri else "keystore"
+    uploaded = _uploaded_certificate(client.jwks) if client.jwks else None
+    if uploaded is not None:
+        source = "certificate"
     form = context.pop("form", None) or {"key_source": source}
-    return _page("console/sp_keys.html", status, client=client, source=source, form=form,
+    return _page("console/sp_keys.html", status, client=client, source=source, form=form, uploaded=uploaded,
                  keystore_cert=_keystore_certificate(client.client_id), **context)
+
+
+def _uploaded_certificate(jwks: str) -> dict[str, Any] | None:
+    """The certificate a one-key JWK Set was made from (its x5c, RFC 7517 §4.7), if it was."""
+    try:
+        keys = json.loads(jwks).get("keys")
+        if isinstance(keys, list) and len(keys) == 1 and isinstance(keys[0].get("x5c"), list):
+            return _certificate_view(x509.load_der_x509_certificate(base64.b64decode(keys[0]["x5c"][0])))
+    except (ValueError, TypeError, AttributeError, IndexError):
+        pass
+    return None
 
 
 @bp.get("/service-providers/keys")
