@@ -216,8 +216,9 @@ def add_service_provider():
             raise MetadataError("client_name", "Give the service provider a name.")
         values = client_metadata.validate(metadata, _services().settings)
         client, secret = client_store.create(new_client_id(), **values)
-    except MetadataError as exc:
-        return _page("console/sp_add.html", 400, error=exc.message, form=form)
+    except (MetadataError, ValueError) as exc:
+        message = exc.message if isinstance(exc, MetadataError) else f"The service provider was not saved: {exc}."
+        return _page("console/sp_add.html", 400, error=message, form=form)
     return _edit_page(client, secret=secret, created=True)
 
 
@@ -265,7 +266,7 @@ def save_service_provider():
         values = client_metadata.validate(metadata, _services().settings, existing=client)
         updated = client_store.update(client.client_id, **values)
     except MetadataError as exc:
-        return _edit_page(client, 400, error=exc.message, error_field=exc.field, form=form)
+        return _edit_page(client, 400, error=exc.message, form=form)
     if updated is None:
         raise PageError(404, "Not found", "There is no service provider with this client id.")
     _forget_jwks_uri(client.jwks_uri, updated[0].jwks_uri)

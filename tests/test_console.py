@@ -527,6 +527,7 @@ def test_regenerate_secret(browser):
     assert response.status_code == 200
     new = by_id(response.text, "client-secret")
     assert new and new != old
+    assert "previous one no longer works" in by_id(response.text, "notice")
     assert env.post({"grant_type": "client_credentials"}, headers=basic(client_id, new)).status_code == 200
     assert_oauth_error(env.post({"grant_type": "client_credentials"}, headers=basic(client_id, old)),
                        401, "invalid_client")
