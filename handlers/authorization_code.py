@@ -74,7 +74,8 @@ class AuthorizationCodeGrantHandler(GrantHandler):
         if users.get_by_sub(grant.user_sub) is None:
             raise invalid_grant("The user of the authorization code no longer exists", reason="code_user")
         return Grant(scopes, {"user_sub": grant.user_sub, "grant_id": grant.grant_id, "auth_time": grant.auth_time,
-                              "nonce": grant.nonce, "refresh_scopes": grant.scopes})
+                              "nonce": grant.nonce, "refresh_scopes": grant.scopes,
+                              "from_code": True})
 
     @staticmethod
     def _check_redirect_uri(sent: str | None, grant: CodeGrant, registered: RegisteredClient) -> None:

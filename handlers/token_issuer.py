@@ -5,7 +5,8 @@ refresh_token grant) and an ID token (when `openid` is in the scope, OpenID Conn
 What a grant handler hands over in `Grant.extra` for a user's grant: `user_sub`, `grant_id` (the
 family every token of the grant shares), `auth_time`, `nonce`, `refresh_scopes` (the scope the
 refresh token carries: the whole grant, however the access token was narrowed) and, for the
-refresh grant, `rotate` (the hash of the presented refresh token, used up last).
+refresh grant, `rotate` (the hash of the presented refresh token, used up last), and for the
+code grant `from_code` (the code's reuse flag is checked last).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from handlers.base import TokenIssuer
 from keystore.id_token import at_hash, sign_id_token
 from server.errors import invalid_grant
 from server.request import AuthenticatedClient, Grant, TokenRequest
-from storage import refresh
+from storage import codes, refresh
 
 
 class OpaqueTokenIssuer(TokenIssuer):
@@ -54,6 +55,11 @@ class OpaqueTokenIssuer(TokenIssuer):
         if rotated is not None and not refresh.rotate(rotated):
             refresh.revoke_family(grant_id)
             raise invalid_grant("The refresh token has already been used", reason="refresh_reused")
+        # RFC 6749 §4.1.2: a second redemption running at the same time may have revoked the grant
+        # before these tokens existed; it flagged the code first, so checking after storing is enough.
+        if grant.extra.get("from_code") and codes.was_reused(grant_id):
+            codes.revoke_grant(grant_id)
+            raise invalid_grant("The authorization code has already been used", reason="code_reused")
         return response
 
     def _id_token(self, client_id: str, user_sub: str, access_token: str, extra: dict[str, Any],

@@ -74,12 +74,21 @@ def redeem(code: str) -> CodeGrant:
            .where((AuthorizationCode.code_hash == hashed) & (AuthorizationCode.used == False))  # noqa: E712
            .execute()) == 1
     if not won:
+        # Flag first, then revoke: the winner checks the flag after storing its tokens
+        # (was_reused), so whichever order the two requests run in, no token survives.
+        AuthorizationCode.update(reused=True).where(AuthorizationCode.code_hash == hashed).execute()
         revoke_grant(row.grant_id)
         raise CodeError("reused")
     if row.expires_at <= int(time.time()):
         raise CodeError("expired")
     return CodeGrant(row.grant_id, row.client_id, row.user_sub, row.redirect_uri, tuple(row.scope.split()),
                      row.nonce, row.code_challenge, row.code_challenge_method, row.auth_time, row.expires_at)
+
+
+def was_reused(grant_id: str) -> bool:
+    """Whether a second redemption of the code of this grant was attempted."""
+    return AuthorizationCode.select().where((AuthorizationCode.grant_id == grant_id)
+                                            & (AuthorizationCode.reused == True)).exists()  # noqa: E712
 
 
 def revoke_grant(grant_id: str) -> None:

@@ -130,6 +130,7 @@ class AuthorizationCode(BaseModel):
     issued_at = peewee.BigIntegerField()
     expires_at = peewee.BigIntegerField(index=True)
     used = peewee.BooleanField(default=False)
+    reused = peewee.BooleanField(default=False)                    # a second redemption was attempted
 
     class Meta:
         table_name = "oauth_authorization_code"

@@ -593,6 +593,28 @@ def test_https_concurrent_refresh_exactly_one_wins(server):
     assert introspect.json() == {"active": False}
 
 
+def test_https_concurrent_code_redemption_leaves_no_active_token(server):
+    """Eight simultaneous redemptions of one code on two workers: at most one 200, and since the
+    others are reuses, no token from the code stays active, whatever order the requests ran in."""
+    from concurrent.futures import ThreadPoolExecutor
+    for _ in range(3):
+        code = server_code(server)
+        forms = [{"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                  "client_assertion_type": ASSERTION_TYPE, "client_assertion": server_assertion(server)}
+                 for _ in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda f: server.post(data=f), forms))
+        winners = [r.json() for r in responses if r.status_code == 200]
+        assert len(winners) <= 1, [r.text for r in responses]
+        assert all(r.json()["error"] == "invalid_grant" for r in responses if r.status_code != 200)
+        for body in winners:
+            for token in (body["access_token"], body["refresh_token"]):
+                introspect = server.post("/oauth2/introspect", data={
+                    "token": token, "client_assertion_type": ASSERTION_TYPE,
+                    "client_assertion": server_assertion(server)})
+                assert introspect.json() == {"active": False}
+
+
 def test_https_public_client(server):
     from oidc_support import verifier_pair
     verifier, challenge = verifier_pair()
