@@ -80,14 +80,19 @@ def error_page(exc: PageError) -> Response:
 
 def http_error_page(exc: HTTPException) -> Response:
     status = exc.code or 500
-    return render_page("error.html", status, title=exc.name or "Error",
-                       message="The page does not exist." if status == 404 else "The request could not be served.")
+    response = render_page("error.html", status, title=exc.name or "Error",
+                           message="The page does not exist." if status == 404 else "The request could not be served.")
+    if status == 405 and getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110 §15.5.6
+    return response
 
 
 def html_pages() -> bool:
     """Whether the current request is for a browser page (errors then render as HTML)."""
-    # An unknown page under /console matches no route (no blueprint), but is still a browser page.
-    return request.blueprint in ("authorize", "console") or request.path.startswith("/console/")
+    # A routing error (an unknown page under /console, a PUT to /oauth2/authorize) has no
+    # blueprint, but is still an answer to a browser.
+    return (request.blueprint in ("authorize", "console") or request.path.startswith("/console/")
+            or request.path in ("/console", "/oauth2/authorize", "/oauth2/logout"))
 
 
 def read_form() -> dict[str, str]:

@@ -468,6 +468,9 @@ def test_other_methods_are_405(browser):
     response = browser.client.put("/oauth2/authorize", base_url=BASE)
     assert response.status_code == 405 and "Location" not in response.headers
     assert set(response.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "POST"}
+    assert_page(response, 405)  # a browser page: HTML, like the endpoint's other errors
+    response = browser.client.delete("/oauth2/logout", base_url=BASE)
+    assert_page(response, 405)
 
 
 # --- consent -----------------------------------------------------------------------------------------
