@@ -216,14 +216,15 @@ def register():
 
 def _requested_client_id(metadata: dict[str, Any], caller: Caller) -> str:
     """An administrator may choose the client_id (WSO2: ext_param_client_id); otherwise a random one."""
-    requested = {metadata[name] for name in ("client_id", "ext_param_client_id") if name in metadata}
+    requested = [check_client_id(metadata[name], name) for name in ("client_id", "ext_param_client_id")
+                 if name in metadata]
     if not requested:
         return secrets.token_urlsafe(24)
     if caller.admin is None:
         raise MetadataError("client_id", "Only an administrator may choose the client_id")
-    if len(requested) != 1:
+    if len(set(requested)) != 1:
         raise MetadataError("client_id", "client_id and ext_param_client_id differ")
-    return check_client_id(requested.pop())
+    return requested[0]
 
 
 @bp.route(f"{REGISTER_PATH}/<path:client_id>", methods=["GET"], provide_automatic_options=False)

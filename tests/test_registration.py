@@ -251,8 +251,9 @@ def test_an_administrator_chooses_the_client_id(api):
     for client_id in ("billing-service", "BILLING-SERVICE"):   # taken, also ignoring case
         body = assert_oauth_error(api.post(pkjwt(rsa_key(), client_id=client_id)), 400, "invalid_client_metadata")
         assert "already exists" in body["error_description"]
-    for client_id in ("", "a\nb", "x" * 256, 42):
+    for client_id in ("", "a\nb", "x" * 256, 42, ["a"], {"a": 1}, None):
         assert_oauth_error(api.post(pkjwt(rsa_key(), client_id=client_id)), 400, "invalid_client_metadata")
+        assert_oauth_error(api.post(pkjwt(rsa_key(), ext_param_client_id=client_id)), 400, "invalid_client_metadata")
     assert_oauth_error(api.post(pkjwt(rsa_key(), client_id="a", ext_param_client_id="b")), 400,
                        "invalid_client_metadata")
 
