@@ -78,7 +78,8 @@ def clients_create(client_id, auth_method, client_name, grant_types, scopes, red
         check_client_id(client_id)
         if jwks_file:
             metadata["jwks"] = json.loads(keys_from_jwks(jwks_file.read())[0])
-        fields = validate(metadata, _services().settings)
+        fields = validate(metadata, _services().settings,
+                          grant_types_supported=sorted(current_app.extensions["idp"].chain.grants))
     except MetadataError as exc:
         raise click.UsageError(f"{_CREATE_OPTIONS.get(exc.field, exc.field)}: {exc.message}") from None
     try:

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -297,7 +297,7 @@ def _scopes(metadata: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tokens))
 
 
-def _grants(metadata: dict) -> tuple[tuple[str, ...], list[str]]:
+def _grants(metadata: dict, supported: Iterable[str]) -> tuple[tuple[str, ...], list[str]]:
     """grant_types and response_types, consistent with each other (RFC 7591 §2.1)."""
     grants = _string_list(metadata, "grant_types")
     responses = _string_list(metadata, "response_types")
@@ -306,9 +306,10 @@ def _grants(metadata: dict) -> tuple[tuple[str, ...], list[str]]:
         grants = ["authorization_code"] if responses is None or "code" in responses else []
     if not grants:
         raise MetadataError("grant_types", "grant_types must list at least one grant type")
+    supported = tuple(supported)
     for grant in grants:
-        if grant not in GRANT_TYPES:
-            raise MetadataError("grant_types", f"grant_types may contain only {', '.join(GRANT_TYPES)}")
+        if grant not in supported:
+            raise MetadataError("grant_types", f"grant_types may contain only {', '.join(supported)}")
     if "refresh_token" in grants and "authorization_code" not in grants:
         raise MetadataError("grant_types", "the refresh_token grant needs the authorization_code grant")
     expected = ["code"] if "authorization_code" in grants else []
@@ -342,13 +343,15 @@ def _admin_fields(metadata: dict) -> dict[str, Any]:
     }
 
 
-def validate(metadata: dict, settings, *, existing: RegisteredClient | None = None,
-             admin: bool = True) -> dict[str, Any]:
+def validate(metadata: dict, settings, *, existing: RegisteredClient | None = None, admin: bool = True,
+             grant_types_supported: Iterable[str] = GRANT_TYPES) -> dict[str, Any]:
     """RFC 7591 §2 names in, keyword arguments for storage.clients.create/update out (with
     `auth_method`; without `client_id`, see check_client_id). A full description of the client:
     absent fields take their defaults (RFC 7592 §2.2: an update replaces everything).
 
-    Fields the server does not support are ignored (RFC 7591 §2). `admin=False` (a client
+    `grant_types_supported` are the grant types the server's handler chain serves (the built-in
+    ones by default; pass `sorted(chain.grants)` to include drop-in handlers). Fields the server
+    does not support are ignored (RFC 7591 §2). `admin=False` (a client
     registering or updating itself with a bearer token) may not set ADMIN_FIELDS: absent, they keep
     the values of `existing`; present, they must equal them (or the defaults for a new client).
     """
@@ -361,7 +364,7 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
         "client_name": _string(metadata, "client_name", MAX_NAME),
         "description": _string(metadata, "description", MAX_DESCRIPTION, _CONTROL_EXCEPT_LINES),
     }
-    grants, _ = _grants(metadata)
+    grants, _ = _grants(metadata, grant_types_supported)
     out["grant_types"] = grants
     out["scopes"] = _scopes(metadata)
 

@@ -61,6 +61,11 @@ def _services():
     return current_app.extensions["idp"].services
 
 
+def _grant_types() -> list[str]:
+    """The grant types the handler chain serves, drop-in handlers included."""
+    return sorted(current_app.extensions["idp"].chain.grants)
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 def _unauthorized(description: str, bearer_error: bool = False) -> OAuthError:
@@ -199,7 +204,8 @@ def register():
     metadata = _json_body()
     try:
         client_id = _requested_client_id(metadata, caller)
-        fields = validate(metadata, _services().settings, admin=caller.admin is not None)
+        fields = validate(metadata, _services().settings, admin=caller.admin is not None,
+                          grant_types_supported=_grant_types())
     except MetadataError as exc:
         raise _metadata_error(exc) from None
     if caller.initial_token is not None and not client_store.use_initial_token(caller.initial_token):
@@ -247,7 +253,8 @@ def replace(client_id: str):
         raise _not_found()
     metadata = _json_body()
     try:
-        fields = validate(metadata, _services().settings, existing=client, admin=caller.admin is not None)
+        fields = validate(metadata, _services().settings, existing=client, admin=caller.admin is not None,
+                          grant_types_supported=_grant_types())
         # RFC 7592 §2.2: a client_secret sent must be the current one; a client never chooses its secret.
         if "client_secret" in metadata and not (isinstance(metadata["client_secret"], str)
                                                 and client_store.secret_matches(client, metadata["client_secret"])):

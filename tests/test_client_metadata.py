@@ -207,6 +207,16 @@ def test_metadata_refusals(settings, metadata, field):
     assert refused(metadata, settings).field == field
 
 
+def test_grant_types_of_drop_in_handlers(settings):
+    metadata = {"grant_types": ["urn:example:ping", "client_credentials"]}
+    assert refused(metadata, settings).field == "grant_types"   # not served by the built-in chain
+    out = validate(metadata, settings, grant_types_supported=("client_credentials", "urn:example:ping"))
+    assert out["grant_types"] == ("urn:example:ping", "client_credentials")
+    # A chain without the authorization_code handler cannot take authorization_code clients.
+    assert refused({"redirect_uris": ["https://a.example/cb"]}, settings,
+                   grant_types_supported=("client_credentials",)).field == "grant_types"
+
+
 def test_the_metadata_must_be_an_object(settings):
     refused(["client_credentials"], settings)
 
