@@ -170,7 +170,8 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
                 raise invalid_client("The client registered JWKS is not usable", reason="jwks") from None
         if client.jwks_uri:
             try:
-                return self.services.jwks_fetcher.keys(client.jwks_uri), "jwks_uri"
+                # Never a set fetched before the registration last changed (on any worker or node).
+                return self.services.jwks_fetcher.keys(client.jwks_uri, not_before=client.updated_at), "jwks_uri"
             except JWKSFetchError as exc:
                 raise invalid_client(f"The client jwks_uri could not be used: {exc}", reason="jwks_uri") from None
         cert = self.services.keystore().trusted_certificate(client.client_id)

@@ -332,14 +332,16 @@ def _header_tokens(message, name: str) -> list[str]:
 
 
 class _Entry:
-    __slots__ = ("lock", "good", "last_fetch", "last_error")
+    __slots__ = ("lock", "good", "last_fetch", "last_fetch_wall", "last_error")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        # (keys, fresh_until) of the last successful fetch; one attribute so readers without
-        # the lock never see keys from one fetch with the lifetime of another.
-        self.good: tuple[list, float] | None = None
+        # (keys, fresh_until, fetched_at) of the last successful fetch; one attribute so readers
+        # without the lock never see keys from one fetch with the lifetime of another.
+        # fetched_at is wall-clock time, compared with a client's registration time.
+        self.good: tuple[list, float, float] | None = None
         self.last_fetch: float | None = None  # clock() at the start of the last attempt
+        self.last_fetch_wall = 0.0            # time.time() at the start of the last attempt
         self.last_error = ""
 
 
@@ -399,20 +401,22 @@ class JWKSFetcher:
 
     # -- public interface
 
-    def keys(self, uri: str) -> list:
+    def keys(self, uri: str, not_before: float | None = None) -> list:
+        """The key set of `uri`. `not_before` (epoch seconds, e.g. when the client's registration
+        last changed) refuses a set fetched earlier: a client that moved away from this URI and
+        back must not be verified with keys another worker cached before the change."""
         entry = self._entry(uri)
-        good = entry.good
-        if good is not None and self._clock() < good[1]:
-            return list(good[0])
+        if self._usable(entry.good, not_before):
+            return list(entry.good[0])
         if not entry.lock.acquire(timeout=self._wait):
-            return self._current(entry, "jwks_uri fetch is taking too long")
+            return self._current(entry, "jwks_uri fetch is taking too long", not_before)
         try:
-            good = entry.good
-            if good is not None and self._clock() < good[1]:
-                return list(good[0])
-            if not self._recently_fetched(entry):
-                self._fetch(uri, entry)
-            return self._current(entry, entry.last_error)
+            if self._usable(entry.good, not_before):
+                return list(entry.good[0])
+            if not self._recently_fetched(entry) or self._before(entry.last_fetch_wall, not_before):
+                if self._fetch(uri, entry):
+                    return list(entry.good[0])  # fetched now: after any change the caller read
+            return self._current(entry, entry.last_error, not_before)
         finally:
             entry.lock.release()
 
@@ -463,16 +467,27 @@ class JWKSFetcher:
     def _recently_fetched(self, entry: _Entry) -> bool:
         return entry.last_fetch is not None and self._clock() - entry.last_fetch < self._refetch_interval
 
-    def _current(self, entry: _Entry, reason: str) -> list:
+    @staticmethod
+    def _before(fetched_at: float, not_before: float | None) -> bool:
+        # Whole seconds: a fetch in the same second as the change may have preceded it.
+        return not_before is not None and fetched_at < not_before + 1
+
+    def _usable(self, good, not_before: float | None) -> bool:
+        return good is not None and self._clock() < good[1] and not self._before(good[2], not_before)
+
+    def _current(self, entry: _Entry, reason: str, not_before: float | None = None) -> list:
         good = entry.good
-        if good is not None and self._clock() < good[1] + self._max_stale:
+        if good is not None and self._clock() < good[1] + self._max_stale and not self._before(good[2], not_before):
             return list(good[0])
         raise JWKSFetchError(reason or "jwks_uri could not be fetched")
 
-    def _fetch(self, uri: str, entry: _Entry) -> None:
-        """One fetch attempt, with ``entry.lock`` held. Updates the entry; never raises."""
+    def _fetch(self, uri: str, entry: _Entry) -> bool:
+        """One fetch attempt, with ``entry.lock`` held. Updates the entry; never raises; says
+        whether a new key set was stored."""
         started = self._clock()
+        started_wall = time.time()
         entry.last_fetch = started
+        entry.last_fetch_wall = started_wall
         host = "-"
         try:
             scheme, host, ip, port, target = _parse(uri, self._require_https, self._allowed)
@@ -488,9 +503,10 @@ class JWKSFetcher:
             entry.last_error = reason
             log.warning("jwks_uri fetch failed: host=%s reason=%s; %s", host, reason,
                         "keeping the last good key set" if entry.good is not None else "no key set available")
-            return
-        entry.good = (list(keys), started + lifetime)
+            return False
+        entry.good = (list(keys), started + lifetime, started_wall)
         entry.last_error = ""
+        return True
 
     def _download(self, scheme: str, host: str, ip, port: int, target: str) -> tuple[bytes, int]:
         deadline = time.monotonic() + self._timeout
