@@ -54,6 +54,18 @@ def _chain():
     return current_app.extensions["idp"].chain
 
 
+def _grant_types() -> list[str]:
+    """The grant types a client may be registered for: those the handler chain serves (the
+    built-in ones first, in their usual order, then drop-in grants)."""
+    served = _chain().grants
+    return [g for g in client_metadata.GRANT_TYPES if g in served] + sorted(set(served) - set(client_metadata.GRANT_TYPES))
+
+
+def _validate(metadata: dict[str, Any], existing: client_store.RegisteredClient | None = None) -> dict[str, Any]:
+    return client_metadata.validate(metadata, _services().settings, existing=existing,
+                                    grant_types_supported=_grant_types())
+
+
 # --- access -----------------------------------------------------------------------------------
 
 @bp.before_request
@@ -214,7 +226,7 @@ def add_service_provider():
                                                               "client_secret_post.")
         if not metadata["client_name"].strip():
             raise MetadataError("client_name", "Give the service provider a name.")
-        values = client_metadata.validate(metadata, _services().settings)
+        values = _validate(metadata)
         client, secret = client_store.create(new_client_id(), **values)
     except (MetadataError, ValueError) as exc:
         message = exc.message if isinstance(exc, MetadataError) else f"The service provider was not saved: {exc}."
@@ -226,7 +238,7 @@ def _edit_page(client: client_store.RegisteredClient, status: int = 200, **conte
     keystore_cert = None
     if client.auth_method == "private_key_jwt" and not client.jwks and not client.jwks_uri:
         keystore_cert = _keystore_certificate(client.client_id)
-    return _page("console/sp_edit.html", status, client=client, grant_types=client_metadata.GRANT_TYPES,
+    return _page("console/sp_edit.html", status, client=client, grant_types=list(client_metadata.GRANT_TYPES) + [g for g in _grant_types() if g not in client_metadata.GRANT_TYPES],
                  enabled_grants=set(_chain().grants), auth_methods=client_store.AUTH_METHODS,
                  algorithms=SIGNING_ALGORITHMS, lifetimes=client_metadata.LIFETIME_BOUNDS,
                  form=context.pop("form", None) or _form_of(client), keystore_cert=keystore_cert,
@@ -263,7 +275,7 @@ def save_service_provider():
     client = _client_or_404(form.get("client_id", ""))
     try:
         metadata = _metadata_of_form(form, client)
-        values = client_metadata.validate(metadata, _services().settings, existing=client)
+        values = _validate(metadata, client)
         updated = client_store.update(client.client_id, **values)
     except MetadataError as exc:
         return _edit_page(client, 400, error=exc.message, form=form)
@@ -284,7 +296,7 @@ def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClien
         "client_name": form.get("client_name", ""),
         "description": form.get("description", "").replace("\r\n", "\n"),
         "redirect_uris": [line.strip() for line in form.get("redirect_uris", "").splitlines() if line.strip()],
-        "grant_types": [g for g in client_metadata.GRANT_TYPES if form.get("grant_type." + g)],
+        "grant_types": [g for g in _grant_types() if form.get("grant_type." + g)],
         "scope": " ".join(form.get("scope", "").split()),
         "token_endpoint_auth_method": form.get("token_endpoint_auth_method", client.auth_method),
         "first_party": bool(form.get("first_party")),
@@ -414,7 +426,7 @@ def save_client_keys():
             metadata["jwks_uri"] = form["jwks_uri"].strip()
             _services().jwks_fetcher.invalidate(metadata["jwks_uri"])  # fetched now, not from a cache
             keys = client_metadata.keys_from_jwks_uri(metadata["jwks_uri"], _services())
-        values = client_metadata.validate(metadata, _services().settings, existing=client)
+        values = _validate(metadata, client)
         updated = client_store.update(client.client_id, **values)
     except (MetadataError, ValueError) as exc:
         message = exc.message if isinstance(exc, MetadataError) else str(exc)
