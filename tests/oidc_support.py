@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from conftest import InProcess, make_in_process
+from support import InProcess, make_in_process
 from support import ASSERTION_TYPE
 
 REDIRECT = "http://localhost:8080/playground2/oauth2client"

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -237,3 +239,53 @@ def assert_oauth_error(response, status: int, error: str) -> dict:
     if error == "invalid_client":
         assert response.headers["WWW-Authenticate"] == 'Basic realm="oauth2", error="invalid_client"'
     return body
+
+
+# --- the app in-process ----------------------------------------------------------------------
+
+@dataclass
+class InProcess:
+    app: object
+    tmp: Path
+    key: object = field(default_factory=rsa_key)
+
+    @property
+    def settings(self):
+        return self.app.extensions["idp"].services.settings
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.issuer
+
+    def register(self, client_id: str = "client-1", keys=None, auth_method: str = "private_key_jwt",
+                 grant_types=("client_credentials",), scopes=("openid", "read"), **kwargs):
+        from storage import clients
+        jwks = kwargs.pop("jwks", None)
+        if auth_method == "private_key_jwt" and jwks is None and "jwks_uri" not in kwargs and keys is not False:
+            jwks = jwks_of(*(keys or [(self.key, "k1")]))
+        with self.app.app_context():
+            return clients.create(client_id, auth_method, grant_types=grant_types, scopes=scopes,
+                                  jwks=jwks, **kwargs)
+
+    def assertion(self, client_id: str = "client-1", key=None, alg: str = "RS256", headers=None, **claims) -> str:
+        headers = {"kid": "k1", **(headers or {})}
+        headers = {k: v for k, v in headers.items() if v is not ...}
+        return sign(key or self.key, claims_for(client_id, claims.pop("aud", self.issuer), **claims), alg, headers)
+
+    def post(self, data, headers=None, content_type="application/x-www-form-urlencoded", **kwargs):
+        if isinstance(data, dict):
+            data = urlencode(data)
+        client = self.app.test_client()
+        return client.post("/oauth2/token", data=data, headers=headers or {}, content_type=content_type, **kwargs)
+
+    def token(self, assertion: str, **extra):
+        return self.post(token_form(assertion, **extra))
+
+
+def make_in_process(tmp: Path, **config) -> InProcess:
+    from app import build_app
+    from storage.schema import upgrade
+    shared_keystore(tmp)
+    app = build_app(str(write_config(tmp, **config)))
+    upgrade(app.extensions["idp"].services.db)
+    return InProcess(app, tmp)

@@ -100,7 +100,7 @@ def test_a_full_private_key_jwt_registration(settings):
 
 
 def test_the_output_is_what_storage_create_takes(tmp_path, settings):
-    from conftest import make_in_process
+    from support import make_in_process
     from storage import clients
     env = make_in_process(tmp_path)
     with env.app.app_context():
@@ -313,7 +313,7 @@ def test_non_admins_cannot_set_policy_fields(settings):
 
 
 def test_a_client_updating_itself_keeps_the_administrators_choices(tmp_path, settings):
-    from conftest import make_in_process
+    from support import make_in_process
     from storage import clients
     env = make_in_process(tmp_path)
     with env.app.app_context():
@@ -446,7 +446,7 @@ class KeyServer:
 
 @pytest.fixture
 def services(tmp_path):
-    from conftest import make_in_process
+    from support import make_in_process
     return make_in_process(tmp_path).app.extensions["idp"].services
 
 
@@ -479,7 +479,7 @@ def test_keys_from_jwks_uri_refusals(services, key_server):
 
 def test_keys_from_jwks_uri_applies_the_ssrf_rules_before_any_connection(tmp_path, strict_settings, key_server):
     import dataclasses
-    from conftest import make_in_process
+    from support import make_in_process
     services = make_in_process(tmp_path).app.extensions["idp"].services
     strict = dataclasses.replace(services, settings=strict_settings)
     for uri in (key_server.url(), key_server.url().replace("http:", "https:"), "https://10.0.0.1/jwks"):

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from conftest import make_in_process
+from support import make_in_process
 from support import (KEYSTORE_PASSWORD, Server, assert_oauth_error, claims_for, ec_key, free_port, jwks_of, pem,
                      rsa_key, sign, token_form, write_config)
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from jose import jwt as jose_jwt
 
-from conftest import make_in_process
+from support import make_in_process
 from server import playground
 from server.playground import HTTPResult, PlaygroundError, verify_id_token
 from support import Server, free_port, jwks_of, pem, rsa_key, shared_keystore, write_config

@@ -107,7 +107,7 @@ class Api:
 
 
 def make_api(directory: Path, **config) -> Api:
-    from conftest import make_in_process
+    from support import make_in_process
     from storage import users
     env = make_in_process(directory, **config)
     with env.app.app_context():

@@ -137,7 +137,7 @@ def test_schema_upgrade_from_version_1_adds_tables_and_columns(any_db):
 
 def test_cli_users_and_admin(tmp_path):
     from click.testing import CliRunner  # noqa: F401  (flask's runner below)
-    from conftest import make_in_process
+    from support import make_in_process
     env = make_in_process(tmp_path)
     runner = env.app.test_cli_runner()
     result = runner.invoke(args=["users", "create", "--username", "alice", "--password-stdin", "--name", "Alice",
