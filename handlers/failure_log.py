@@ -86,10 +86,5 @@ def recent(client_id: str, limit: int = 100) -> list[AuthFailure]:
     return [row for row in rows if row.client_id == client_id]  # exact, whatever the collation says
 
 
-def forget(client_id: str) -> None:
-    """Delete the failures of a deleted client."""
-    AuthFailure.delete().where(AuthFailure.client_id == client_id).execute()
-
-
 def _cut(value: Any, size: int) -> str | None:
     return value[:size] if isinstance(value, str) and value else None

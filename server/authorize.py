@@ -22,7 +22,6 @@ from server.errors import OAuthError, invalid_request, invalid_scope, unauthoriz
 from server.forms import MAX_PARAMETERS, check_media_type, parse_form, read_body
 from server.views import client_address
 from storage import clients, codes, consents
-from storage import users as user_store
 from storage.clients import RegisteredClient
 from storage.users import Account
 
@@ -144,7 +143,6 @@ def _sign_in(auth: AuthorizationRequest, form: dict[str, str]) -> Response:
         response = _signin_page(auth, username, error=str(exc), status=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    user_store.end_session(request.cookies.get(web.SESSION_COOKIE))  # the browser's previous sign-in ends
     auth_time = int(time.time())
     response = _consent_or_code(auth, account, auth_time)
     web.start_session(response, account, auth_time)

@@ -162,8 +162,7 @@ def login():
             return response
         return _signin_page(401, error=str(exc), username=username, next_url=next_url)
     response = _redirect(next_url or HOME)
-    web.end_session(response)  # a previous session on this browser ends (no session fixation)
-    web.start_session(response, account)
+    web.start_session(response, account)  # a new session value; the browser's previous one ends
     return response
 
 
@@ -347,7 +346,6 @@ def delete_service_provider():
     form, _ = _post_form()
     client = _client_or_404(form.get("client_id", ""))
     if client_store.delete(client.client_id):
-        failure_log.forget(client.client_id)
         _forget_jwks_uri(client.jwks_uri, None)
     return _redirect("/console/service-providers?" + urlencode({"deleted": client.client_id}))
 

@@ -34,7 +34,7 @@ PAGE_HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",   # own forms keep their Origin; codes in URLs never leave
 }
 
 
@@ -68,7 +68,8 @@ def _chain():
 # --- rendering ----------------------------------------------------------------------------------
 
 def render_page(template: str, status: int = 200, **context: Any) -> Response:
-    html = render_template(template, csrf_token=csrf_token(), signed_in=signed_in(), **context)
+    # No database access here: error pages render this way too, also when the database is down.
+    html = render_template(template, csrf_token=csrf_token(), **context)
     response = Response(html, status=status, content_type="text/html; charset=utf-8")
     response.headers.update(PAGE_HEADERS)
     return response
@@ -101,7 +102,7 @@ def read_form() -> dict[str, str]:
         check_media_type(request.headers.get("Content-Type"))
         return parse_form(read_body(request.stream))
     except OAuthError as exc:
-        raise PageError(400, "Bad request", exc.description) from None
+        raise PageError(exc.status, "Bad request", exc.description) from None  # 400, or 413 for a large body
 
 
 # --- CSRF -------------------------------------------------------------------------------------
@@ -123,9 +124,11 @@ def check_csrf(form: dict[str, str]) -> None:
     if not _TOKEN.fullmatch(cookie) or not hmac.compare_digest(sent.encode(), cookie.encode()):
         raise PageError(400, "Form expired", "The form expired or came from another site. "
                                              "Go back, reload the page and try again.")
-    # A browser says where a form came from; a cross-site Origin is refused even with a token.
+    # A browser says where a form came from; a cross-site origin is refused even with a token.
+    # Our pages send Referrer-Policy: same-origin, so their own forms never carry Origin: null.
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and origin != _services().settings.base_url:
+    if (origin is not None and origin != _services().settings.base_url) \
+            or request.headers.get("Sec-Fetch-Site") == "cross-site":
         raise PageError(403, "Forbidden", "The form was sent from another site.")
 
 
@@ -148,13 +151,16 @@ def signed_in() -> tuple[Account, int] | None:
 def sign_in(username: str, password: str, remote_addr: str, purpose: str) -> Account:
     """Check a user name and password, with failures limited per user name and per address."""
     limiter = _services().limiter
-    retry = limiter.blocked("signin_address", remote_addr) or limiter.blocked("user", username)
+    # A name that cannot exist is counted against the address only: arbitrary strings must not
+    # become keys of the (bounded, per-process) failure table.
+    user_key = username if user_store.check_username(username) is None else None
+    retry = limiter.blocked("signin_address", remote_addr) or limiter.blocked("user", user_key)
     if retry is not None:
         _audit(username, remote_addr, purpose, "failure", "rate_limited")
         raise SignInError(f"Too many failed sign-ins. Try again in {retry} seconds.", retry_after=retry)
     account = user_store.authenticate(username, password)
     if account is None or (purpose == "console" and not account.is_admin):
-        limiter.failed("user", username)
+        limiter.failed("user", user_key)
         limiter.failed("signin_address", remote_addr)
         _audit(username, remote_addr, purpose, "failure", "credentials")
         raise SignInError("The user name or password is incorrect.")
@@ -163,8 +169,10 @@ def sign_in(username: str, password: str, remote_addr: str, purpose: str) -> Acc
 
 
 def start_session(response: Response, account: Account, auth_time: int | None = None) -> None:
-    """A fresh session cookie for this sign-in (a new value each time: no session fixation).
-    `auth_time` (default: now) lets a caller that already used the time record the same value."""
+    """A fresh session cookie for this sign-in (a new value each time: no session fixation); the
+    browser's previous session, if any, ends. `auth_time` (default: now) lets a caller that
+    already used the time record the same value."""
+    user_store.end_session(request.cookies.get(SESSION_COOKIE))
     lifetime = _services().settings.session_lifetime
     value = user_store.start_session(account, lifetime, auth_time)
     response.set_cookie(SESSION_COOKIE, value, max_age=lifetime, secure=True, httponly=True, samesite="Lax", path="/")

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import peewee
 
-from storage.models import AccessToken, Client, InitialAccessToken, RefreshToken, RegistrationAccessToken
+from storage.database import database_proxy
+from storage.models import (AccessToken, AuthFailure, AuthorizationCode, Client, Consent, InitialAccessToken,
+                            RefreshToken, RegistrationAccessToken)
 from storage.sql import Statement
 
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none")  # none: a public client (PKCE)
@@ -179,12 +181,17 @@ def regenerate_secret(client_id: str) -> str | None:
 
 
 def delete(client_id: str) -> bool:
-    """Delete the client and revoke its tokens (they must not outlive it)."""
-    deleted = Client.delete().where(Client.client_id == client_id).execute() == 1
-    RegistrationAccessToken.delete().where(RegistrationAccessToken.client_id == client_id).execute()
-    if deleted:
-        AccessToken.update(revoked=True).where(AccessToken.client_id == client_id).execute()
-        RefreshToken.update(state="revoked").where(RefreshToken.client_id == client_id).execute()
+    """Delete the client with everything bound to it: its tokens are revoked, and its codes,
+    users' consents, registration token and recorded failures go, so that a client registered
+    later under the same id inherits nothing (no consent skipped, no code redeemable)."""
+    with database_proxy.atomic():
+        deleted = Client.delete().where(Client.client_id == client_id).execute() == 1
+        RegistrationAccessToken.delete().where(RegistrationAccessToken.client_id == client_id).execute()
+        if deleted:
+            AccessToken.update(revoked=True).where(AccessToken.client_id == client_id).execute()
+            RefreshToken.update(state="revoked").where(RefreshToken.client_id == client_id).execute()
+            for model in (AuthorizationCode, Consent, AuthFailure):
+                model.delete().where(model.client_id == client_id).execute()
     return deleted
 
 
