@@ -8,6 +8,7 @@ worker processes (README, "Security").
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -26,6 +27,11 @@ class FailureLimiter:
         self._counts: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _key(kind: str, value: str) -> tuple[str, str]:
+        # Long values (anything an attacker sends as a client id) are stored as a fixed-size digest.
+        return (kind, value if len(value) <= 64 else hashlib.sha256(value.encode("utf-8", "replace")).hexdigest())
+
     def blocked(self, kind: str, value: str | None, now: float | None = None) -> int | None:
         """Seconds until `value` (a client id, user name or address) may try again, or None."""
         limit = self.limits[kind]
@@ -33,7 +39,7 @@ class FailureLimiter:
             return None
         now = time.monotonic() if now is None else now
         with self._lock:
-            start, count = self._counts.get((kind, value), (now, 0))
+            start, count = self._counts.get(self._key(kind, value), (now, 0))
         if count >= limit and now - start < self.window:
             return max(1, math.ceil(self.window - (now - start)))
         return None
@@ -49,12 +55,17 @@ class FailureLimiter:
         if self.limits[kind] <= 0 or not value:
             return
         now = time.monotonic() if now is None else now
-        key = (kind, value)
+        key = self._key(kind, value)
         with self._lock:
             start, count = self._counts.get(key, (now, 0))
             if now - start >= self.window:
                 start, count = now, 0
             self._counts[key] = (start, count + 1)
             self._counts.move_to_end(key)
-            while len(self._counts) > self.capacity:
+            # The table is ordered by last failure: drop entries whose window has passed, then
+            # the oldest beyond the capacity.
+            while self._counts:
+                oldest_key, (oldest_start, _) = next(iter(self._counts.items()))
+                if now - oldest_start < self.window and len(self._counts) <= self.capacity:
+                    break
                 self._counts.popitem(last=False)

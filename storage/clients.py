@@ -91,11 +91,20 @@ def _from_row(row: tuple) -> RegisteredClient:
     for key in ("grant_types", "scopes", "redirect_uris"):
         values[key] = tuple(values[key].split())
     values["first_party"] = bool(values["first_party"])
+    values["description"] = values["description"] or ""
     return RegisteredClient(**values)
+
+
+def plausible_id(value: str) -> bool:
+    """Whether a string can be a stored identifier (client id, user name): 1–255 characters, no
+    NUL (PostgreSQL refuses NUL in text, so it must never reach a query)."""
+    return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
 
 
 def get(client_id: str) -> RegisteredClient | None:
     """The client, read on every request so that changes apply at once."""
+    if not plausible_id(client_id):
+        return None
     row = _SELECT_ONE.execute(client_id).fetchone()
     # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
     if row is None or row[0] != client_id:

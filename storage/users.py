@@ -18,6 +18,7 @@ from typing import Any
 
 import peewee
 
+from storage.clients import plausible_id
 from storage.models import AccessToken, Consent, RefreshToken, User, UserSession
 
 # RFC 7914 §2 parameters: N = 2**15, r = 8 → 32 MiB per hash, about 0.1 s on one core.
@@ -96,11 +97,15 @@ def create(username: str, password: str, *, is_admin: bool = False, claims: dict
 
 
 def get_by_username(username: str) -> Account | None:
+    if not plausible_id(username):
+        return None
     row = User.get_or_none(User.username == username)
     return _account(row) if row is not None and row.username == username else None
 
 
 def get_by_sub(sub: str) -> Account | None:
+    if not plausible_id(sub):
+        return None
     row = User.get_or_none(User.sub == sub)
     return _account(row) if row is not None else None
 
@@ -111,7 +116,8 @@ def all_users() -> list[Account]:
 
 def authenticate(username: str, password: str) -> Account | None:
     """The account when the password is right; None otherwise, in about the same time either way."""
-    if len(username) > 255 or len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+    if not plausible_id(username) or len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+        verify_password(_DUMMY_HASH, password[:MAX_PASSWORD_BYTES])
         return None
     row = User.get_or_none(User.username == username)
     if row is None or row.username != username:  # exact match, whatever the collation says

@@ -578,6 +578,24 @@ def test_window_expires():
     limiter.check("address", "1.2.3.4", now=0)  # 0 disables
 
 
+def test_failure_table_stays_small_whatever_the_keys():
+    """Huge client ids are stored as digests, and entries whose window passed are dropped."""
+    from server.errors import OAuthError
+    from server.ratelimit import FailureLimiter
+    limiter = FailureLimiter(per_client=2, per_address=0, window=10, capacity=1000)
+    huge = "x" * 60_000
+    limiter.failed("client", huge, now=100)
+    limiter.failed("client", huge, now=101)
+    with pytest.raises(OAuthError):
+        limiter.check("client", huge, now=102)     # still counted, under its digest
+    assert all(len(key) <= 64 for _, key in limiter._counts)
+    for i in range(500):
+        limiter.failed("client", f"id-{i}", now=200 + i * 0.01)
+    assert len(limiter._counts) == 500           # the huge id's window passed: dropped
+    limiter.failed("client", "late", now=300)
+    assert list(limiter._counts) == [("client", "late")]
+
+
 # --- review findings ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("jti", ["j\n", "j" * 255 + "\n", "\n"])

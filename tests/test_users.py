@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import peewee
 import pytest
@@ -95,23 +96,23 @@ def _code(**overrides):
 
 def test_codes_single_use_and_reuse_revokes(any_db):
     code = _code()
-    grant = codes.redeem(code)
+    grant = codes.redeem(code, "c")
     assert (grant.client_id, grant.redirect_uri, grant.scopes, grant.nonce) == ("c", "https://app.example/cb",
                                                                                ("openid",), "n")
     now = int(time.time())
     AccessToken.create(token_hash="b" * 64, client_id="c", scope="openid", issued_at=now, expires_at=now + 60,
                        user_sub="u", grant_id=grant.grant_id)
     with pytest.raises(codes.CodeError) as second:
-        codes.redeem(code)
+        codes.redeem(code, "c")
     assert second.value.reason == "reused"
     assert AccessToken.get().revoked is True
     for bad in ("", "x" * 600, "unknown-code"):
         with pytest.raises(codes.CodeError) as exc:
-            codes.redeem(bad)
+            codes.redeem(bad, "c")
         assert exc.value.reason == "unknown"
     expired = _code(lifetime=-1)
     with pytest.raises(codes.CodeError) as exc:
-        codes.redeem(expired)
+        codes.redeem(expired, "c")
     assert exc.value.reason == "expired"
 
 
@@ -133,6 +134,44 @@ def test_schema_upgrade_from_version_1_adds_tables_and_columns(any_db):
     assert User.select().count() == 0
     assert upgrade(any_db) == 2  # idempotent
     assert [v.version for v in SchemaVersion.select().order_by(SchemaVersion.version)] == [1, 2]
+    # A node still on version 1 keeps inserting clients without the new columns (rolling upgrade).
+    any_db.execute_sql("INSERT INTO oauth_client (client_id, client_name, auth_method, grant_types, scopes, "
+                       "redirect_uris, created_at, updated_at) VALUES ('old-node', '', 'private_key_jwt', "
+                       "'client_credentials', '', '', 1, 1)")
+    from storage import clients
+    old = clients.get("old-node")
+    assert (old.description, old.first_party) == ("", False)
+
+
+def test_concurrent_upgrades_from_version_1(any_db):
+    """Four processes upgrading one version 1 database at the same moment all succeed."""
+    import multiprocessing
+    from storage.models import TABLES
+    any_db.drop_tables(TABLES, safe=True)
+    any_db.execute_sql("CREATE TABLE oauth_access_token (token_hash VARCHAR(64) PRIMARY KEY, "
+                       "client_id VARCHAR(255) NOT NULL, scope TEXT NOT NULL, issued_at BIGINT NOT NULL, "
+                       "expires_at BIGINT NOT NULL, revoked BOOLEAN NOT NULL)")
+    any_db.create_tables([SchemaVersion])
+    SchemaVersion.create(version=1, applied_at=1)
+    from storage.database import close_all
+    close_all(any_db)
+    url = any_db.url
+    base = str(Path(any_db.database).parent) if any_db.kind == "sqlite" else "."
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_upgrade_in_process, [(url, base)] * 4)
+    assert results == [2, 2, 2, 2]
+
+
+def _upgrade_in_process(url: str, base: str) -> int:
+    from storage.database import close_all, database_proxy, open_database
+    from storage.schema import upgrade
+    db = open_database(url, Path(base))
+    database_proxy.initialize(db)
+    try:
+        return upgrade(db)
+    finally:
+        close_all(db)
 
 
 def test_cli_users_and_admin(tmp_path):
@@ -158,3 +197,30 @@ def test_cli_users_and_admin(tmp_path):
         assert users.authenticate("alice", "correct horse") is None
     assert runner.invoke(args=["users", "delete", "--username", "alice"]).exit_code == 0
     assert runner.invoke(args=["users", "delete", "--username", "alice"]).exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["al\x00ice", "\x00", "x" * 256, ""])
+def test_implausible_identifiers_never_reach_the_database(any_db, value):
+    """PostgreSQL refuses NUL in text (a 500 if it reached a query); the answer is "no such"."""
+    from storage import clients
+    users.create("alice", "correct horse")
+    assert clients.get(value) is None
+    assert users.get_by_username(value) is None
+    assert users.get_by_sub(value) is None
+    assert users.authenticate(value, "correct horse") is None
+
+
+def test_deleting_a_client_leaves_nothing_a_new_client_with_its_id_could_inherit(any_db):
+    from storage import clients
+    from storage.models import AuthFailure, AuthorizationCode, Consent
+    clients.create("web", "client_secret_basic", grant_types=("authorization_code",),
+                   redirect_uris=("https://app.example/cb",), scopes=("openid",))
+    clients.create("other", "client_secret_basic", grant_types=("authorization_code",),
+                   redirect_uris=("https://other.example/cb",), scopes=("openid",))
+    for client_id in ("web", "other"):
+        Consent.create(user_sub="u", client_id=client_id, scopes="openid", granted_at=1)
+        _code(client_id=client_id)
+        AuthFailure.create(client_id=client_id, time=1, reason="signature")
+    assert clients.delete("web") is True
+    for model in (Consent, AuthorizationCode, AuthFailure):
+        assert [row.client_id for row in model.select()] == ["other"], model
