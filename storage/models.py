@@ -45,8 +45,10 @@ class Client(BaseModel):
     signing_alg = peewee.CharField(max_length=20, null=True)
     audience_policy = peewee.CharField(max_length=10, null=True)   # None: the handler's AudiencePolicy
     token_reuse = peewee.CharField(max_length=10, null=True)       # None: the handler's PreventTokenReuse
-    description = peewee.TextField(default="")
-    first_party = peewee.BooleanField(default=False)               # consent is not asked
+    # Nullable or with a database default: nodes of schema version 1 still insert clients
+    # without these columns during a rolling upgrade.
+    description = peewee.TextField(null=True)
+    first_party = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])  # no consent page
     # Lifetimes in seconds; None: [oauth.token_validation].
     access_token_lifetime = peewee.IntegerField(null=True)
     refresh_token_lifetime = peewee.IntegerField(null=True)
@@ -67,7 +69,7 @@ class AccessToken(BaseModel):
     issued_at = peewee.BigIntegerField()
     expires_at = peewee.BigIntegerField(index=True)
     revoked = peewee.BooleanField(default=False)
-    user_sub = peewee.CharField(max_length=64, null=True)          # None: a client's own token
+    user_sub = peewee.CharField(max_length=64, null=True, index=True)  # None: a client's own token
     grant_id = peewee.CharField(max_length=64, null=True, index=True)  # the code / refresh family
 
     class Meta:
@@ -143,7 +145,7 @@ class RefreshToken(BaseModel):
     token_hash = peewee.CharField(max_length=64, primary_key=True)
     grant_id = peewee.CharField(max_length=64, index=True)
     client_id = peewee.CharField(max_length=255, index=True)
-    user_sub = peewee.CharField(max_length=64)
+    user_sub = peewee.CharField(max_length=64, index=True)
     scope = peewee.TextField(default="")
     auth_time = peewee.BigIntegerField()
     issued_at = peewee.BigIntegerField()

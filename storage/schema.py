@@ -21,7 +21,7 @@ def _mysql_table_settings(db: peewee.Database) -> list[str]:
 
 @contextlib.contextmanager
 def _schema_lock(db: peewee.Database):
-    """Nodes starting together upgrade one at a time (SQLite's write lock does this by itself)."""
+    """Nodes starting together upgrade one at a time (on SQLite, BEGIN IMMEDIATE does it)."""
     if isinstance(db, peewee.PostgresqlDatabase):
         db.execute_sql("SELECT pg_advisory_xact_lock(7523)")  # released at commit
         yield
@@ -57,7 +57,10 @@ def upgrade(db: peewee.Database) -> int:
     try:
         for model in TABLES:
             model._meta.table_settings = settings
-        with db.atomic(), _schema_lock(db):
+        # SQLite: take the write lock before reading the schema, or of two nodes upgrading at
+        # once the second fails with "database is locked" instead of waiting.
+        begin = db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
+        with begin, _schema_lock(db):
             _add_missing_columns(db)  # first: create_tables also (re)creates indexes, on the new columns too
             db.create_tables(TABLES, safe=True)
             current = SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
