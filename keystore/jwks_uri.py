@@ -332,16 +332,16 @@ def _header_tokens(message, name: str) -> list[str]:
 
 
 class _Entry:
-    __slots__ = ("lock", "good", "last_fetch", "last_fetch_wall", "last_error")
+    __slots__ = ("lock", "good", "last_fetch", "last_error")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        # (keys, fresh_until, fetched_at) of the last successful fetch; one attribute so readers
+        # (keys, fresh_until, valid_for) of the last successful fetch; one attribute so readers
         # without the lock never see keys from one fetch with the lifetime of another.
-        # fetched_at is wall-clock time, compared with a client's registration time.
+        # valid_for is the largest `not_before` a caller passed when the set was fetched: the
+        # set serves callers whose registration is not newer than that.
         self.good: tuple[list, float, float] | None = None
         self.last_fetch: float | None = None  # clock() at the start of the last attempt
-        self.last_fetch_wall = 0.0            # time.time() at the start of the last attempt
         self.last_error = ""
 
 
@@ -402,9 +402,11 @@ class JWKSFetcher:
     # -- public interface
 
     def keys(self, uri: str, not_before: float | None = None) -> list:
-        """The key set of `uri`. `not_before` (epoch seconds, e.g. when the client's registration
-        last changed) refuses a set fetched earlier: a client that moved away from this URI and
-        back must not be verified with keys another worker cached before the change."""
+        """The key set of `uri`. `not_before` is a version of the caller's registration (the
+        client's updated_at, read from the shared database): a set fetched for an older version
+        is fetched again, so a client that moved away from this URI and back is never verified
+        with keys cached before the change. Only values from the database are compared, never
+        this node's clock."""
         entry = self._entry(uri)
         if self._usable(entry.good, not_before):
             return list(entry.good[0])
@@ -413,9 +415,8 @@ class JWKSFetcher:
         try:
             if self._usable(entry.good, not_before):
                 return list(entry.good[0])
-            if not self._recently_fetched(entry) or self._before(entry.last_fetch_wall, not_before):
-                if self._fetch(uri, entry):
-                    return list(entry.good[0])  # fetched now: after any change the caller read
+            if not self._recently_fetched(entry) or self._older(entry.good, not_before):
+                self._fetch(uri, entry, not_before)
             return self._current(entry, entry.last_error, not_before)
         finally:
             entry.lock.release()
@@ -426,7 +427,7 @@ class JWKSFetcher:
             return self._current(entry, "jwks_uri fetch is taking too long")
         try:
             if not self._recently_fetched(entry):
-                self._fetch(uri, entry)
+                self._fetch(uri, entry, entry.good[2] if entry.good else None)
             return self._current(entry, entry.last_error)
         finally:
             entry.lock.release()
@@ -468,26 +469,23 @@ class JWKSFetcher:
         return entry.last_fetch is not None and self._clock() - entry.last_fetch < self._refetch_interval
 
     @staticmethod
-    def _before(fetched_at: float, not_before: float | None) -> bool:
-        # Whole seconds: a fetch in the same second as the change may have preceded it.
-        return not_before is not None and fetched_at < not_before + 1
+    def _older(good, not_before: float | None) -> bool:
+        """Whether the set was fetched for an older registration than the caller's."""
+        return good is not None and not_before is not None and good[2] < not_before
 
     def _usable(self, good, not_before: float | None) -> bool:
-        return good is not None and self._clock() < good[1] and not self._before(good[2], not_before)
+        return good is not None and self._clock() < good[1] and not self._older(good, not_before)
 
     def _current(self, entry: _Entry, reason: str, not_before: float | None = None) -> list:
         good = entry.good
-        if good is not None and self._clock() < good[1] + self._max_stale and not self._before(good[2], not_before):
+        if good is not None and self._clock() < good[1] + self._max_stale and not self._older(good, not_before):
             return list(good[0])
         raise JWKSFetchError(reason or "jwks_uri could not be fetched")
 
-    def _fetch(self, uri: str, entry: _Entry) -> bool:
-        """One fetch attempt, with ``entry.lock`` held. Updates the entry; never raises; says
-        whether a new key set was stored."""
+    def _fetch(self, uri: str, entry: _Entry, not_before: float | None = None) -> None:
+        """One fetch attempt, with ``entry.lock`` held. Updates the entry; never raises."""
         started = self._clock()
-        started_wall = time.time()
         entry.last_fetch = started
-        entry.last_fetch_wall = started_wall
         host = "-"
         try:
             scheme, host, ip, port, target = _parse(uri, self._require_https, self._allowed)
@@ -503,10 +501,10 @@ class JWKSFetcher:
             entry.last_error = reason
             log.warning("jwks_uri fetch failed: host=%s reason=%s; %s", host, reason,
                         "keeping the last good key set" if entry.good is not None else "no key set available")
-            return False
-        entry.good = (list(keys), started + lifetime, started_wall)
+            return
+        valid_for = max(not_before or float("-inf"), entry.good[2] if entry.good else float("-inf"))
+        entry.good = (list(keys), started + lifetime, valid_for)
         entry.last_error = ""
-        return True
 
     def _download(self, scheme: str, host: str, ip, port: int, target: str) -> tuple[bytes, int]:
         deadline = time.monotonic() + self._timeout
