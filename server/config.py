@@ -75,6 +75,7 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "threads": (int, 4),
         "tls": (bool, True),
         "trusted_proxies": (list, []),
+        "proxy_port": (int, 0),          # the port clients use when a proxy listens elsewhere (0: port)
     },
     ("database", "identity_db"): {
         "url": (str, "sqlite:///var/identity.db"),
@@ -175,8 +176,8 @@ class Settings:
     @property
     def base_url(self) -> str:
         """The URL clients use. Always https: with `tls = false` the server sits behind a
-        TLS-terminating proxy, and clients still reach it over TLS."""
-        port = self.server["port"]
+        TLS-terminating proxy, and clients still reach it over TLS (on proxy_port when set)."""
+        port = self.server["proxy_port"] or self.server["port"]
         host = self.server["hostname"]
         return f"https://{host}" if port == 443 else f"https://{host}:{port}"
 
@@ -330,6 +331,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     server = values[("server",)]
     if not 1 <= server["port"] <= 65535:
         raise fail(("server", "port"), "must be between 1 and 65535")
+    if not 0 <= server["proxy_port"] <= 65535:
+        raise fail(("server", "proxy_port"), "must be between 1 and 65535 (or 0: the same as port)")
     for key in ("workers", "threads"):
         if not 1 <= server[key] <= 256:
             raise fail(("server", key), "must be between 1 and 256")

@@ -63,6 +63,17 @@ def test_defaults(tmp_path):
     assert settings.jwks_fetch["require_https"] is True and settings.jwks_fetch["allowed_hosts"] == []
 
 
+def test_proxy_port_is_the_port_clients_use(tmp_path):
+    settings = load(tmp_path, '[server]\ntls = false\nport = 9443\nproxy_port = 443\n'
+                              '[keystore.primary]\npassword = "x"\n')
+    assert settings.base_url == "https://localhost"
+    assert settings.issuer == settings.token_endpoint == "https://localhost/oauth2/token"
+    settings = load(tmp_path, '[server]\nproxy_port = 8443\n[keystore.primary]\npassword = "x"\n')
+    assert settings.base_url == "https://localhost:8443"
+    assert "server.proxy_port: must be between" in error(tmp_path, '[server]\nproxy_port = 70000\n'
+                                                                   '[keystore.primary]\npassword = "x"\n')
+
+
 def test_shipped_deployment_toml_loads():
     from support import ROOT
     settings = config.load(ROOT / "deployment.toml")
