@@ -10,7 +10,7 @@ import time
 import peewee
 
 from storage import codes, refresh
-from storage.models import AccessToken, AuthorizationCode
+from storage.models import AccessToken, AuthorizationCode, UserSession
 from storage.sql import Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
 
@@ -42,11 +42,13 @@ class TokenStore:
 
     def purge_batch(self, now: int) -> int:
         """One bounded batch of each table that grows with every grant: access tokens, refresh
-        tokens, and authorization codes (kept a while past expiry to detect a late reuse)."""
+        tokens, authorization codes (kept a while past expiry to detect a late reuse) and browser
+        sessions."""
         batch = self.periodic.batch
         return (self.purge(now, batch) + refresh.purge(self.db, now, batch)
                 + purge_expired(self.db, AuthorizationCode, AuthorizationCode.expires_at,
-                                now - codes.KEEP_AFTER_EXPIRY, batch))
+                                now - codes.KEEP_AFTER_EXPIRY, batch)
+                + purge_expired(self.db, UserSession, UserSession.expires_at, now, batch))
 
     @staticmethod
     def active(token: str) -> AccessToken | None:

@@ -224,3 +224,12 @@ def test_deleting_a_client_leaves_nothing_a_new_client_with_its_id_could_inherit
     assert clients.delete("web") is True
     for model in (Consent, AuthorizationCode, AuthFailure):
         assert [row.client_id for row in model.select()] == ["other"], model
+
+
+def test_periodic_purge_removes_expired_sessions(any_db):
+    from storage.tokens import TokenStore
+    alice = users.create("alice", "correct horse")
+    live = users.start_session(alice, 60)
+    users.start_session(alice, -10)
+    assert TokenStore(any_db).purge_batch(int(time.time())) == 1
+    assert UserSession.select().count() == 1 and users.session_account(live) is not None
