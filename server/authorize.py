@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from server import web
 from server.errors import OAuthError, invalid_request, invalid_scope, unauthorized_client
@@ -41,12 +42,17 @@ MAX_NONCE = 512
 MAX_LOGIN_HINT = 255
 MAX_REDIRECT_URI = 2048
 MAX_CLIENT_ID = 255
+# A POSTed request is sent on in the URL of a GET: it must fit the request line the server
+# accepts (gunicorn's limit_request_line, 8190 bytes, in app.py).
+MAX_QUERY = 8000
 _VSCHAR = re.compile(r"[\x20-\x7e]+")                                   # RFC 6749 Appendix A.5
 _SCOPE_TOKEN = r"[\x21\x23-\x5b\x5d-\x7e]+"
 _SCOPE = re.compile(rf"{_SCOPE_TOKEN}(?: {_SCOPE_TOKEN})*")             # RFC 6749 §3.3
 _CODE_CHALLENGE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")               # RFC 7636 §4.2
 _MAX_AGE = re.compile(r"[0-9]{1,10}")
 _URI_CHARS = re.compile(r"[\x21-\x7e]+")
+_LOOPBACK_URI = re.compile(r"(?P<origin>http://(?:127\.0\.0\.1|\[::1\]))(?::(?P<port>[0-9]{1,5}))?"
+                           r"(?P<rest>[/?].*)?", re.DOTALL)
 _UNSAFE_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob"})
 
 # What a scope lets the client have, in plain words (OIDC Core §5.4, §11); others are shown by name.
@@ -56,7 +62,8 @@ SCOPE_DESCRIPTIONS = {
     "email": "See your email address and whether it is verified",
     "address": "See your postal address",
     "phone": "See your phone number and whether it is verified",
-    "offline_access": "Keep access while you are not using it, until you withdraw it",
+    "offline_access": "Keep access while you are not using it, until you withdraw it "
+                      "(ask this server's administrators)",
 }
 
 
@@ -85,10 +92,16 @@ def _idp():
 
 @bp.route(ENDPOINT, methods=["GET", "POST"], provide_automatic_options=False)
 def authorize() -> Response:
+    if request.method == "HEAD":
+        # Flask answers HEAD with the GET view, which would issue a code nobody sees.
+        raise MethodNotAllowed(valid_methods=["GET", "POST"])
     form, parse_error = _read_parameters()
     # The sign-in and consent forms name an action; a client's own POST (OIDC Core §3.1.2.1)
-    # names none and is an authorization request like a GET: it can do nothing a link cannot.
+    # names none and is sent on as a GET. One the strict parser refuses is answered below, with
+    # the error back to the client like a GET's.
     action = form.get("action") if request.method == "POST" else None
+    if request.method == "POST" and action is None and parse_error is None:
+        return _as_get(form)
     if action is not None:
         web.check_csrf(form)
     client = _client(form)
@@ -106,6 +119,20 @@ def authorize() -> Response:
     if action in ("allow", "deny"):
         return _decide(auth, allowed=action == "allow")
     raise web.PageError(400, "Bad request", "The form was not understood. Go back and try again.")
+
+
+def _as_get(form: dict[str, str]) -> Response:
+    """A client's POSTed authorization request, sent on as the same request by GET. A cross-site
+    POST carries no SameSite=Lax cookie, so only the GET that follows sees the user's session
+    (prompt=none, no second sign-in); the GET validates everything."""
+    query = urlencode(form)
+    if len(query) > MAX_QUERY:
+        raise web.PageError(413, "Request too large", "The authorization request is too large to be served. "
+                                                      "The application must send shorter parameters.")
+    response = Response(status=303)   # RFC 9110 §15.4.4: the browser follows with a GET
+    response.headers.update(web.PAGE_HEADERS)
+    response.headers["Location"] = f"{ENDPOINT}?{query}"
+    return response
 
 
 def _start(auth: AuthorizationRequest) -> Response:
@@ -239,7 +266,8 @@ def _client(form: dict[str, str]) -> RegisteredClient:
 
 def _redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
     """RFC 6749 §3.1.2.3: the sent redirect_uri must equal a registered one (simple string
-    comparison); it may be omitted only when exactly one is registered."""
+    comparison, but for the port of a loopback URI); it may be omitted only when exactly one is
+    registered."""
     sent = form.get("redirect_uri")
     if sent is None:
         if len(client.redirect_uris) != 1:
@@ -247,8 +275,8 @@ def _redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
                                 "The request has no redirect_uri, and the application has not registered "
                                 "exactly one. The application must send its redirect URI.")
         uri = client.redirect_uris[0]
-    elif sent in client.redirect_uris:
-        uri = sent
+    elif sent in client.redirect_uris or any(_same_loopback_uri(sent, uri) for uri in client.redirect_uris):
+        uri = sent   # recorded as sent: the token request must send this same value
     else:
         raise web.PageError(400, "Invalid redirect URI",
                             "The redirect_uri is not registered for this application, so you are not sent "
@@ -257,6 +285,16 @@ def _redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
         raise web.PageError(400, "Invalid redirect URI",
                             "The application's redirect URI is not a valid absolute URI without a fragment.")
     return uri
+
+
+def _same_loopback_uri(sent: str, registered: str) -> bool:
+    """RFC 8252 §7.3, RFC 9700 §4.1.1: a native app's http loopback redirect URI matches whatever
+    its port, which the app picks when it runs; all else compares exactly. Not for `localhost`
+    (RFC 8252 §8.3: a name can resolve elsewhere)."""
+    ours, theirs = _LOOPBACK_URI.fullmatch(registered), _LOOPBACK_URI.fullmatch(sent)
+    if ours is None or theirs is None or not 0 < int(theirs["port"] or "80") <= 65535:
+        return False
+    return (ours["origin"], ours["rest"]) == (theirs["origin"], theirs["rest"])
 
 
 def _well_formed_redirect_uri(uri: str) -> bool:

@@ -9,6 +9,8 @@ kept; the whole flow is then run over HTTPS against the real server with request
 from __future__ import annotations
 
 import html
+import json
+import logging
 import re
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -126,7 +128,7 @@ def callback(response, status: int = 302, redirect_uri: str = REDIRECT) -> dict[
     values = parse_qs(urlsplit(location).query, keep_blank_values=True, strict_parsing=True)
     assert all(len(v) == 1 for v in values.values()), values
     assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "same-origin"   # a cross-origin redirect sends none
     return {k: v[0] for k, v in values.items()}
 
 
@@ -168,8 +170,11 @@ def session_cookie_header(response) -> str | None:
 
 def redeem(env, code: str):
     from storage import codes
+    from storage.models import AuthorizationCode
     with env.app.app_context():
-        return codes.redeem(code)
+        # As the client the code was issued to (the token endpoint passes the authenticated one).
+        row = AuthorizationCode.get(AuthorizationCode.code_hash == codes.code_hash(code))
+        return codes.redeem(code, row.client_id)
 
 
 def account(env, username: str):
@@ -227,6 +232,47 @@ def test_query_of_the_registered_redirect_uri_is_kept(env, browser):
     assert location.startswith(PORTAL_REDIRECT + "&code=")
     values = callback(response, 303, PORTAL_REDIRECT)
     assert values["tenant"] == "a" and values["state"] == "st-1" and values["iss"] == ISSUER
+
+
+NATIVE_REDIRECTS = ("http://127.0.0.1/cb", "http://[::1]:8400/cb?app=1", "http://localhost:8400/cb")
+
+
+@pytest.fixture
+def native(env):
+    """A native app with loopback redirect URIs (RFC 8252 §7.3)."""
+    from storage import clients
+    with env.app.app_context():
+        clients.create("native", "none", grant_types=GRANTS, redirect_uris=NATIVE_REDIRECTS, scopes=SCOPES)
+    return {"client_id": "native"}
+
+
+@pytest.mark.parametrize("sent", ["http://127.0.0.1:53127/cb", "http://127.0.0.1:1/cb", "http://127.0.0.1:65535/cb",
+                                  "http://127.0.0.1/cb", "http://127.0.0.1:80/cb", "http://[::1]:50123/cb?app=1",
+                                  "http://[::1]/cb?app=1", "http://localhost:8400/cb"])
+def test_loopback_redirect_uri_matches_any_port(env, browser, native, sent):
+    # RFC 8252 §7.3, RFC 9700 §4.1.1: the app listens on a port it picks when it runs.
+    values = browser.code(redirect_uri=sent, **native)
+    assert redeem(env, values["code"]).redirect_uri == sent   # recorded as sent, for the token request
+
+
+@pytest.mark.parametrize("sent", [
+    "http://127.0.0.1:53127/cb/", "http://127.0.0.1:53127/cb2", "http://127.0.0.1:53127/CB",   # another path
+    "http://127.0.0.1:53127/cb?x=1", "http://127.0.0.1:53127/cb?",                            # another query
+    "http://[::1]:50123/cb", "http://[::1]:50123/cb?app=2",
+    "http://127.0.0.2:53127/cb", "http://127.1:53127/cb", "http://[::2]:53127/cb",             # another host
+    "http://[0:0:0:0:0:0:0:1]:53127/cb", "http://0x7f000001:53127/cb",
+    "https://127.0.0.1:53127/cb", "HTTP://127.0.0.1:53127/cb",                                 # another scheme
+    "http://127.0.0.1:0/cb", "http://127.0.0.1:65536/cb", "http://127.0.0.1:/cb",              # not a port
+    "http://127.0.0.1:123456/cb", "http://127.0.0.1:-1/cb", "http://127.0.0.1:53127@evil.example/cb",
+    "http://user@127.0.0.1:53127/cb", "http://127.0.0.1:53127/cb#frag",
+    "http://localhost:8401/cb", "http://localhost/cb",                                        # RFC 8252 §8.3
+])
+def test_loopback_redirect_uri_differing_in_more_than_the_port_is_refused(browser, native, sent):
+    assert_page(browser.authorize(redirect_uri=sent, **native), 400, "not registered")
+
+
+def test_only_loopback_redirect_uris_match_any_port(browser):
+    assert_page(browser.authorize(redirect_uri="https://app.example:8443/cb"), 400, "not registered")
 
 
 # --- errors sent back to the client ------------------------------------------------------------------
@@ -411,7 +457,8 @@ def test_sign_in_failures_are_rate_limited(make_idp):
 def test_csrf_token_missing_or_wrong_is_refused(browser):
     page = browser.authorize()
     fields = {**hidden(page), "action": "signin", "username": "alice", "password": PASSWORD}
-    for csrf in (None, "", "x" * 43, browser.cookie(CSRF_COOKIE)[:-1] + "A"):
+    cookie = browser.cookie(CSRF_COOKIE)
+    for csrf in (None, "", "x" * 43, cookie[:-1] + ("B" if cookie.endswith("A") else "A")):
         response = browser.post("/oauth2/authorize", {**fields, "csrf_token": csrf})
         assert_page(response, 400, "The form expired")
         assert session_cookie_header(response) is None
@@ -462,6 +509,52 @@ def test_post_with_query_or_wrong_media_type_is_a_page(browser):
     assert_page(response, 400)
     response = browser.client.post("/oauth2/authorize", json=hidden(page), base_url=BASE)
     assert_page(response, 400)
+
+
+@pytest.fixture
+def audit_events():
+    """The events the audit log listener writes, decoded."""
+    events: list[dict] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append(json.loads(record.getMessage()))
+
+    handler = Collect()
+    logger = logging.getLogger("audit")
+    logger.addHandler(handler)
+    yield events
+    logger.removeHandler(handler)
+
+
+def test_head_is_405_and_issues_nothing(env, browser, audit_events):
+    browser.code()                                   # signed in and consented: a GET would give a code
+    from storage.models import AuthorizationCode
+    with env.app.app_context():
+        codes_before = AuthorizationCode.select().count()
+    events_before = len(audit_events)
+    for query in (params(state="head"), params(response_type="token")):    # a code, or an error redirect
+        response = browser.client.head("/oauth2/authorize?" + urlencode(query), base_url=BASE)
+        assert response.status_code == 405 and "Location" not in response.headers
+        assert response.headers["Allow"] == "GET, POST"                    # RFC 9110 §15.5.6
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert response.headers["Cache-Control"] == "no-store"
+    with env.app.app_context():
+        assert AuthorizationCode.select().count() == codes_before
+    assert audit_events[events_before:] == []
+    callback(browser.authorize(state="get"))         # GET still answers
+
+
+def test_head_of_logout_only_asks(env, browser):
+    # GET /oauth2/logout has no side effect (it shows the form), so neither has its HEAD.
+    browser.code()
+    session = browser.cookie(SESSION_COOKIE)
+    response = browser.client.head("/oauth2/logout", base_url=BASE)
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    from storage import users
+    with env.app.app_context():
+        assert users.session_account(session) is not None
+    callback(browser.authorize(prompt="none"))
 
 
 def test_other_methods_are_405(browser):
@@ -644,16 +737,53 @@ def test_deleted_user_session_ends(env, browser):
     assert_redirect_error(browser.authorize(prompt="none"), "login_required")
 
 
-def test_client_post_of_the_authorization_request(env, browser):
-    # OIDC Core §3.1.2.1: the request may be a form POST by the client's page (no CSRF token,
-    # no action: it does what a GET does); the answer to a POST is 303.
-    response = browser.post("/oauth2/authorize", params())
-    assert_page(response, 200, 'id="signin"')
-    callback(browser.submit(browser.sign_in(response), "allow"), 303)
-    values = callback(browser.post("/oauth2/authorize", params(state="posted")), 303)
+def as_get(response) -> str:
+    """The GET a client's POSTed authorization request is sent on as (a 303 with the pages' headers)."""
+    assert response.status_code == 303, (response.status_code, response.get_data(as_text=True)[:300])
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers.getlist("Set-Cookie") == []   # no fresh CSRF cookie for other tabs' forms
+    location = response.headers["Location"]
+    assert location.startswith("/oauth2/authorize?")
+    return location
+
+
+def test_client_post_of_the_authorization_request_is_sent_on_as_a_get(env, browser):
+    # OIDC Core §3.1.2.1: the request may be a form POST by the client's page. That POST is
+    # cross-site and carries no SameSite=Lax cookie, so it is answered with a 303 to the same
+    # request as a GET, which does.
+    location = as_get(browser.post("/oauth2/authorize", params(login_hint="alice", foo="bar")))
+    assert parse_qs(urlsplit(location).query, strict_parsing=True) == {
+        name: [value] for name, value in params(login_hint="alice", foo="bar").items()}
+    page = browser.get(location)
+    assert_page(page, 200, 'name="username" value="alice"')
+    callback(browser.submit(browser.sign_in(page), "allow"), 303)
+    # Signed in and consented: the GET the POST leads to gives the code, also with prompt=none.
+    values = callback(browser.get(as_get(browser.post("/oauth2/authorize", params(state="posted", prompt="none")))))
     assert values["state"] == "posted"
+    assert redeem(env, values["code"]).user_sub == account(env, "alice").sub
+    # Nothing is checked before the GET but the form itself: an unknown client is the GET's page.
+    assert_page(browser.get(as_get(browser.post("/oauth2/authorize", params(client_id="nobody")))), 400,
+                "Unknown application")
+
+
+def test_client_post_without_cookies_sets_none(env):
+    # A browser with no cookie at all (the first visit): the 303 mints no CSRF cookie either.
+    as_get(Browser(env.app).post("/oauth2/authorize", params()))
+
+
+def test_client_post_refused_by_the_strict_parser_goes_back_to_the_client(browser):
     body = urlencode(params()) + "&scope=openid"
-    assert_redirect_error(browser.post("/oauth2/authorize", body), "invalid_request", status=303)
+    values = assert_redirect_error(browser.post("/oauth2/authorize", body), "invalid_request", status=303)
+    assert "more than once" in values["error_description"]
+    assert_page(browser.post("/oauth2/authorize", urlencode(params(client_id=None)) + "&state=x&state=y"), 400)
+
+
+def test_client_post_too_large_for_a_url_is_a_page(browser):
+    response = browser.post("/oauth2/authorize", params(foo="x" * 8000))
+    assert_page(response, 413, "too large")
+    # The body bound of every form holds as before.
+    assert_page(browser.post("/oauth2/authorize", params(foo="x" * 70000)), 413)
 
 
 def test_input_is_escaped_everywhere(env, browser):
@@ -728,6 +858,8 @@ def live(tmp_path_factory):
         server.cli("clients", "create", "--client-id", "live-web", "--auth-method", "client_secret_basic",
                    "--client-name", "Live App", "--grant-type", "authorization_code", "--grant-type",
                    "refresh_token", "--redirect-uri", REDIRECT, *[a for s in SCOPES for a in ("--scope", s)])
+        server.cli("clients", "create", "--client-id", "live-native", "--auth-method", "none",
+                   "--grant-type", "authorization_code", "--redirect-uri", "http://127.0.0.1/cb", "--scope", "openid")
         yield server
     finally:
         server.stop()
@@ -736,9 +868,11 @@ def live(tmp_path_factory):
 def live_redeem(server: Server, code: str):
     from app import build_app
     from storage import codes
+    from storage.models import AuthorizationCode
     app = build_app(str(server.config_path))
     with app.app_context():
-        return codes.redeem(code)
+        row = AuthorizationCode.get(AuthorizationCode.code_hash == codes.code_hash(code))
+        return codes.redeem(code, row.client_id)
 
 
 def test_authorization_code_flow_over_https(live):
@@ -804,3 +938,44 @@ def test_errors_over_https(live):
                                     "password": PASSWORD}, verify=live.ca, allow_redirects=False, timeout=15)
     assert csrf.status_code == 400 and "The form expired" in csrf.text
     assert SESSION_COOKIE not in csrf.headers.get("Set-Cookie", "")
+
+
+def test_posted_request_head_and_loopback_port_over_https(live):
+    session = requests.Session()
+    options = {"verify": live.ca, "allow_redirects": False, "timeout": 15}
+    url = live.base + "/oauth2/authorize"
+    query = params(client_id="live-web", scope="openid", state="posted")
+    # A client's POSTed request: 303 to the same request by GET, no cookie set.
+    posted = session.post(url, data=query, **options)
+    assert posted.status_code == 303 and "Set-Cookie" not in posted.headers
+    assert posted.headers["Cache-Control"] == "no-store"
+    location = posted.headers["Location"]
+    assert location.startswith("/oauth2/authorize?")
+    assert {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()} == query
+    page = session.get(live.base + location, **options)
+    assert page.status_code == 200 and 'id="signin"' in page.text
+    done = session.post(url, data={**hidden(page.text), "action": "signin", "username": "carol",
+                                   "password": PASSWORD}, **options)
+    if done.status_code == 200:   # the consent page, unless an earlier test approved the client
+        assert 'id="allow"' in done.text
+        done = session.post(url, data={**hidden(done.text), "action": "allow"}, **options)
+    assert done.status_code == 303 and done.headers["Location"].startswith(REDIRECT + "?code=")
+    # Signed in: the session is seen by the GET a POST with prompt=none leads to.
+    posted = session.post(url, data={**query, "prompt": "none", "state": "silent"}, **options)
+    silent = session.get(live.base + posted.headers["Location"], **options)
+    assert silent.status_code == 302 and "code=" in silent.headers["Location"]
+    assert "state=silent" in silent.headers["Location"]
+
+    # HEAD would run the GET: 405, no code.
+    head = session.head(url, params={**query, "state": "head"}, **options)
+    assert head.status_code == 405 and head.headers["Allow"] == "GET, POST" and "Location" not in head.headers
+
+    # A loopback redirect URI on the port the native app picked.
+    native = session.get(url, params=params(client_id="live-native", scope="openid",
+                                            redirect_uri="http://127.0.0.1:49152/cb"), **options)
+    assert native.status_code == 200 and 'id="allow"' in native.text
+    back = session.post(url, data={**hidden(native.text), "action": "allow"}, **options)
+    assert back.status_code == 303 and back.headers["Location"].startswith("http://127.0.0.1:49152/cb?code=")
+    other = session.get(url, params=params(client_id="live-native", scope="openid",
+                                           redirect_uri="http://127.0.0.1:49152/other"), **options)
+    assert other.status_code == 400 and "Location" not in other.headers
