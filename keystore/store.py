@@ -8,13 +8,16 @@ and JKS is handled by :mod:`keystore.jks`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import hmac
 import ipaddress
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -316,6 +319,24 @@ def _atomic_write(path: str, data: bytes, mode: int) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _edit_lock(path: str) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` while a change is read, made and written, so that
+    edits by several processes (workers, the console, the CLI) follow one another instead of one
+    overwriting the other's (keytool does not take this lock)."""
+    lock_path = path + ".lock"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise KeystoreError(f"keystore {path}: cannot open the lock file {lock_path} ({exc.strerror})") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)   # released when fd is closed, also if the process dies
+        yield
+    finally:
+        os.close(fd)
+
+
 def _parse_certificate(data: bytes) -> x509.Certificate:
     """PEM (RFC 7468 'CERTIFICATE') or DER, like ``keytool -import`` accepts."""
     if b"-----BEGIN" in data:
@@ -401,7 +422,10 @@ class Keystore:
             raise KeystoreError(f"keystore {path} already exists; not overwriting it")
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         keystore = cls(path, store_type, password, alias, [_Record(alias, [_self_signed(key, hostname)], key)])
-        keystore._save(new_file=True)
+        with _edit_lock(path):
+            if os.path.exists(path):   # another process created it meanwhile
+                raise KeystoreError(f"keystore {path} already exists; not overwriting it")
+            keystore._save(new_file=True)
         return keystore
 
     def entries(self) -> list[Entry]:
@@ -426,22 +450,24 @@ class Keystore:
             cert = _parse_certificate(data)
         except ValueError as exc:
             raise KeystoreError(f"keystore {self.path}: input is not an X.509 certificate") from exc
-        self._reload()  # pick up entries another process (e.g. keytool) added meanwhile
-        if any(r.alias.lower() == alias.lower() for r in self._records):
-            raise KeystoreError(f"keystore {self.path}: alias {alias!r} already exists")
-        stored = alias.lower() if self.store_type == "JKS" else alias
-        record = _Record(stored, [cert])
-        self._records.append(record)
-        self._save()
+        with _edit_lock(self.path):
+            self._reload()  # pick up entries another process (e.g. keytool) added meanwhile
+            if any(r.alias.lower() == alias.lower() for r in self._records):
+                raise KeystoreError(f"keystore {self.path}: alias {alias!r} already exists")
+            stored = alias.lower() if self.store_type == "JKS" else alias
+            record = _Record(stored, [cert])
+            self._records.append(record)
+            self._save()
         return Entry(record.alias, record.kind, cert)
 
     def delete_entry(self, alias: str) -> None:
-        self._reload()
-        record = _find(self._records, alias, TRUSTED_CERT_ENTRY)
-        if record is None:
-            raise KeystoreError(f"keystore {self.path}: no certificate entry {alias!r}")
-        self._records.remove(record)
-        self._save()
+        with _edit_lock(self.path):
+            self._reload()
+            record = _find(self._records, alias, TRUSTED_CERT_ENTRY)
+            if record is None:
+                raise KeystoreError(f"keystore {self.path}: no certificate entry {alias!r}")
+            self._records.remove(record)
+            self._save()
 
     def write_tls_files(self, directory: str) -> tuple[str, str]:
         """cert.pem (certificate chain) and key.pem (unencrypted PKCS#8), both 0600, for gunicorn."""

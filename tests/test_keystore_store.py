@@ -247,6 +247,34 @@ def test_rewrite_keeps_file_mode(created, client_cert):
     assert [p for p in os.listdir(os.path.dirname(created.path)) if p.startswith(".")] == []
 
 
+def test_concurrent_imports_from_two_processes_are_all_kept(created, store_type, client_cert):
+    """Two processes (two workers, or the console and the CLI) importing into the same file at
+    the same time: every alias is there afterwards, none lost to the other's write."""
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(2)
+    count = 12
+    workers = [context.Process(target=_import_many, args=(created.path, store_type, f"w{n}-", count,
+                                                          client_cert[1], ready))
+               for n in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    aliases = {entry.alias for entry in Keystore.load(created.path, store_type, PASSWORD, PRIMARY).entries()}
+    assert aliases == {PRIMARY} | {f"w{n}-{i}" for n in range(2) for i in range(count)}
+    lock = created.path + ".lock"
+    assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
+
+
+def _import_many(path: str, store_type: str, prefix: str, count: int, cert: bytes, ready) -> None:
+    store = Keystore.load(path, store_type, PASSWORD, PRIMARY)   # each worker its own object, as in gunicorn
+    ready.wait(60)
+    for i in range(count):
+        store.import_certificate(f"{prefix}{i}", cert)
+
+
 # --- TLS files ---------------------------------------------------------------------------------------------
 
 def _handshake(server: ssl.SSLContext, client: ssl.SSLContext, hostname: str) -> None:
