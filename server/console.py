@@ -98,6 +98,7 @@ def _form() -> tuple[dict[str, str], dict[str, bytes]]:
     (server.forms); multipart forms through werkzeug's, under the same 64 KiB and parameter
     limits, with a field sent twice refused as the strict parser does."""
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    mimetype = mimetype.lower()   # RFC 9110 §8.3.1: media types are case-insensitive
     if mimetype != "multipart/form-data":
         return web.read_form(), {}
     try:

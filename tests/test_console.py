@@ -836,6 +836,23 @@ def test_multipart_limits(browser):
     assert "more than once" in twice.text
 
 
+@pytest.mark.parametrize("content_type", ["Multipart/Form-Data; boundary=b", "MULTIPART/FORM-DATA; boundary=b"])
+def test_multipart_media_type_is_case_insensitive(browser, content_type):
+    # RFC 9110 §8.3.1: type and subtype are case-insensitive.
+    cert = certificate(rsa_key(), "partner")
+    browser.get("/console/keystore")
+    body = (f'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{browser.csrf}\r\n'
+            f'--b\r\nContent-Disposition: form-data; name="alias"\r\n\r\ncased\r\n'
+            f'--b\r\nContent-Disposition: form-data; name="certificate_file"; filename="c.pem"\r\n'
+            f'Content-Type: application/x-pem-file\r\n\r\n{cert_pem(cert).decode()}\r\n--b--\r\n')
+    response = browser.client.post("/console/keystore/import", base_url=BASE, data=body.encode(),
+                                   content_type=content_type)
+    assert response.status_code == 303, error_text(response.text)
+    assert response.headers["Location"] == "/console/keystore/entry?alias=cased&imported=1"
+    entry = browser.get(response.headers["Location"])
+    assert by_id(entry.text, "entry-sha256") == cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
 # --- keystore ---------------------------------------------------------------------------------
 
 def keytool_aliases(path: Path) -> dict[str, str]:
