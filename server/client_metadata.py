@@ -32,6 +32,9 @@ INVALID_CLIENT_METADATA = "invalid_client_metadata"
 INVALID_REDIRECT_URI = "invalid_redirect_uri"
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# OpenID Connect Core §5.4 and §11: the scopes a client registering itself may ask for; any
+# other scope (an API's) is an administrator's to grant.
+STANDARD_SCOPES = ("openid", "profile", "email", "address", "phone", "offline_access")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # Extension fields that change the server's own policy for a client: an administrator's to set.
 ADMIN_FIELDS = ("first_party", "audience_policy", "token_reuse", "access_token_lifetime",
@@ -354,6 +357,8 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
     does not support are ignored (RFC 7591 §2). `admin=False` (a client
     registering or updating itself with a bearer token) may not set ADMIN_FIELDS: absent, they keep
     the values of `existing`; present, they must equal them (or the defaults for a new client).
+    Nor may it widen what it may ask for: its scope and grant_types stay within those of
+    `existing`, and a new client's scope within STANDARD_SCOPES.
     """
     if not isinstance(metadata, dict):
         raise MetadataError("", "The client metadata must be a JSON object")
@@ -391,8 +396,27 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
     fields = _admin_fields(metadata)
     if not admin:
         fields = _keep_admin_fields(metadata, fields, existing)
+        _within_registration(out, existing)
     out.update(fields)
     return out
+
+
+def _within_registration(out: dict[str, Any], existing: RegisteredClient | None) -> None:
+    """A client registering or updating itself (RFC 7591 §3 initial access token, RFC 7592
+    registration access token) cannot grant itself more: the server decides what a client may
+    ask for (RFC 7591 §2: it may replace requested values), and here it refuses, so that the
+    client knows what it got."""
+    if existing is None:
+        if any(scope not in STANDARD_SCOPES for scope in out["scopes"]):
+            raise MetadataError("scope", "scope may contain only the standard OpenID Connect scopes ("
+                                         + ", ".join(STANDARD_SCOPES) + "); an administrator registers others")
+        return
+    if any(scope not in existing.scopes for scope in out["scopes"]):
+        raise MetadataError("scope", "scope may only keep or remove scope values of the registration; "
+                                     "an administrator adds others")
+    if any(grant not in existing.grant_types for grant in out["grant_types"]):
+        raise MetadataError("grant_types", "grant_types may only keep or remove grant types of the registration; "
+                                           "an administrator adds others")
 
 
 def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:

@@ -8,8 +8,10 @@
 
 Callers: an administrator (HTTP Basic, with the sign-in failure limits) may do everything; an
 initial access token (Bearer, RFC 7591 §3) may register; a registration access token (Bearer,
-RFC 7592 §3) may manage the one client it was issued for. The metadata rules are
-server.client_metadata's. Every answer is JSON, every error an OAuthError.
+RFC 7592 §3) may manage the one client it was issued for. Neither bearer may widen what a
+client may ask for: an initial access token registers standard OpenID Connect scopes only, a
+registration access token keeps or removes scope values and grant types, never adds them. The
+metadata rules are server.client_metadata's. Every answer is JSON, every error an OAuthError.
 """
 
 from __future__ import annotations

@@ -330,6 +330,44 @@ def test_a_client_updating_itself_keeps_the_administrators_choices(tmp_path, set
     assert validate(pkjwt(client_id="managed"), settings, existing=client)
 
 
+def test_a_client_registering_itself_asks_only_for_standard_scopes(settings):
+    out = validate(pkjwt(scope="openid profile email address phone offline_access"), settings, admin=False)
+    assert out["scopes"] == cm.STANDARD_SCOPES
+    for scope in ("openid read", "payments", "openid OPENID"):
+        error = refused(pkjwt(scope=scope), settings, admin=False)
+        assert error.field == "scope" and "administrator" in error.message and "read" not in error.message
+    # An administrator registers any scope.
+    assert validate(pkjwt(scope="openid read admin"), settings)["scopes"] == ("openid", "read", "admin")
+
+
+def test_a_client_updating_itself_cannot_widen_its_scope_or_grant_types(tmp_path, settings):
+    from support import make_in_process
+    from storage import clients
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, _ = clients.create("narrow", **validate(pkjwt(scope="openid read"), settings))
+    # Keeping or removing is allowed, even scopes outside the standard ones that an administrator gave.
+    for scope in ("openid read", "read", "openid", None):
+        assert validate(pkjwt(scope=scope), settings, existing=client, admin=False)
+    for scope in ("openid read write", "profile", "openid read admin"):
+        error = refused(pkjwt(scope=scope), settings, existing=client, admin=False)
+        assert error.field == "scope" and "administrator" in error.message
+    error = refused(pkjwt(grant_types=["client_credentials", "authorization_code"],
+                          redirect_uris=["https://a.example/cb"]), settings, existing=client, admin=False)
+    assert error.field == "grant_types" and "administrator" in error.message
+    # The RFC 7591 default (authorization_code) is a new grant type for this client too.
+    assert refused({k: v for k, v in pkjwt(redirect_uris=["https://a.example/cb"]).items() if k != "grant_types"},
+                   settings, existing=client, admin=False).field == "grant_types"
+    # An administrator's replace may widen both.
+    out = validate(pkjwt(scope="openid read write", grant_types=["client_credentials", "authorization_code"],
+                         redirect_uris=["https://a.example/cb"]), settings, existing=client)
+    assert out["scopes"] == ("openid", "read", "write")
+    with env.app.app_context():
+        wide, _ = clients.create("wide", **validate(pkjwt(grant_types=["client_credentials", "authorization_code"],
+                                                          redirect_uris=["https://a.example/cb"]), settings))
+    assert validate(pkjwt(), settings, existing=wide, admin=False)["grant_types"] == ("client_credentials",)
+
+
 @pytest.mark.parametrize("client_id", ["", "x" * 256, "a\nb", "tab\there", "nul\x00", 7, None])
 def test_client_id_rules(client_id):
     with pytest.raises(MetadataError) as info:

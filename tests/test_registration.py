@@ -371,27 +371,34 @@ def _initial_token(api, *args: str) -> str:
 
 def test_an_initial_access_token_registers_one_client(api):
     token = _initial_token(api)
-    body = api.register(pkjwt(rsa_key()), headers=bearer(token))
-    assert body["registration_access_token"] and body["first_party"] is False
-    assert_unauthorized(api.post(pkjwt(rsa_key()), headers=bearer(token)), BEARER_CHALLENGE)  # used up
+    body = api.register(pkjwt(rsa_key(), scope="openid profile"), headers=bearer(token))
+    assert body["registration_access_token"] and body["first_party"] is False and body["scope"] == "openid profile"
+    assert_unauthorized(api.post(pkjwt(rsa_key(), scope="openid"), headers=bearer(token)), BEARER_CHALLENGE)  # used up
 
 
 def test_a_refused_registration_does_not_use_up_the_token(api):
     token = _initial_token(api, "--uses", "2")
     assert_oauth_error(api.post(pkjwt(rsa_key(), grant_types=["password"]), headers=bearer(token)), 400,
                        "invalid_client_metadata")
-    api.register(pkjwt(rsa_key()), headers=bearer(token))
-    api.register(pkjwt(rsa_key()), headers=bearer(token))
-    assert_unauthorized(api.post(pkjwt(rsa_key()), headers=bearer(token)), BEARER_CHALLENGE)
+    assert_oauth_error(api.post(pkjwt(rsa_key()), headers=bearer(token)), 400, "invalid_client_metadata")
+    api.register(pkjwt(rsa_key(), scope="openid"), headers=bearer(token))
+    api.register(pkjwt(rsa_key(), scope="openid"), headers=bearer(token))
+    assert_unauthorized(api.post(pkjwt(rsa_key(), scope="openid"), headers=bearer(token)), BEARER_CHALLENGE)
 
 
 def test_an_initial_access_token_holder_is_not_an_administrator(api):
     token = _initial_token(api, "--uses", "10")
     for extra in ({"client_id": "chosen"}, {"ext_param_client_id": "chosen"}, {"first_party": True},
-                  {"token_reuse": "allow"}, {"audience_policy": "legacy"}, {"access_token_lifetime": 600}):
-        body = assert_oauth_error(api.post(pkjwt(rsa_key(), **extra), headers=bearer(token)), 400,
-                                  "invalid_client_metadata")
+                  {"token_reuse": "allow"}, {"audience_policy": "legacy"}, {"access_token_lifetime": 600},
+                  {"scope": "openid read"}, {"scope": "payments:write"}):
+        body = assert_oauth_error(api.post(pkjwt(rsa_key(), **{"scope": "openid", **extra}), headers=bearer(token)),
+                                  400, "invalid_client_metadata")
         assert "administrator" in body["error_description"]
+        assert next(iter(extra)).replace("ext_param_", "") in body["error_description"]  # names the field
+    # The standard OpenID Connect scopes are its to ask for; an administrator registers any other.
+    standard = "openid profile email address phone offline_access"
+    assert api.register(pkjwt(rsa_key(), scope=standard), headers=bearer(token))["scope"] == standard
+    assert api.register(pkjwt(rsa_key(), scope="openid payments:write"))["scope"] == "openid payments:write"
     # Nor may it read or manage clients.
     cid = api.register(pkjwt(rsa_key()))["client_id"]
     assert_unauthorized(api.get(cid, headers=bearer(token)), BEARER_CHALLENGE)
@@ -465,6 +472,35 @@ def test_a_client_cannot_change_its_id_choose_its_secret_or_the_administrators_p
     assert (replaced["client_name"], replaced["token_reuse"], replaced["first_party"]) == ("New", "allow", True)
     assert "client_secret" not in replaced  # it keeps its secret
     assert api.env.post({"grant_type": "client_credentials"}, headers=basic(cid, secret)).status_code == 200
+
+
+def test_a_client_cannot_widen_its_scope_or_grant_types(api):
+    """RFC 7592 §2.2 with a registration access token: scope values and grant types may be kept
+    or removed, never added; only an administrator widens them."""
+    key = rsa_key()
+    created = api.register(pkjwt(key, scope="openid read"))
+    cid, token = created["client_id"], created["registration_access_token"]
+    read = assert_client_information(api.get(cid, headers=bearer(token)))
+    for change, field in (({"scope": "openid read write"}, "scope"), ({"scope": "profile"}, "scope"),
+                          ({"grant_types": ["client_credentials", "authorization_code"],
+                            "redirect_uris": ["https://app.example.com/cb"]}, "grant_types")):
+        body = assert_oauth_error(api.put(cid, pkjwt(key, **change), headers=bearer(token)), 400,
+                                  "invalid_client_metadata")
+        assert body["error_description"].startswith(field + " ") and "administrator" in body["error_description"]
+    assert assert_client_information(api.get(cid)) == read  # nothing changed
+    assert_oauth_error(api.env.post(token_form(sign(key, claims_for(cid, api.env.issuer), headers={"kid": "k1"}),
+                                               scope="write")), 400, "invalid_scope")
+    # Narrowing is the client's to do; widening back is not.
+    assert assert_client_information(api.put(cid, pkjwt(key, scope="read"), headers=bearer(token)))["scope"] == "read"
+    assert_oauth_error(api.put(cid, pkjwt(key, scope="openid read"), headers=bearer(token)), 400,
+                       "invalid_client_metadata")
+    # An administrator widens both.
+    widened = assert_client_information(api.put(cid, pkjwt(key, scope="openid read write", grant_types=[
+        "client_credentials", "authorization_code"], redirect_uris=["https://app.example.com/cb"])))
+    assert widened["scope"] == "openid read write"
+    assert widened["grant_types"] == ["client_credentials", "authorization_code"]
+    assert api.env.post(token_form(sign(key, claims_for(cid, api.env.issuer), headers={"kid": "k1"}),
+                                   scope="write")).status_code == 200
 
 
 def test_an_administrator_replaces_everything(api):
@@ -647,7 +683,10 @@ def test_https_register_rotate_and_delete(server):
     response = https_token(server, cid, old_key, "k1")
     assert response.status_code == 200, response.text
 
-    # The client replaces its key with its registration access token.
+    # The client replaces its key with its registration access token; it cannot add a scope.
+    widened = https(server, "PUT", f"{REGISTER}/{cid}", json=pkjwt(new_key, kid="e1", scope="openid read write"),
+                    headers=bearer(token))
+    assert assert_oauth_error(widened, 400, "invalid_client_metadata")["error_description"].startswith("scope ")
     replaced = https(server, "PUT", f"{REGISTER}/{cid}", json=pkjwt(new_key, kid="e1"), headers=bearer(token))
     assert replaced.status_code == 200, replaced.text
     for _ in range(6):  # new connections each time: both workers answer some of them
@@ -665,11 +704,15 @@ def test_https_register_rotate_and_delete(server):
 
 def test_https_secret_client_and_initial_access_token(server):
     token = json.loads(server.cli("dcr", "initial-token", "create", "--uses", "1").stdout)["initial_access_token"]
-    created = https(server, "POST", REGISTER, json={"grant_types": ["client_credentials"], "scope": "read"},
+    # Only the standard OpenID Connect scopes without an administrator; the refusal keeps the token.
+    refused = https(server, "POST", REGISTER, json={"grant_types": ["client_credentials"], "scope": "openid read"},
+                    headers=bearer(token))
+    assert assert_oauth_error(refused, 400, "invalid_client_metadata")["error_description"].startswith("scope ")
+    created = https(server, "POST", REGISTER, json={"grant_types": ["client_credentials"], "scope": "openid"},
                     headers=bearer(token))
     assert created.status_code == 201, created.text
     info = created.json()
-    response = server.post(data={"grant_type": "client_credentials", "scope": "read"},
+    response = server.post(data={"grant_type": "client_credentials", "scope": "openid"},
                            headers=basic(info["client_id"], info["client_secret"]))
     assert response.status_code == 200, response.text
     assert_unauthorized(https(server, "POST", REGISTER, json={"grant_types": ["client_credentials"]},
