@@ -15,7 +15,7 @@ import hmac
 import re
 
 from handlers.base import GrantHandler
-from handlers.client_credentials import requested_scopes
+from handlers.client_credentials import requested_scopes, still_registered
 from server.errors import invalid_grant, invalid_request, invalid_scope, unauthorized_client
 from server.request import AuthenticatedClient, Grant, TokenRequest
 from storage import codes, users
@@ -27,6 +27,7 @@ _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 _CODE_ERRORS = {
     "unknown": "The authorization code is invalid",
+    "client": "The authorization code was issued to another client",
     "expired": "The authorization code has expired",
     "reused": "The authorization code has already been used",
 }
@@ -56,25 +57,24 @@ class AuthorizationCodeGrantHandler(GrantHandler):
             raise invalid_request("The code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~")
 
         try:
-            grant = codes.redeem(code)
+            # RFC 6749 §4.1.3: the code was issued to the authenticated client (storage.codes checks it).
+            grant = codes.redeem(code, registered.client_id)
         except codes.CodeError as exc:
             raise invalid_grant(_CODE_ERRORS[exc.reason], reason=f"code_{exc.reason}") from None
-        # RFC 6749 §4.1.3: the code was issued to the authenticated client.
-        if grant.client_id != registered.client_id:
-            raise invalid_grant("The authorization code was issued to another client", reason="code_client")
         self._check_redirect_uri(form.get("redirect_uri"), grant, registered)
         self._check_pkce(verifier, grant, client.method == "none")
 
-        scopes = grant.scopes
+        granted = still_registered(grant.scopes, registered)
+        scopes = granted
         if requested is not None:
             # The token request may narrow the granted scope (WSO2 clients send scope=openid), never widen it.
-            if any(s not in grant.scopes for s in requested):
+            if any(s not in granted for s in requested):
                 raise invalid_scope("The requested scope exceeds the scope granted by the authorization code")
             scopes = requested
         if users.get_by_sub(grant.user_sub) is None:
             raise invalid_grant("The user of the authorization code no longer exists", reason="code_user")
         return Grant(scopes, {"user_sub": grant.user_sub, "grant_id": grant.grant_id, "auth_time": grant.auth_time,
-                              "nonce": grant.nonce, "refresh_scopes": grant.scopes,
+                              "nonce": grant.nonce, "refresh_scopes": granted,
                               "from_code": True})
 
     @staticmethod

@@ -7,6 +7,7 @@ import re
 from handlers.base import GrantHandler
 from server.errors import invalid_request, invalid_scope, unauthorized_client
 from server.request import AuthenticatedClient, Grant, TokenRequest
+from storage.clients import RegisteredClient
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
@@ -21,6 +22,16 @@ def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
     if not all(_SCOPE_TOKEN.fullmatch(t) for t in tokens):
         raise invalid_request("The scope parameter is malformed")
     return tuple(dict.fromkeys(tokens))
+
+
+def still_registered(granted: tuple[str, ...], client: RegisteredClient) -> tuple[str, ...]:
+    """The scope of a user's grant that the client is still registered for: when an administrator
+    narrows a client's scopes, its earlier grants narrow with them (RFC 6749 §3.3: the server
+    may issue less than was asked). When nothing is left, the grant gives no token."""
+    scopes = tuple(s for s in granted if s in client.scopes)
+    if granted and not scopes:
+        raise invalid_scope("The client is no longer registered for any scope of this grant")
+    return scopes
 
 
 class ClientCredentialsGrantHandler(GrantHandler):

@@ -36,7 +36,8 @@ class CodeGrant:
 
 
 class CodeError(Exception):
-    """The code cannot be redeemed; `reason` is for the audit log ("unknown", "expired", "reused")."""
+    """The code cannot be redeemed; `reason` is for the audit log ("unknown", "client", "expired",
+    "reused")."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -59,20 +60,26 @@ def issue(*, client_id: str, user_sub: str, redirect_uri: str, scopes: tuple[str
     return code
 
 
-def redeem(code: str) -> CodeGrant:
-    """Mark the code used and return what it was issued for. A code already used raises
-    CodeError("reused") after revoking every token issued from it; the caller checks the
-    binding (client, redirect URI, PKCE) — a code that fails those checks is used up too, as a
-    stolen code must not be retried."""
+def redeem(code: str, client_id: str) -> CodeGrant:
+    """Mark the code used and return what it was issued for, to the authenticated client
+    `client_id` only. A code already used raises CodeError("reused") after revoking every token
+    issued from it; the caller checks the other bindings (redirect URI, PKCE) — a code that fails
+    those checks is used up too, as a stolen code must not be retried.
+
+    A code of another client raises CodeError("client") and revokes nothing: the client that
+    presents it is not the one whose tokens are at stake (RFC 6749 §4.1.3), so it must not be able
+    to end that client's grant. If the code is still unused it is used up, since it has leaked."""
     if not code or len(code) > 512:
         raise CodeError("unknown")
     hashed = code_hash(code)
     row = AuthorizationCode.get_or_none(AuthorizationCode.code_hash == hashed)
     if row is None:
         raise CodeError("unknown")
-    won = (AuthorizationCode.update(used=True)
-           .where((AuthorizationCode.code_hash == hashed) & (AuthorizationCode.used == False))  # noqa: E712
-           .execute()) == 1
+    unused = (AuthorizationCode.code_hash == hashed) & (AuthorizationCode.used == False)  # noqa: E712
+    if row.client_id != client_id:
+        AuthorizationCode.update(used=True).where(unused).execute()
+        raise CodeError("client")
+    won = AuthorizationCode.update(used=True).where(unused).execute() == 1
     if not won:
         # Flag first, then revoke: the winner checks the flag after storing its tokens
         # (was_reused), so whichever order the two requests run in, no token survives.

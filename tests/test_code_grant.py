@@ -135,6 +135,28 @@ def test_code_of_another_client(oidc):
     error(oidc.redeem(code, "two-uris"), 400, "invalid_grant")
 
 
+@pytest.mark.parametrize("presenter", ["public-app", "two-uris"])
+def test_used_code_presented_by_another_client_revokes_nothing(oidc, presenter):
+    """Only the client a code was issued to can trigger the reuse revocation (RFC 6749 §4.1.2):
+    another client holding a leaked, used code must not end that client's grant."""
+    from storage import codes
+    from storage.models import AuthorizationCode
+    verifier, challenge = verifier_pair()
+    code = oidc.code(challenge=challenge)
+    first = oidc.redeem(code, code_verifier=verifier).json
+    body = error(oidc.redeem(code, presenter, code_verifier=verifier), 400, "invalid_grant")
+    assert body["error_description"] == "The authorization code was issued to another client"
+    assert oidc.introspect(first["access_token"])["active"] is True
+    assert oidc.introspect(first["refresh_token"])["active"] is True
+    with oidc.app.app_context():
+        assert AuthorizationCode.get().reused is False
+        assert codes.was_reused(AuthorizationCode.get().grant_id) is False
+    assert oidc.refresh(first["refresh_token"]).status_code == 200
+    # The client it was issued to presenting it again is a reuse: then the grant is revoked.
+    error(oidc.redeem(code, code_verifier=verifier), 400, "invalid_grant")
+    assert oidc.introspect(first["access_token"]) == {"active": False}
+
+
 def test_reused_code_revokes_the_first_tokens(oidc):
     code = oidc.code()
     first = oidc.redeem(code).json
@@ -145,6 +167,28 @@ def test_reused_code_revokes_the_first_tokens(oidc):
     assert oidc.introspect(first["access_token"]) == {"active": False}
     assert oidc.introspect(first["refresh_token"]) == {"active": False}
     error(oidc.refresh(first["refresh_token"]), 400, "invalid_grant")
+
+
+def test_code_gives_only_scopes_the_client_is_still_registered_for(oidc):
+    from storage.models import Client
+    code = oidc.code(scopes=("openid", "profile", "email"))
+    with oidc.app.app_context():  # an administrator narrows the client after the user consented
+        Client.update(scopes="openid email read").where(Client.client_id == "web-app").execute()
+    body = oidc.redeem(code).json
+    assert body["scope"] == "openid email"
+    assert oidc.introspect(body["access_token"])["scope"] == "openid email"
+    assert oidc.introspect(body["refresh_token"])["scope"] == "openid email"
+    # Nor can the token request ask for a removed one.
+    code = oidc.code(scopes=("openid", "profile"))
+    error(oidc.redeem(code, scope="profile"), 400, "invalid_scope")
+
+
+def test_code_with_no_scope_the_client_is_still_registered_for(oidc):
+    from storage.models import Client
+    code = oidc.code(scopes=("profile", "email"))
+    with oidc.app.app_context():
+        Client.update(scopes="openid").where(Client.client_id == "web-app").execute()
+    error(oidc.redeem(code), 400, "invalid_scope")
 
 
 def test_client_not_registered_for_the_grant(oidc):

@@ -140,6 +140,40 @@ def test_scope_cannot_widen(oidc):
     assert oidc.refresh(first["refresh_token"]).status_code == 200
 
 
+def narrow_client_scopes(oidc, scopes: str) -> None:
+    from storage.models import Client
+    with oidc.app.app_context():  # as an administrator's edit does
+        Client.update(scopes=scopes).where(Client.client_id == "web-app").execute()
+
+
+def test_refresh_gives_only_scopes_the_client_is_still_registered_for(oidc):
+    first = oidc.tokens(scopes=("openid", "profile", "email"))
+    narrow_client_scopes(oidc, "openid email read")
+    body = oidc.refresh(first["refresh_token"]).json
+    assert body["scope"] == "openid email" and "id_token" in body
+    assert oidc.introspect(body["access_token"])["scope"] == "openid email"
+    # The new refresh token no longer carries the removed scope, even when it is registered again.
+    assert oidc.introspect(body["refresh_token"])["scope"] == "openid email"
+    narrow_client_scopes(oidc, "openid profile email")
+    error(oidc.refresh(body["refresh_token"], scope="profile"), 400, "invalid_scope")
+    assert oidc.refresh(body["refresh_token"]).json["scope"] == "openid email"
+
+
+def test_refresh_cannot_ask_for_a_removed_scope(oidc):
+    first = oidc.tokens(scopes=("openid", "profile"))
+    narrow_client_scopes(oidc, "openid")
+    error(oidc.refresh(first["refresh_token"], scope="profile"), 400, "invalid_scope")
+    assert oidc.refresh(first["refresh_token"], scope="openid").json["scope"] == "openid"
+
+
+def test_refresh_with_no_scope_left_is_invalid_scope(oidc):
+    first = oidc.tokens(scopes=("profile", "email"))
+    narrow_client_scopes(oidc, "openid read")
+    body = error(oidc.refresh(first["refresh_token"]), 400, "invalid_scope")
+    assert body["error_description"] == "The client is no longer registered for any scope of this grant"
+    assert oidc.introspect(first["refresh_token"])["active"] is True  # refused, not used up
+
+
 def test_malformed_scope(oidc):
     first = oidc.tokens()
     error(oidc.refresh(first["refresh_token"], scope='openid "x"'), 400, "invalid_request")
