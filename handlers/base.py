@@ -8,15 +8,20 @@ the request and the shared services explicitly and return or raise OAuthError: n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from server.errors import invalid_client
 from server.request import AuthAttempt, AuthenticatedClient, Grant, TokenRequest
 
 if TYPE_CHECKING:
     from server.services import Services
 
 STAGES = ("client_authentication", "grant", "issuer", "listener")
+# A client id that can be a key at all (database, failure limiter, audit log): 1 to 255 characters,
+# no NUL (PostgreSQL refuses it) and no other control character.
+CLIENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,15 @@ class ClientAuthenticator(Handler):
     def metadata(self) -> dict[str, Any]:
         """Discovery metadata this authenticator contributes."""
         return {}
+
+    def claim(self, attempt: AuthAttempt, client_id: Any, source: str = "client_id") -> str:
+        """The client id the request claims (from `source`), recorded in the attempt once it is
+        known to be usable as a key: anything else is refused before it reaches a query, the
+        failure limiter or a log."""
+        if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
+            raise invalid_client(f"The {source} must be a client id of 1 to 255 printable characters", reason=source)
+        attempt.client_id = client_id
+        return client_id
 
     def check_rate(self, client_id: str) -> None:
         """Call once the claimed client is known, before checking its credentials: a client id

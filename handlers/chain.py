@@ -157,8 +157,8 @@ class Chain:
 
     def _audit(self, request: TokenRequest, attempt: AuthAttempt, outcome: str, reason: str | None) -> None:
         self.emit("client_authentication", {
-            "request_id": request.request_id, "client_id": attempt.client_id, "method": attempt.method or None,
-            "alg": attempt.alg, "kid": attempt.kid, "outcome": outcome, "reason": reason,
+            "request_id": request.request_id, "client_id": attempt.client_id, "client_known": attempt.client_known,
+            "method": attempt.method or None, "alg": attempt.alg, "kid": attempt.kid, "outcome": outcome, "reason": reason,
             "remote_addr": request.remote_addr})
 
     def emit(self, event: str, data: dict[str, Any]) -> None:

@@ -33,9 +33,9 @@ class ClientSecretAuthenticator(ClientAuthenticator):
             secret = request.form["client_secret"]
             if not client_id:
                 raise invalid_request("The client_id parameter is missing", reason="client_id")
-        attempt.client_id = client_id
-        self.check_rate(client_id)
-        client = clients.get(client_id) if 0 < len(client_id) <= 255 and "\x00" not in client_id else None
+        self.check_rate(self.claim(attempt, client_id))
+        client = clients.get(client_id)
+        attempt.client_known = client is not None
         # Same answer for an unknown client and a wrong secret: no client enumeration.
         if client is None or not clients.secret_matches(client, secret):
             raise invalid_client("Client authentication failed", reason="bad_secret" if client else "unknown_client")

@@ -1,9 +1,10 @@
 """Recent failed client authentications per client, for the console's service provider page.
 
-Each failure of a registered client becomes one row of `oauth_auth_failure` (time, reason,
-method, alg, kid, source address) — never the assertion or a secret. The table stays bounded:
-every `PurgeEvery` rows written by a process, rows older than `RetentionInDays` are deleted and
-every client is trimmed to its newest `MaxPerClient` rows.
+Each failure of a registered client (one its authenticator found: AuthAttempt.client_known)
+becomes one row of `oauth_auth_failure` (time, reason, method, alg, kid, source address) — never
+the assertion or a secret. The table stays bounded: every `PurgeEvery` rows written by a
+process, rows older than `RetentionInDays` are deleted and every client is trimmed to its newest
+`MaxPerClient` rows.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from storage.models import AuthFailure
 
 log = logging.getLogger("handlers.failure_log")
 
-# Not recorded: a claimed client id that is not registered has no console page (and would let
-# anyone grow the table), and a 429 is the cheap answer to a flood that is already recorded.
-SKIPPED_REASONS = frozenset({"unknown_client", "rate_limited"})
+# Not recorded: a claimed client id that is not registered (the authenticator did not find it:
+# `client_known`) has no console page and would let anyone grow the table; and a 429 is the cheap
+# answer to a flood that is already recorded.
+SKIPPED_REASONS = frozenset({"rate_limited"})
 _TRIM_CLIENTS_PER_PURGE = 50
 
 
@@ -44,7 +46,7 @@ class AuthFailureLogListener(Listener):
         if event != "client_authentication" or data.get("outcome") != "failure":
             return
         client_id = data.get("client_id")
-        if not isinstance(client_id, str) or not client_id or data.get("reason") in SKIPPED_REASONS:
+        if not data.get("client_known") or not isinstance(client_id, str) or data.get("reason") in SKIPPED_REASONS:
             return
         try:
             AuthFailure.insert(client_id=client_id[:255], time=int(time.time()),

@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 import time
 from typing import Any
 
 from OpenSSL import crypto
 
-from handlers.base import ClientAuthenticator, Property
+from handlers.base import CLIENT_ID, ClientAuthenticator, Property
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
 from keystore.jwks_uri import JWKSFetchError
@@ -30,8 +29,8 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The typ values a client assertion may carry (RFC 7515 §4.1.9: compared case-insensitively,
 # "application/" may be omitted; draft-ietf-oauth-rfc7523bis registers client-authentication+jwt).
 ACCEPTED_TYP = {"jwt", "client-authentication+jwt"}
-# Identifiers that reach the database: printable, bounded (no NUL for PostgreSQL, no control characters).
-_IDENTIFIER = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+# kid and jti reach the database and the logs: bounded like a client id (handlers.base.CLIENT_ID).
+_IDENTIFIER = CLIENT_ID
 MAX_KEYS_TRIED = 3
 
 
@@ -87,9 +86,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
         # RFC 7523 §3 items 1 and 2: iss and sub are both the client id.
         iss, sub = claims.get("iss"), claims.get("sub")
-        if not isinstance(sub, str) or not _IDENTIFIER.fullmatch(sub):
-            raise invalid_client("The sub claim must be the client id", reason="sub")
-        attempt.client_id = sub
+        self.claim(attempt, sub, "sub")
         if iss != sub:
             raise invalid_client("The iss claim must equal the sub claim", reason="iss")
         if "client_id" in form and form["client_id"] != sub:
@@ -97,6 +94,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         client = clients.get(sub)
         if client is None:
             raise invalid_client("Unknown client", reason="unknown_client")
+        attempt.client_known = True
         if client.auth_method != "private_key_jwt":
             raise invalid_client("The client is not registered for private_key_jwt", reason="wrong_method")
         self.check_rate(client.client_id)

@@ -3,8 +3,9 @@
 A public client cannot keep a secret (RFC 6749 §2.1), so it only names itself with `client_id`
 (§3.2.1). What protects its grants instead is PKCE (RFC 7636, enforced by the authorization code
 grant) and refresh token rotation (Security BCP §4.14.2); that is why such a client may use only
-those two grants at the token endpoint, and no other endpoint that requires authentication
-(introspection, revocation) accepts it.
+those two grants at the token endpoint. It may also revoke its own tokens (RFC 7009 §2.1
+authenticates confidential clients only, and a public client must be able to end its grant on
+sign-out); introspection, which describes tokens, stays closed to it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
 from storage import clients
 
 PUBLIC_GRANTS = ("authorization_code", "refresh_token")
+REVOCATION_PATH = "/oauth2/revoke"
 
 
 class PublicClientAuthenticator(ClientAuthenticator):
@@ -28,15 +30,20 @@ class PublicClientAuthenticator(ClientAuthenticator):
 
     def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
         attempt.method = "none"
-        client_id = request.form["client_id"]
-        attempt.client_id = client_id
+        client_id = self.claim(attempt, request.form["client_id"])
         self.check_rate(client_id)
-        if (request.endpoint_url != self.services.settings.token_endpoint
-                or request.form.get("grant_type") not in PUBLIC_GRANTS):
+        client = clients.get(client_id)
+        attempt.client_known = client is not None
+        if not self._allowed(request):
             raise invalid_client("Client authentication is required", reason="public_client_not_allowed")
-        client = clients.get(client_id) if len(client_id) <= 255 and "\x00" not in client_id else None
         # One answer for an unknown client and a confidential one: no client enumeration.
         if client is None or client.auth_method != "none":
             raise invalid_client("Client authentication failed",
                                  reason="wrong_method" if client else "unknown_client")
         return AuthenticatedClient(client, "none")
+
+    def _allowed(self, request: TokenRequest) -> bool:
+        settings = self.services.settings
+        if request.endpoint_url == settings.token_endpoint:
+            return request.form.get("grant_type") in PUBLIC_GRANTS
+        return request.endpoint_url == settings.base_url + REVOCATION_PATH

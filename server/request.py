@@ -30,6 +30,7 @@ class AuthAttempt:
 
     method: str = ""
     client_id: str | None = None
+    client_known: bool = False       # set once client_id was found registered: only then is a failure recorded
     alg: str | None = None
     kid: str | None = None
 

@@ -122,3 +122,91 @@ def test_pool_smaller_than_threads_is_refused(tmp_path, database_urls):
     with pytest.raises(ConfigError) as info:
         build(tmp_path, database_url=url)
     assert "database.identity_db.url: max_connections (2) must be at least [server] threads (4)" in str(info.value)
+
+
+# --- client ids and the failure log --------------------------------------------------------------
+
+def recorded_events(env) -> list[dict]:
+    """A listener appended to the running chain: it observes what every listener is told."""
+    from handlers.base import Listener
+
+    class Recorder(Listener):
+        def on_event(self, event, data):
+            if event == "client_authentication":
+                self.events.append(data)
+
+    recorder = Recorder(env.app.extensions["idp"].services, {})
+    recorder.events = []
+    env.app.extensions["idp"].chain.listeners.append(recorder)
+    return recorder.events
+
+
+def unusable_id_requests(client_id: str, env) -> dict:
+    import base64
+    from urllib.parse import quote_plus
+    from support import ASSERTION_TYPE, claims_for, sign
+    basic = base64.b64encode(f"{quote_plus(client_id)}:secret".encode()).decode()
+    return {
+        "none": ({"grant_type": "authorization_code", "code": "c", "client_id": client_id}, {}),
+        "client_secret_post": ({"grant_type": "client_credentials", "client_id": client_id, "client_secret": "s"}, {}),
+        "client_secret_basic": ({"grant_type": "client_credentials"}, {"Authorization": "Basic " + basic}),
+        "private_key_jwt": ({"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                             "client_assertion": sign(env.key, claims_for(client_id, env.issuer))}, {}),
+    }
+
+
+@pytest.mark.parametrize("client_id", ["x" * 256, "a\x00b", "line\nbreak", "tab\there", "del\x7f"],
+                         ids=["256-characters", "nul", "newline", "tab", "del"])
+def test_unusable_client_ids_are_refused_before_any_use(idp, client_id):
+    """A claimed client id longer than 255 characters or with a control character never becomes a
+    failure-limiter key, a query or a logged id: invalid_client, reason client_id (sub for an assertion)."""
+    from support import assert_oauth_error
+    events = recorded_events(idp)
+    for method, (form, headers) in unusable_id_requests(client_id, idp).items():
+        assert_oauth_error(idp.post(form, headers=headers), 401, "invalid_client")
+        event = events.pop()
+        assert event["method"] == method and event["client_id"] is None and event["client_known"] is False
+        assert event["reason"] == ("sub" if method == "private_key_jwt" else "client_id")
+
+
+def test_a_255_character_client_id_is_usable(idp):
+    idp.register("c" * 255)
+    assert idp.token(idp.assertion("c" * 255)).status_code == 200
+
+
+def test_failures_of_unregistered_client_ids_are_never_recorded(idp):
+    """The failure log (the console's list per client) records only clients the authenticator
+    found registered: an unknown id, whatever the reason it failed for, leaves no row."""
+    import base64
+    from support import assert_oauth_error, claims_for, sign, token_form
+    from storage.models import AuthFailure
+    events = recorded_events(idp)
+    client = idp.app.test_client()
+    form = "application/x-www-form-urlencoded"
+    for path in ("/oauth2/introspect", "/oauth2/revoke"):
+        r = client.post(path, data={"token": "t", "client_id": "ghost"}, content_type=form)
+        assert_oauth_error(r, 401, "invalid_client")
+    failures = [
+        {"grant_type": "client_credentials", "client_id": "ghost"},                     # public_client_not_allowed
+        {"grant_type": "authorization_code", "code": "c", "client_id": "ghost"},       # unknown_client
+        {"grant_type": "client_credentials", "client_id": "ghost", "client_secret": "s"},
+        token_form(idp.assertion("ghost", iss="client-1")),                            # iss before the lookup
+        token_form(idp.assertion("ghost")),
+    ]
+    for data in failures:
+        assert_oauth_error(idp.post(data), 401, "invalid_client")
+    assert_oauth_error(idp.post({"grant_type": "client_credentials"},
+                                headers={"Authorization": "Basic " + base64.b64encode(b"ghost:s").decode()}),
+                       401, "invalid_client")
+    assert [e["client_id"] for e in events] == ["ghost"] * 8 and not any(e["client_known"] for e in events)
+    with idp.app.app_context():
+        assert AuthFailure.select().count() == 0
+
+    # The registered client's failures are recorded, whichever authenticator saw them.
+    assert_oauth_error(client.post("/oauth2/introspect", data={"token": "t", "client_id": "client-1"},
+                                   content_type=form), 401, "invalid_client")
+    assert_oauth_error(idp.token(sign(idp.key, claims_for("client-1", "https://elsewhere.example/"),
+                                      headers={"kid": "k1"})), 401, "invalid_client")
+    with idp.app.app_context():
+        rows = [(f.client_id, f.method, f.reason) for f in AuthFailure.select().order_by(AuthFailure.id)]
+    assert rows == [("client-1", "none", "public_client_not_allowed"), ("client-1", "private_key_jwt", "aud")]

@@ -445,9 +445,37 @@ def test_metadata(oidc):
     assert m["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token"]
     assert m["token_endpoint_auth_methods_supported"] == [
         "private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
-    for endpoint in ("introspection", "revocation"):
-        assert m[f"{endpoint}_endpoint_auth_methods_supported"] == [
-            "private_key_jwt", "client_secret_basic", "client_secret_post"]
+    assert m["introspection_endpoint_auth_methods_supported"] == [
+        "private_key_jwt", "client_secret_basic", "client_secret_post"]
+    assert m["revocation_endpoint_auth_methods_supported"] == [
+        "private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
+    # OpenID Connect Discovery §3 defaults request_uri_parameter_supported to true: say false.
+    assert m["request_parameter_supported"] is False and m["request_uri_parameter_supported"] is False
+
+
+def test_metadata_at_the_path_inserted_urls(oidc):
+    """RFC 8414 §3.1: the issuer https://host/oauth2/token has its metadata at
+    https://host/.well-known/oauth-authorization-server/oauth2/token; the other URLs stay."""
+    web = oidc.app.test_client()
+    expected = web.get("/.well-known/openid-configuration").json
+    assert expected["issuer"].endswith("/oauth2/token")
+    for path in ("/.well-known/oauth-authorization-server/oauth2/token", "/.well-known/openid-configuration/oauth2/token",
+                 "/.well-known/oauth-authorization-server", "/oauth2/token/.well-known/openid-configuration"):
+        r = web.get(path)
+        assert r.status_code == 200 and r.json == expected, path
+        assert r.headers["Cache-Control"] == "public, max-age=60"
+    for path in ("/.well-known/oauth-authorization-server/oauth2", "/.well-known/oauth-authorization-server/oauth2/token/",
+                 "/.well-known/oauth-authorization-server/other/oauth2/token", "/.well-known/openid-configuration/x"):
+        error(web.get(path), 404, "not_found")
+
+
+def test_metadata_path_follows_the_configured_issuer(tmp_path):
+    oidc = make_oidc(tmp_path, extra='[oauth.oidc.id_token]\nissuer = "https://idp.example.com/tenants/a%20b"\n')
+    web = oidc.app.test_client()
+    r = web.get("/.well-known/oauth-authorization-server/tenants/a%20b")
+    assert r.status_code == 200 and r.json["issuer"] == "https://idp.example.com/tenants/a%20b"
+    assert web.get("/.well-known/openid-configuration/tenants/a%20b").status_code == 200
+    error(web.get("/.well-known/oauth-authorization-server/oauth2/token"), 404, "not_found")
 
 
 def test_metadata_plain_pkce_when_allowed(tmp_path):
