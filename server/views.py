@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Flask, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from keystore import id_token
 from server import web
@@ -63,9 +64,11 @@ def token():
 
 @bp.route("/oauth2/introspect", methods=["POST"], provide_automatic_options=False)
 def introspect():
-    """RFC 7662: whether an access or refresh token is active. Only the client a token was issued
-    to learns about it; for any other client it is {"active": false} (§2.2: the server may answer
-    so for a token the caller is not allowed to know about; §4: do not leak tokens to scanners)."""
+    """RFC 7662: whether a token is active. Any authenticated confidential client may ask about an
+    access token, whoever it was issued to: that is how a protected resource validates the opaque
+    tokens it receives (§1). A refresh token is described only to the client it was issued to; to
+    any other it is {"active": false} (§2.2: the answer for a token the caller may not know about).
+    A public client cannot introspect (handlers.public_client)."""
     oauth_request = _oauth_request()
     idp = _idp()
     client_id = idp.chain.authenticate(oauth_request).client.client_id
@@ -86,7 +89,7 @@ def introspect():
 
 def _introspect_access(token: str, client_id: str) -> dict | None:
     row = _idp().services.tokens.active(token)
-    if row is None or row.client_id != client_id:
+    if row is None:
         return None
     body = {"client_id": row.client_id, "token_type": "Bearer", "exp": row.expires_at, "iat": row.issued_at}
     if row.scope:
@@ -110,7 +113,8 @@ def _introspect_refresh(token: str, client_id: str) -> dict | None:
 def revoke():
     """RFC 7009: the client revokes one of its own tokens; the answer is 200 either way (§2.2).
     A refresh token takes its whole grant with it: every refresh and access token issued from the
-    same authorization code (§2.1)."""
+    same authorization code (§2.1). A public client may revoke its own tokens too (§2.1
+    authenticates confidential clients only)."""
     oauth_request = _oauth_request()
     idp = _idp()
     client_id = idp.chain.authenticate(oauth_request).client.client_id
@@ -202,6 +206,17 @@ def jwks():
                          headers={"Cache-Control": "public, max-age=300"})
 
 
+@bp.get("/.well-known/oauth-authorization-server/<path:issuer_path>")
+@bp.get("/.well-known/openid-configuration/<path:issuer_path>")
+def path_inserted_metadata(issuer_path: str):
+    """RFC 8414 §3.1: for an issuer with a path, the well-known segment goes between host and path
+    (/.well-known/oauth-authorization-server/oauth2/token); OpenID Connect clients that insert
+    the path the same way find openid-configuration there too. Only the issuer's own path."""
+    if "/" + issuer_path != unquote(urlsplit(_idp().services.settings.issuer).path):
+        raise NotFound()
+    return metadata()
+
+
 @bp.get("/oauth2/token/.well-known/openid-configuration")  # WSO2's path
 @bp.get("/.well-known/openid-configuration")
 @bp.get("/.well-known/oauth-authorization-server")
@@ -225,13 +240,18 @@ def metadata():
         # RFC 7636 §4.2; plain only when [oauth.pkce] allow_plain says so.
         "code_challenge_methods_supported": ["S256", "plain"] if settings.pkce["allow_plain"] else ["S256"],
         "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        # OpenID Connect Discovery §3: request_uri_parameter_supported defaults to true; neither
+        # request objects nor request_uri are supported.
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
         **idp.chain.metadata(),
     }
     # RFC 8414 §2: the same client authentication serves introspection and revocation, except
-    # `none`: a public client can use neither (handlers.public_client).
-    methods = [m for m in body["token_endpoint_auth_methods_supported"] if m != "none"]
+    # that a public client (`none`) may revoke its own tokens but not introspect (handlers.public_client).
+    methods = body["token_endpoint_auth_methods_supported"]
+    body["introspection_endpoint_auth_methods_supported"] = [m for m in methods if m != "none"]
+    body["revocation_endpoint_auth_methods_supported"] = list(methods)
     for endpoint in ("introspection", "revocation"):
-        body[f"{endpoint}_endpoint_auth_methods_supported"] = methods
         if "token_endpoint_auth_signing_alg_values_supported" in body:
             body[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] = \
                 body["token_endpoint_auth_signing_alg_values_supported"]

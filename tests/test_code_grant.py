@@ -326,19 +326,49 @@ def test_public_client_cannot_use_client_credentials(oidc):
           401, "invalid_client")
 
 
-@pytest.mark.parametrize("path", ["/oauth2/introspect", "/oauth2/revoke"])
-def test_public_client_cannot_introspect_or_revoke(oidc, path):
+def public_tokens(oidc) -> dict:
     verifier, challenge = verifier_pair()
-    token = oidc.redeem(oidc.code("public-app", challenge=challenge), "public-app",
-                        code_verifier=verifier).json["access_token"]
-    error(oidc.post(path, {"token": token, "client_id": "public-app"}), 401, "invalid_client")
+    r = oidc.redeem(oidc.code("public-app", challenge=challenge), "public-app", code_verifier=verifier)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.json
+
+
+def test_public_client_cannot_introspect(oidc):
+    token = public_tokens(oidc)["access_token"]
+    error(oidc.post("/oauth2/introspect", {"token": token, "client_id": "public-app"}), 401, "invalid_client")
     # Not even by claiming a grant type.
-    error(oidc.post(path, {"token": token, "client_id": "public-app", "grant_type": "refresh_token"}),
+    error(oidc.post("/oauth2/introspect", {"token": token, "client_id": "public-app", "grant_type": "refresh_token"}),
           401, "invalid_client")
-    assert oidc.introspect(token, "web-app") == {"active": False}  # and not revoked by the attempt
-    with oidc.app.app_context():
-        from storage.tokens import TokenStore
-        assert TokenStore.active(token) is not None
+    assert oidc.introspect(token, "web-app")["active"] is True  # still active
+
+
+def test_public_client_revokes_its_own_tokens(oidc):
+    """RFC 7009 §2.1: a public client names itself with client_id and revokes its own tokens."""
+    body = public_tokens(oidc)
+    r = oidc.revoke(body["access_token"], "public-app")
+    assert r.status_code == 200 and r.json == {} and r.headers["Cache-Control"] == "no-store"
+    assert oidc.introspect(body["access_token"]) == {"active": False}
+    assert oidc.refresh(body["refresh_token"], "public-app").status_code == 200  # the refresh token stays
+    second = public_tokens(oidc)
+    assert oidc.revoke(second["refresh_token"], "public-app", token_type_hint="refresh_token").status_code == 200
+    assert oidc.introspect(second["access_token"]) == {"active": False}  # its whole grant
+    error(oidc.refresh(second["refresh_token"], "public-app"), 400, "invalid_grant")
+
+
+def test_public_client_cannot_revoke_other_clients_tokens(oidc):
+    body = oidc.tokens()
+    for token in (body["access_token"], body["refresh_token"]):
+        assert oidc.revoke(token, "public-app").status_code == 200  # §2.2: the same answer
+    assert oidc.introspect(body["access_token"])["active"] is True
+    assert oidc.refresh(body["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("client_id", ["web-app", "secret-app", "no-such-client"])
+def test_client_id_alone_does_not_revoke_for_other_clients(oidc, client_id):
+    body = oidc.tokens()
+    r = oidc.post("/oauth2/revoke", {"token": body["access_token"], "client_id": client_id})
+    assert error(r, 401, "invalid_client")["error_description"] == "Client authentication failed"
+    assert oidc.introspect(body["access_token"])["active"] is True
 
 
 @pytest.mark.parametrize("client_id", ["web-app", "secret-app", "no-such-client"])
@@ -389,11 +419,24 @@ def test_introspection_of_user_tokens(oidc):
         assert oidc.introspect(body["access_token"], token_type_hint=hint)["active"] is True
 
 
-def test_introspection_of_another_clients_tokens_is_inactive(oidc):
-    body = oidc.tokens()
+def test_any_confidential_client_introspects_access_tokens(oidc):
+    """RFC 7662 §1: a protected resource, itself a registered client, validates the access tokens
+    it receives, whoever they were issued to."""
+    body = oidc.tokens(scopes=("openid", "profile"))
+    mine = oidc.introspect(body["access_token"])
+    for resource in ("two-uris", "secret-app"):
+        assert oidc.introspect(body["access_token"], resource) == mine
+    assert mine["client_id"] == "web-app" and mine["sub"] == oidc.alice.sub and mine["scope"] == "openid profile"
+    assert oidc.revoke(body["access_token"]).status_code == 200
     assert oidc.introspect(body["access_token"], "two-uris") == {"active": False}
-    assert oidc.introspect(body["refresh_token"], "two-uris") == {"active": False}
-    assert oidc.introspect(body["access_token"], "secret-app") == {"active": False}
+
+
+def test_refresh_tokens_are_described_only_to_their_client(oidc):
+    body = oidc.tokens()
+    for hint in (None, "refresh_token"):
+        assert oidc.introspect(body["refresh_token"], "two-uris", token_type_hint=hint) == {"active": False}
+        assert oidc.introspect(body["refresh_token"], "secret-app", token_type_hint=hint) == {"active": False}
+    assert oidc.introspect(body["refresh_token"])["active"] is True
 
 
 def test_introspection_of_client_credentials_token_has_no_sub(oidc):
@@ -694,14 +737,28 @@ def test_https_public_client(server):
                                                                                   scopes=("openid",)),
                           "redirect_uri": REDIRECT, "client_id": "spa", "code_verifier": verifier})
     assert r.status_code == 200, r.text
-    assert_oauth_error(server.post("/oauth2/introspect", data={"token": r.json()["access_token"], "client_id": "spa"}),
+    token = r.json()["access_token"]
+    assert_oauth_error(server.post("/oauth2/introspect", data={"token": token, "client_id": "spa"}),
                        401, "invalid_client")
     assert_oauth_error(server.post(data={"grant_type": "client_credentials", "client_id": "spa"}), 401,
                        "invalid_client")
+    # A resource server (any confidential client) validates the token; the public client revokes it.
+    introspect = lambda: server.post("/oauth2/introspect", data={
+        "token": token, "client_assertion_type": ASSERTION_TYPE, "client_assertion": server_assertion(server)}).json()
+    info = introspect()
+    assert info["active"] is True and info["client_id"] == "spa" and info["sub"] == server.alice_sub
+    revoked = server.post("/oauth2/revoke", data={"token": token, "client_id": "spa"})
+    assert revoked.status_code == 200 and revoked.json() == {} and revoked.headers["Cache-Control"] == "no-store"
+    assert introspect() == {"active": False}
 
 
 def test_https_metadata(server):
     m = server.get("/oauth2/token/.well-known/openid-configuration").json()
+    inserted = server.get("/.well-known/oauth-authorization-server/oauth2/token")
+    assert inserted.status_code == 200 and inserted.json() == m
+    assert m["revocation_endpoint_auth_methods_supported"][-1] == "none"
+    assert "none" not in m["introspection_endpoint_auth_methods_supported"]
+    assert m["request_uri_parameter_supported"] is False
     assert m["userinfo_endpoint"] == server.base + "/oauth2/userinfo"
     assert m["authorization_endpoint"] == server.base + "/oauth2/authorize"
     assert m["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token"]
