@@ -67,7 +67,7 @@ class ClientAuthenticator(Handler):
         known to be usable as a key: anything else is refused before it reaches a query, the
         failure limiter or a log."""
         if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
-            raise invalid_client(f"The {source} must be a client id of 1 to 255 printable characters", reason=source)
+            raise invalid_client(f"The {source} must be 1 to 255 printable characters", reason=source)
         attempt.client_id = client_id
         return client_id
 
