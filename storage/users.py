@@ -127,11 +127,18 @@ def authenticate(username: str, password: str) -> Account | None:
 
 
 def set_password(username: str, password: str) -> bool:
+    """Change the password and end every session of the user: whoever signed in with the old
+    password (perhaps the reason for the change) is signed out on every browser."""
     problem = check_password(password)
     if problem:
         raise ValueError(problem)
-    return User.update(password_hash=hash_password(password), updated_at=int(time.time())).where(
-        User.username == username).execute() == 1
+    account = get_by_username(username)
+    if account is None:
+        return False
+    User.update(password_hash=hash_password(password), updated_at=int(time.time())).where(
+        User.sub == account.sub).execute()
+    UserSession.delete().where(UserSession.user_sub == account.sub).execute()
+    return True
 
 
 def delete(username: str) -> bool:
