@@ -19,6 +19,7 @@ from server.client_metadata import MetadataError, check_client_id, keys_from_jwk
 from server import playground
 from storage import clients as client_store
 from storage import codes as code_store
+from storage import consents as consent_store
 from storage import refresh as refresh_store
 from storage import users as user_store
 from storage.clients import AUTH_METHODS
@@ -248,6 +249,23 @@ def users_set_password(username, password_stdin):
     if not changed:
         raise click.UsageError(f"no user {username}")
     click.echo(f"password changed for {username}")
+
+
+@users_cli.command("revoke-consent")
+@click.option("--username", required=True)
+@click.option("--client-id", required=True)
+def users_revoke_consent(username, client_id):
+    """Withdraw a user's consent to a client: the consent page is shown again, and the client's
+    authorization codes, refresh tokens and access tokens for the user are revoked."""
+    account = user_store.get_by_username(username)
+    if account is None:
+        raise click.UsageError(f"no user {username}")
+    done = consent_store.withdraw(account.sub, client_id)
+    if not (done.consent or done.codes or done.refresh_tokens or done.access_tokens):
+        raise click.ClickException(f"{username} has no consent and no live tokens for client {client_id}")
+    click.echo(f"{'withdrew the consent' if done.consent else 'no stored consent'} of {username} for {client_id}; "
+               f"revoked {done.refresh_tokens} refresh tokens, {done.access_tokens} access tokens and "
+               f"{done.codes} authorization codes")
 
 
 @admin_cli.command("create")

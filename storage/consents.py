@@ -1,13 +1,15 @@
 """Consents: the scopes a user has approved for a client, so the consent page is asked once
-(OpenID Connect Core §3.1.2.4). One row per (user, client); approving more scopes widens it."""
+(OpenID Connect Core §3.1.2.4). One row per (user, client); approving more scopes widens it;
+withdrawing it also revokes what the client holds for the user."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import peewee
 
-from storage.models import Consent
+from storage.models import AccessToken, AuthorizationCode, Consent, RefreshToken
 
 
 def granted(user_sub: str, client_id: str) -> frozenset[str]:
@@ -37,3 +39,32 @@ def revoke(user_sub: str, client_id: str) -> bool:
     """Forget the consent: the page is shown again at the next authorization."""
     return Consent.delete().where((Consent.user_sub == user_sub) & (Consent.client_id == client_id)).execute() > 0
 
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """What withdrawing a consent ended."""
+
+    consent: bool          # a consent was stored
+    codes: int             # authorization codes not yet redeemed
+    refresh_tokens: int
+    access_tokens: int
+
+
+def withdraw(user_sub: str, client_id: str) -> Withdrawal:
+    """The user withdraws their approval of the client: the consent is forgotten (the page is shown
+    again) and every live code, refresh token (offline access) and access token the client holds
+    for the user stops working."""
+    now = int(time.time())
+    with Consent._meta.database.atomic():
+        consent = revoke(user_sub, client_id)
+        # A code redeemed after this counts as reused: refused, and its tokens revoked (storage.codes).
+        codes = AuthorizationCode.update(used=True).where(
+            (AuthorizationCode.user_sub == user_sub) & (AuthorizationCode.client_id == client_id)
+            & (AuthorizationCode.used == False) & (AuthorizationCode.expires_at > now)).execute()  # noqa: E712
+        refresh_tokens = RefreshToken.update(state="revoked").where(
+            (RefreshToken.user_sub == user_sub) & (RefreshToken.client_id == client_id)
+            & (RefreshToken.state == "active") & (RefreshToken.expires_at > now)).execute()
+        access_tokens = AccessToken.update(revoked=True).where(
+            (AccessToken.user_sub == user_sub) & (AccessToken.client_id == client_id)
+            & (AccessToken.revoked == False) & (AccessToken.expires_at > now)).execute()  # noqa: E712
+    return Withdrawal(consent, codes, refresh_tokens, access_tokens)

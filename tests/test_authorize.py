@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from support import Server, free_port, shared_keystore, write_config
+from support import Server, assert_oauth_error, free_port, shared_keystore, write_config
 
 BASE = "https://localhost:9443"
 ISSUER = BASE + "/oauth2/token"
@@ -979,3 +979,41 @@ def test_posted_request_head_and_loopback_port_over_https(live):
     other = session.get(url, params=params(client_id="live-native", scope="openid",
                                            redirect_uri="http://127.0.0.1:49152/other"), **options)
     assert other.status_code == 400 and "Location" not in other.headers
+
+
+def test_revoke_consent_over_https(live):
+    """`flask users revoke-consent` against the running server: the client's refresh and access
+    tokens for the user stop working at once, and the consent page is shown again."""
+    created = live.cli("clients", "create", "--client-id", "live-revoke", "--auth-method", "client_secret_basic",
+                       "--grant-type", "authorization_code", "--grant-type", "refresh_token",
+                       "--redirect-uri", REDIRECT, "--scope", "openid", "--scope", "offline_access")
+    secret = json.loads(created.stdout)["client_secret"]
+    session = requests.Session()
+    options = {"verify": live.ca, "allow_redirects": False, "timeout": 15}
+    url = live.base + "/oauth2/authorize"
+    query = params(client_id="live-revoke", scope="openid offline_access")
+    page = session.get(url, params=query, **options)
+    consent = session.post(url, data={**hidden(page.text), "action": "signin", "username": "carol",
+                                      "password": PASSWORD}, **options)
+    assert 'id="allow"' in consent.text
+    back = session.post(url, data={**hidden(consent.text), "action": "allow"}, **options)
+    code = parse_qs(urlsplit(back.headers["Location"]).query)["code"][0]
+    tokens = requests.post(live.base + "/oauth2/token", auth=("live-revoke", secret), verify=live.ca, timeout=15,
+                           data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+                                 "code_verifier": VERIFIER})
+    assert tokens.status_code == 200, tokens.text
+    access, refresh = tokens.json()["access_token"], tokens.json()["refresh_token"]
+    bearer = {"Authorization": f"Bearer {access}"}
+    assert live.get("/oauth2/userinfo", headers=bearer).status_code == 200
+
+    done = live.cli("users", "revoke-consent", "--username", "carol", "--client-id", "live-revoke")
+    assert done.stdout == ("withdrew the consent of carol for live-revoke; revoked 1 refresh tokens, "
+                           "1 access tokens and 0 authorization codes\n")
+    refused = requests.post(live.base + "/oauth2/token", auth=("live-revoke", secret), verify=live.ca, timeout=15,
+                            data={"grant_type": "refresh_token", "refresh_token": refresh})
+    assert_oauth_error(refused, 400, "invalid_grant")
+    assert live.get("/oauth2/userinfo", headers=bearer).status_code == 401
+    again = session.get(url, params=query, **options)
+    assert again.status_code == 200 and 'id="allow"' in again.text
+    nothing = live.cli("users", "revoke-consent", "--username", "carol", "--client-id", "live-revoke", check=False)
+    assert nothing.returncode == 1 and "carol has no consent and no live tokens" in nothing.stderr

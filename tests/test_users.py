@@ -233,3 +233,99 @@ def test_periodic_purge_removes_expired_sessions(any_db):
     users.start_session(alice, -10)
     assert TokenStore(any_db).purge_batch(int(time.time())) == 1
     assert UserSession.select().count() == 1 and users.session_account(live) is not None
+
+
+def test_changing_a_password_ends_every_session_of_the_user(any_db):
+    alice = users.create("alice", "correct horse")
+    bob = users.create("bob", "correct horse")
+    alice_sessions = [users.start_session(alice, 60) for _ in range(2)]   # two browsers
+    bob_session = users.start_session(bob, 60)
+    with pytest.raises(ValueError, match="at least 8"):
+        users.set_password("alice", "short")
+    assert all(users.session_account(value) is not None for value in alice_sessions)   # nothing changed
+    assert users.set_password("alice", "a brand new password") is True
+    assert [users.session_account(value) for value in alice_sessions] == [None, None]
+    assert UserSession.select().where(UserSession.user_sub == alice.sub).count() == 0
+    assert users.session_account(bob_session)[0] == bob                                 # others keep theirs
+    assert users.authenticate("alice", "a brand new password") == alice
+    assert users.set_password("nobody", "a brand new password") is False
+    assert users.set_password("ALICE", "a brand new password") is False               # exact user names
+
+
+def _grant_rows(user_sub: str, client_id: str, now: int, tag: str) -> str:
+    """A consent, a pending code, and a live refresh and access token of one user for one client."""
+    from storage.models import Consent
+    Consent.create(user_sub=user_sub, client_id=client_id, scopes="openid offline_access", granted_at=now)
+    AccessToken.create(token_hash=f"a-{tag}".ljust(64, "0"), client_id=client_id, scope="openid", issued_at=now,
+                       expires_at=now + 60, user_sub=user_sub, grant_id=f"g-{tag}")
+    RefreshToken.create(token_hash=f"r-{tag}".ljust(64, "0"), grant_id=f"g-{tag}", client_id=client_id,
+                        user_sub=user_sub, scope="openid offline_access", auth_time=now, issued_at=now,
+                        expires_at=now + 600)
+    return _code(client_id=client_id, user_sub=user_sub)
+
+
+def test_withdrawing_a_consent_revokes_the_clients_tokens_for_the_user(any_db):
+    from storage import consents
+    now = int(time.time())
+    mine = _grant_rows("alice", "web", now, "mine")
+    other_client = _grant_rows("alice", "other", now, "client")
+    other_user = _grant_rows("bob", "web", now, "user")
+    # An expired token and a rotated refresh token are not counted as revoked.
+    AccessToken.create(token_hash="expired".ljust(64, "0"), client_id="web", scope="openid", issued_at=now - 120,
+                       expires_at=now - 60, user_sub="alice", grant_id="g-old")
+    RefreshToken.create(token_hash="rotated".ljust(64, "0"), grant_id="g-mine", client_id="web", user_sub="alice",
+                        scope="openid", auth_time=now, issued_at=now, expires_at=now + 600, state="rotated")
+
+    done = consents.withdraw("alice", "web")
+    assert done == consents.Withdrawal(consent=True, codes=1, refresh_tokens=1, access_tokens=1)
+    assert consents.granted("alice", "web") == frozenset()
+    assert AccessToken.get(AccessToken.token_hash == "a-mine".ljust(64, "0")).revoked is True
+    assert RefreshToken.get(RefreshToken.token_hash == "r-mine".ljust(64, "0")).state == "revoked"
+    with pytest.raises(codes.CodeError) as refused:   # a code issued before is of no use any more
+        codes.redeem(mine, "web")
+    assert refused.value.reason == "reused"
+    # Another client of the user, and another user of the client, are untouched.
+    assert consents.granted("alice", "other") == {"openid", "offline_access"}
+    assert consents.granted("bob", "web") == {"openid", "offline_access"}
+    for tag in ("client", "user"):
+        assert AccessToken.get(AccessToken.token_hash == f"a-{tag}".ljust(64, "0")).revoked is False
+        assert RefreshToken.get(RefreshToken.token_hash == f"r-{tag}".ljust(64, "0")).state == "active"
+    assert codes.redeem(other_client, "other").user_sub == "alice" and codes.redeem(other_user, "web").user_sub == "bob"
+    # Client ids compare exactly; a second withdrawal finds nothing.
+    assert consents.withdraw("alice", "WEB") == consents.Withdrawal(False, 0, 0, 0)
+    assert consents.withdraw("alice", "web") == consents.Withdrawal(False, 0, 0, 0)
+
+
+def test_cli_revoke_consent(tmp_path):
+    from support import make_in_process
+    from storage import consents
+    env = make_in_process(tmp_path)
+    runner = env.app.test_cli_runner()
+    with env.app.app_context():
+        alice = users.create("alice", "correct horse")
+        _grant_rows(alice.sub, "web", int(time.time()), "cli")
+    result = runner.invoke(args=["users", "revoke-consent", "--username", "alice", "--client-id", "web"])
+    assert result.exit_code == 0, result.output
+    assert result.output == ("withdrew the consent of alice for web; revoked 1 refresh tokens, 1 access tokens "
+                             "and 1 authorization codes\n")
+    with env.app.app_context():
+        assert consents.granted(alice.sub, "web") == frozenset()
+        assert RefreshToken.get().state == "revoked" and AccessToken.get().revoked is True
+    again = runner.invoke(args=["users", "revoke-consent", "--username", "alice", "--client-id", "web"])
+    assert again.exit_code == 1 and "alice has no consent and no live tokens for client web" in again.output
+    unknown = runner.invoke(args=["users", "revoke-consent", "--username", "nobody", "--client-id", "web"])
+    assert unknown.exit_code == 2 and "no user nobody" in unknown.output
+    missing = runner.invoke(args=["users", "revoke-consent", "--username", "alice"])
+    assert missing.exit_code == 2 and "--client-id" in missing.output
+
+
+def test_cli_set_password_signs_the_user_out(tmp_path):
+    from support import make_in_process
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        session = users.start_session(users.create("alice", "correct horse"), 60)
+    result = env.app.test_cli_runner().invoke(args=["users", "set-password", "--username", "alice",
+                                                    "--password-stdin"], input="a brand new password\n")
+    assert result.exit_code == 0, result.output
+    with env.app.app_context():
+        assert users.session_account(session) is None
