@@ -12,12 +12,15 @@ import html
 import json
 import logging
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 
+from browser import chromium, wait_for_element, wait_for_url, wait_until
 from support import Server, assert_oauth_error, free_port, shared_keystore, write_config
 
 BASE = "https://localhost:9443"
@@ -1017,3 +1020,76 @@ def test_revoke_consent_over_https(live):
     assert again.status_code == 200 and 'id="allow"' in again.text
     nothing = live.cli("users", "revoke-consent", "--username", "carol", "--client-id", "live-revoke", check=False)
     assert nothing.returncode == 1 and "carol has no consent and no live tokens" in nothing.stderr
+
+
+class NativeApp:
+    """A web page on another site (http://127.0.0.1:PORT) that POSTs an authorization request to the
+    server (OIDC Core §3.1.2.1) and is its loopback redirect URI: it records the callbacks."""
+
+    def __init__(self, authorize_url: str, client_id: str) -> None:
+        app = self
+        self.callbacks: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                path = urlsplit(self.path)
+                if path.path == "/cb":
+                    app.callbacks.append(self.path)
+                    body = '<p id="callback">back at the app</p>'
+                else:   # /post?state=…&prompt=…: the form, sent by a click
+                    extra = {k: v[0] for k, v in parse_qs(path.query).items()}
+                    fields = params(client_id=client_id, scope="openid", redirect_uri=app.redirect_uri, **extra)
+                    inputs = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                                     for k, v in fields.items())
+                    body = (f'<form method="post" action="{html.escape(authorize_url)}">{inputs}'
+                            f'<button type="submit" id="go">Sign in</button></form>')
+                data = f"<!doctype html><title>app</title>{body}".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self._server.server_port}"
+        self.redirect_uri = self.base + "/cb"   # registered as http://127.0.0.1/cb: any port (RFC 8252 §7.3)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_cross_site_post_of_the_request_in_chromium(live, tmp_path):
+    """The SameSite=Lax session cookie is not sent with a cross-site POST: only the GET the server
+    answers it with sees the session, so a signed-in user is not asked again and prompt=none works."""
+    app = NativeApp(live.base + "/oauth2/authorize", "live-native")
+    try:
+        with chromium(tmp_path, trust_cert=live.ca) as driver:
+            driver.get(app.base + "/post?state=first")
+            driver.find_element("id", "go").click()
+            assert wait_for_url(driver, live.base + "/oauth2/authorize?").startswith(
+                live.base + "/oauth2/authorize?response_type=code&client_id=live-native")
+            wait_for_element(driver, "username").send_keys("carol")
+            driver.find_element("id", "password").send_keys(PASSWORD)
+            driver.find_element("id", "signin").click()
+            wait_until(driver, lambda d: d.current_url.startswith(app.redirect_uri)
+                       or d.find_elements("id", "allow"), "neither the consent page nor the callback")
+            if not driver.current_url.startswith(app.redirect_uri):
+                driver.find_element("id", "allow").click()
+            first = parse_qs(urlsplit(wait_for_url(driver, app.redirect_uri + "?")).query)
+            assert first["state"] == ["first"] and "code" in first
+
+            # Signed in now: a cross-site POST with prompt=none gives a code without any page.
+            driver.get(app.base + "/post?state=silent&prompt=none")
+            driver.find_element("id", "go").click()
+            wait_for_url(driver, app.redirect_uri + "?code=")
+            silent = parse_qs(urlsplit(driver.current_url).query)
+            assert silent["state"] == ["silent"] and "error" not in silent
+            assert live_redeem(live, silent["code"][0]).redirect_uri == app.redirect_uri
+    finally:
+        app.close()
