@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
