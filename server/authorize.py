@@ -335,8 +335,10 @@ def _validate(form: dict[str, str], client: RegisteredClient, redirect_uri: str)
     if state is not None and _valid_state(state) is None:
         raise invalid_request(f"The state parameter must be at most {MAX_STATE} printable ASCII characters")
     nonce = form.get("nonce")
-    if nonce is not None and len(nonce) > MAX_NONCE:
-        raise invalid_request(f"The nonce parameter must be at most {MAX_NONCE} characters")
+    # Stored with the code and copied into the ID token: no control characters (PostgreSQL
+    # refuses NUL in text).
+    if nonce is not None and (len(nonce) > MAX_NONCE or any(ord(c) < 0x20 or ord(c) == 0x7f for c in nonce)):
+        raise invalid_request(f"The nonce parameter must be at most {MAX_NONCE} characters, none of them control characters")
     scopes = _scopes(form.get("scope"), client)
     code_challenge, code_challenge_method = _pkce(form, client)
     max_age = form.get("max_age")

@@ -297,6 +297,8 @@ def test_only_loopback_redirect_uris_match_any_port(browser):
     ({"request_uri": "https://app.example/request.jwt"}, "request_uri_not_supported"),
     ({"registration": '{"logo_uri":"https://app.example/logo.png"}'}, "registration_not_supported"),
     ({"nonce": "n" * 513}, "invalid_request"),
+    ({"nonce": "n\x00"}, "invalid_request"),                       # would reach PostgreSQL as a 500
+    ({"nonce": "n\nx"}, "invalid_request"),
     ({"prompt": "none login"}, "invalid_request"),                  # OIDC Core §3.1.2.1
     ({"prompt": "none consent"}, "invalid_request"),
     ({"prompt": "always"}, "invalid_request"),
