@@ -4,7 +4,7 @@
     GET    /api/identity/oauth2/dcr/v1.1/register/<client_id>  read (RFC 7592 §2.1)
     PUT    /api/identity/oauth2/dcr/v1.1/register/<client_id>  replace (RFC 7592 §2.2)
     DELETE /api/identity/oauth2/dcr/v1.1/register/<client_id>  delete (RFC 7592 §2.3)
-    GET    /api/openapi.json                                    the OpenAPI description (public)
+    GET    /api/openapi.json                                    the OpenAPI description (administrators)
 
 Callers: an administrator (HTTP Basic, with the sign-in failure limits) may do everything; an
 initial access token (Bearer, RFC 7591 §3) may register; a registration access token (Bearer,
@@ -290,6 +290,11 @@ def remove(client_id: str):
 
 @bp.route("/api/openapi.json", methods=["GET"], provide_automatic_options=False)
 def openapi():
-    """The OpenAPI description of this API, with this server's URL."""
+    """The OpenAPI description of this API, with this server's URL. Like everything under /api it
+    answers administrators only."""
+    credentials = _authorization()
+    if credentials is None or credentials[0] != "basic":
+        raise _unauthorized("The API description needs an administrator's credentials")
+    _basic_admin(credentials[1])
     return json_response({**OPENAPI, "servers": [{"url": _services().settings.base_url}]}, cacheable=True,
-                         headers={"Cache-Control": "public, max-age=300"})
+                         headers={"Cache-Control": "private, max-age=300"})

@@ -42,16 +42,18 @@ def server(tmp_path_factory):
 
 
 def fetch(server: Server) -> requests.Response:
-    return requests.get(server.base + "/api/openapi.json", verify=server.ca, timeout=15)
+    return requests.get(server.base + "/api/openapi.json", headers=ADMIN, verify=server.ca, timeout=15)
 
 
 # --- the document -----------------------------------------------------------------------------------
 
-def test_the_description_is_public_and_valid_openapi(server):
-    response = fetch(server)  # no credentials
+def test_the_description_is_for_administrators_and_valid_openapi(server):
+    anonymous = requests.get(server.base + "/api/openapi.json", verify=server.ca, timeout=15)
+    assert anonymous.status_code == 401 and "paths" not in anonymous.json()
+    response = fetch(server)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert response.headers["Cache-Control"] == "public, max-age=300"
+    assert response.headers["Cache-Control"] == "private, max-age=300"
     document = response.json()
     assert document["openapi"].startswith("3.0.")
     assert document["servers"] == [{"url": server.base}]
@@ -111,7 +113,7 @@ def test_documented_bodies_match_real_answers(server):
 
 @pytest.fixture(scope="module")
 def api_schema(server):
-    return schemathesis.openapi.from_url(server.base + "/api/openapi.json", verify=server.ca)
+    return schemathesis.openapi.from_url(server.base + "/api/openapi.json", headers=ADMIN, verify=server.ca)
 
 
 @pytest.fixture

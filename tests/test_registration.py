@@ -620,8 +620,11 @@ def test_a_replaced_jwks_uri_is_not_served_from_the_cache(api, key_server):
 
 # --- the OpenAPI description (in-process; the schema run against the real server is test_openapi.py) --
 
-def test_the_openapi_description_is_public(api):
+def test_the_openapi_description_answers_administrators_only(api):
     response = api.client.get("/api/openapi.json")
+    assert response.status_code == 401 and "paths" not in response.json
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    response = api.client.get("/api/openapi.json", headers=ADMIN)
     assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
     assert response.json["servers"] == [{"url": "https://localhost:9443"}]
     assert set(response.json["paths"]) == {REGISTER, REGISTER + "/{client_id}"}
