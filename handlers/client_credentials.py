@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from handlers.base import GrantHandler
 from server.errors import invalid_request, invalid_scope, unauthorized_client
+from server.forms import SCOPE_TOKEN
 from server.request import AuthenticatedClient, Grant, TokenRequest
 from storage.clients import RegisteredClient
 
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
@@ -19,7 +16,7 @@ def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
     if raw is None:
         return None
     tokens = raw.split(" ")
-    if not all(_SCOPE_TOKEN.fullmatch(t) for t in tokens):
+    if not all(SCOPE_TOKEN.fullmatch(t) for t in tokens):
         raise invalid_request("The scope parameter is malformed")
     return tuple(dict.fromkeys(tokens))
 

@@ -20,7 +20,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from server import web
 from server.errors import OAuthError, invalid_request, invalid_scope, unauthorized_client
-from server.forms import MAX_PARAMETERS, check_media_type, parse_form, read_body
+from server.forms import MAX_PARAMETERS, SCOPE, check_media_type, parse_form, read_body
 from server.views import client_address
 from storage import clients, codes, consents
 from storage.clients import RegisteredClient
@@ -46,8 +46,6 @@ MAX_CLIENT_ID = 255
 # accepts (gunicorn's limit_request_line, 8190 bytes, in app.py).
 MAX_QUERY = 8000
 _VSCHAR = re.compile(r"[\x20-\x7e]+")                                   # RFC 6749 Appendix A.5
-_SCOPE_TOKEN = r"[\x21\x23-\x5b\x5d-\x7e]+"
-_SCOPE = re.compile(rf"{_SCOPE_TOKEN}(?: {_SCOPE_TOKEN})*")             # RFC 6749 §3.3
 _CODE_CHALLENGE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")               # RFC 7636 §4.2
 _MAX_AGE = re.compile(r"[0-9]{1,10}")
 _URI_CHARS = re.compile(r"[\x21-\x7e]+")
@@ -364,7 +362,7 @@ def _scopes(scope: str | None, client: RegisteredClient) -> tuple[str, ...]:
     # RFC 6749 §3.3: no default scope here; the request fails instead.
     if scope is None:
         raise invalid_scope("The scope parameter is missing")
-    if not _SCOPE.fullmatch(scope):
+    if not SCOPE.fullmatch(scope):
         raise invalid_scope("The scope parameter is malformed")
     scopes = tuple(dict.fromkeys(scope.split(" ")))
     if not set(scopes) <= set(client.scopes):

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
+from server.forms import SCOPE_TOKEN
 from storage.clients import AUTH_METHODS, RegisteredClient
 
 INVALID_CLIENT_METADATA = "invalid_client_metadata"
@@ -57,8 +58,6 @@ MAX_CERTIFICATE_BYTES = 64 * 1024
 # space-separated), control characters, backslashes and non-ASCII are refused, not guessed at.
 _URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_EXCEPT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -294,7 +293,7 @@ def _scopes(metadata: dict) -> tuple[str, ...]:
     if not isinstance(value, str):
         raise MetadataError("scope", "scope must be a string of space-separated scope values")
     tokens = value.split(" ")
-    if len(tokens) > MAX_SCOPES or not all(_SCOPE_TOKEN.fullmatch(t) and len(t) <= MAX_SCOPE_TOKEN for t in tokens):
+    if len(tokens) > MAX_SCOPES or not all(SCOPE_TOKEN.fullmatch(t) and len(t) <= MAX_SCOPE_TOKEN for t in tokens):
         raise MetadataError("scope", "scope must be scope values (RFC 6749 section 3.3) separated by single spaces")
     return tuple(dict.fromkeys(tokens))
 

@@ -3,7 +3,6 @@ console and the registration API; and the bearer tokens of that API (RFC 7591 §
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 import peewee
 
 from storage.database import database_proxy
+from storage.hashing import sha256_hex as hash_secret
 from storage.models import (AccessToken, AuthFailure, AuthorizationCode, Client, Consent, InitialAccessToken,
                             RefreshToken, RegistrationAccessToken)
 from storage.sql import Statement
@@ -64,12 +64,6 @@ class RegisteredClient:
             "key_source": ("jwks" if self.jwks else "jwks_uri" if self.jwks_uri else "keystore")
             if self.auth_method == "private_key_jwt" else None,
         }
-
-
-def hash_secret(secret: str) -> str:
-    # Client secrets are 256-bit random values generated here, so a fast hash is enough: there
-    # is nothing to brute-force (unlike user passwords, which need a memory-hard KDF).
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def secret_matches(client: RegisteredClient, secret: str) -> bool:

@@ -8,13 +8,13 @@ authorization code").
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 
 import peewee
 
+from storage.hashing import sha256_hex as code_hash
 from storage.models import AccessToken, AuthorizationCode, RefreshToken
 from storage.purge import purge_all
 
@@ -42,10 +42,6 @@ class CodeError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def code_hash(code: str) -> str:
-    return hashlib.sha256(code.encode("utf-8")).hexdigest()
 
 
 def issue(*, client_id: str, user_sub: str, redirect_uri: str, scopes: tuple[str, ...], nonce: str | None,

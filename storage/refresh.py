@@ -9,7 +9,6 @@ such a race) revokes the whole family.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import peewee
 
 from storage.codes import revoke_grant
+from storage.hashing import sha256_hex as token_hash
 from storage.models import RefreshToken
 from storage.purge import purge_all, purge_expired
 
@@ -39,10 +39,6 @@ class RefreshGrant:
 
     def active(self, now: int | None = None) -> bool:
         return self.state == ACTIVE and self.expires_at > (int(time.time()) if now is None else now)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def issue(*, grant_id: str, client_id: str, user_sub: str, scopes: tuple[str, ...], auth_time: int,

@@ -3,13 +3,13 @@ reveals no usable token."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 
 import peewee
 
 from storage import codes, refresh
+from storage.hashing import sha256_hex as token_hash
 from storage.models import AccessToken, AuthorizationCode, UserSession
 from storage.sql import Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
@@ -17,10 +17,6 @@ from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 _INSERT = Statement(lambda: AccessToken.insert(token_hash="?", client_id="?", scope="?", issued_at=0, expires_at=0,
                                                revoked=False, user_sub="?", grant_id="?"))
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 class TokenStore:

@@ -19,6 +19,7 @@ from typing import Any
 import peewee
 
 from storage.clients import plausible_id
+from storage.hashing import sha256_hex as _session_hash
 from storage.models import AccessToken, Consent, RefreshToken, User, UserSession
 
 # RFC 7914 §2 parameters: N = 2**15, r = 8 → 32 MiB per hash, about 0.1 s on one core.
@@ -154,10 +155,6 @@ def delete(username: str) -> bool:
 
 
 # --- browser sessions ---------------------------------------------------------------------------
-
-def _session_hash(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
-
 
 def start_session(account: Account, lifetime: int, auth_time: int | None = None) -> str:
     """A new session (a new value at every sign-in: no session fixation); returns the cookie value.

@@ -7,7 +7,6 @@ import hashlib
 import time
 from pathlib import Path
 
-import peewee
 import pytest
 
 from storage import codes, users
@@ -175,7 +174,6 @@ def _upgrade_in_process(url: str, base: str) -> int:
 
 
 def test_cli_users_and_admin(tmp_path):
-    from click.testing import CliRunner  # noqa: F401  (flask's runner below)
     from support import make_in_process
     env = make_in_process(tmp_path)
     runner = env.app.test_cli_runner()
