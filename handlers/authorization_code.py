@@ -79,20 +79,15 @@ class AuthorizationCodeGrantHandler(GrantHandler):
 
     @staticmethod
     def _check_redirect_uri(sent: str | None, grant: CodeGrant, registered: RegisteredClient) -> None:
-        # RFC 6749 §4.1.3: required, and identical, when the authorization request included it. The
-        # code records the URI the response went to even when the request omitted it (§3.1.2.3:
-        # then the client has exactly one), so a client with one registered URI may omit it here
-        # too; it cannot name another.
-        if sent is None and len(registered.redirect_uris) == 1:
-            sent = registered.redirect_uris[0]
-        if grant.redirect_uri:
-            if sent is None:
+        # RFC 6749 §4.1.3: required, and identical, when the authorization request included it.
+        # When it omitted it (§3.1.2.3: the client has exactly one), the token request may omit
+        # it too, or send that same URI; it cannot name another.
+        if sent is None:
+            if grant.redirect_uri_sent:
                 raise invalid_grant("The redirect_uri parameter is required for this code", reason="redirect_uri")
-            if sent != grant.redirect_uri:
-                raise invalid_grant("The redirect_uri does not match the authorization request",
-                                    reason="redirect_uri")
-        elif sent is not None and sent not in registered.redirect_uris:
-            raise invalid_grant("The redirect_uri is not registered for the client", reason="redirect_uri")
+            return
+        if sent != grant.redirect_uri:
+            raise invalid_grant("The redirect_uri does not match the authorization request", reason="redirect_uri")
 
     def _check_pkce(self, verifier: str | None, grant: CodeGrant, public: bool) -> None:
         if grant.code_challenge is None:

@@ -208,7 +208,7 @@ def _issue_code(auth: AuthorizationRequest, account: Account, auth_time: int) ->
     """RFC 6749 §4.1.2: the code, bound to everything the request said, back to the client."""
     settings = _idp().services.settings
     code = codes.issue(client_id=auth.client.client_id, user_sub=account.sub, redirect_uri=auth.redirect_uri,
-                       scopes=auth.scopes, nonce=auth.nonce, code_challenge=auth.code_challenge,
+                       redirect_uri_sent="redirect_uri" in auth.parameters, scopes=auth.scopes, nonce=auth.nonce, code_challenge=auth.code_challenge,
                        code_challenge_method=auth.code_challenge_method, auth_time=auth_time,
                        lifetime=settings.validity["authorization_code_validity"])
     _idp().chain.emit("authorization_code_issued", {"client_id": auth.client.client_id, "user_sub": account.sub,

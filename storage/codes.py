@@ -27,6 +27,7 @@ class CodeGrant:
     client_id: str
     user_sub: str
     redirect_uri: str
+    redirect_uri_sent: bool           # RFC 6749 §4.1.3: then the token request must repeat it
     scopes: tuple[str, ...]
     nonce: str | None
     code_challenge: str | None
@@ -45,12 +46,14 @@ class CodeError(Exception):
 
 
 def issue(*, client_id: str, user_sub: str, redirect_uri: str, scopes: tuple[str, ...], nonce: str | None,
-          code_challenge: str | None, code_challenge_method: str | None, auth_time: int, lifetime: int) -> str:
+          code_challenge: str | None, code_challenge_method: str | None, auth_time: int, lifetime: int,
+          redirect_uri_sent: bool = True) -> str:
     """Store a new code and return it (256 random bits; only its SHA-256 is stored)."""
     code = secrets.token_urlsafe(32)
     now = int(time.time())
     AuthorizationCode.create(code_hash=code_hash(code), grant_id=secrets.token_hex(16), client_id=client_id,
-                             user_sub=user_sub, redirect_uri=redirect_uri, scope=" ".join(scopes), nonce=nonce,
+                             user_sub=user_sub, redirect_uri=redirect_uri, redirect_uri_sent=redirect_uri_sent,
+                             scope=" ".join(scopes), nonce=nonce,
                              code_challenge=code_challenge, code_challenge_method=code_challenge_method,
                              auth_time=auth_time, issued_at=now, expires_at=now + lifetime, used=False)
     return code
@@ -84,7 +87,8 @@ def redeem(code: str, client_id: str) -> CodeGrant:
         raise CodeError("reused")
     if row.expires_at <= int(time.time()):
         raise CodeError("expired")
-    return CodeGrant(row.grant_id, row.client_id, row.user_sub, row.redirect_uri, tuple(row.scope.split()),
+    return CodeGrant(row.grant_id, row.client_id, row.user_sub, row.redirect_uri, bool(row.redirect_uri_sent),
+                     tuple(row.scope.split()),
                      row.nonce, row.code_challenge, row.code_challenge_method, row.auth_time, row.expires_at)
 
 

@@ -124,6 +124,7 @@ class AuthorizationCode(BaseModel):
     client_id = peewee.CharField(max_length=255)
     user_sub = peewee.CharField(max_length=64)
     redirect_uri = peewee.TextField()
+    redirect_uri_sent = peewee.BooleanField(default=True)           # False: omitted, the only registered one
     scope = peewee.TextField(default="")
     nonce = peewee.TextField(null=True)
     code_challenge = peewee.CharField(max_length=128, null=True)

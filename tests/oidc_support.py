@@ -67,14 +67,15 @@ class OIDC:
 
     def code(self, client_id: str = "web-app", scopes=("openid", "profile"), redirect_uri: str = REDIRECT,
              nonce: str | None = None, challenge: str | None = None, method: str | None = "S256",
-             auth_time: int | None = None, lifetime: int = 60, user_sub: str | None = None) -> str:
+             auth_time: int | None = None, lifetime: int = 60, user_sub: str | None = None,
+             redirect_uri_sent: bool = True) -> str:
         from storage import codes
         with self.app.app_context():
             return codes.issue(client_id=client_id, user_sub=user_sub or self.alice.sub, redirect_uri=redirect_uri,
                                scopes=tuple(scopes), nonce=nonce, code_challenge=challenge,
                                code_challenge_method=method if challenge else None,
                                auth_time=auth_time if auth_time is not None else int(time.time()) - 5,
-                               lifetime=lifetime)
+                               lifetime=lifetime, redirect_uri_sent=redirect_uri_sent)
 
     def auth(self, client_id: str = "web-app") -> dict:
         """Client authentication parameters: a fresh assertion, or client_id alone for the public client."""

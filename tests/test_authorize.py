@@ -226,11 +226,13 @@ def test_registered_redirect_uri_that_is_malformed_is_never_used(env, browser):
 def test_redirect_uri_may_be_omitted_when_exactly_one_is_registered(env, browser):
     values = browser.code(PORTAL_REDIRECT, client_id="portal", redirect_uri=None)   # first party: no consent page
     grant = redeem(env, values["code"])
-    assert grant.redirect_uri == PORTAL_REDIRECT   # the token request must send this same value
+    assert grant.redirect_uri == PORTAL_REDIRECT   # the token request may repeat only this value
+    assert grant.redirect_uri_sent is False        # ... or omit it too (RFC 6749 §4.1.3)
 
 
 def test_query_of_the_registered_redirect_uri_is_kept(env, browser):
     response = browser.sign_in(browser.authorize(client_id="portal", redirect_uri=PORTAL_REDIRECT))
+    assert redeem(env, parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]).redirect_uri_sent is True
     location = response.headers["Location"]
     assert location.startswith(PORTAL_REDIRECT + "&code=")
     values = callback(response, 303, PORTAL_REDIRECT)

@@ -221,9 +221,20 @@ def test_missing_redirect_uri_with_several_registered(oidc):
     error(oidc.redeem(oidc.code("two-uris"), "two-uris", redirect_uri=None), 400, "invalid_grant")
 
 
-def test_missing_redirect_uri_with_one_registered(oidc):
-    """The only registered URI is the only one the code can have been sent to."""
-    assert oidc.redeem(oidc.code(), redirect_uri=None).status_code == 200
+def test_redirect_uri_required_when_the_authorization_request_sent_it(oidc):
+    """RFC 6749 §4.1.3: REQUIRED if it was included in the authorization request, even when the
+    client has only one registered URI."""
+    code = oidc.code()
+    error(oidc.redeem(code, redirect_uri=None), 400, "invalid_grant")
+    error(oidc.redeem(code), 400, "invalid_grant")  # used up by the failed attempt
+
+
+def test_redirect_uri_may_be_omitted_when_the_authorization_request_did(oidc):
+    """The authorization request omitted it (one registered URI): the token request may omit it
+    or repeat that URI, never name another."""
+    assert oidc.redeem(oidc.code(redirect_uri_sent=False), redirect_uri=None).status_code == 200
+    assert oidc.redeem(oidc.code(redirect_uri_sent=False)).status_code == 200
+    error(oidc.redeem(oidc.code(redirect_uri_sent=False), redirect_uri=REDIRECT + "/"), 400, "invalid_grant")
 
 
 def test_code_for_the_other_registered_uri(oidc):
