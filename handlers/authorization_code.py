@@ -15,8 +15,8 @@ import hmac
 import re
 
 from handlers.base import GrantHandler
-from handlers.client_credentials import requested_scopes, still_registered
-from server.errors import invalid_grant, invalid_request, invalid_scope, unauthorized_client
+from handlers.client_credentials import narrowed, requested_scopes, still_registered
+from server.errors import invalid_grant, invalid_request, unauthorized_client
 from server.request import AuthenticatedClient, Grant, TokenRequest
 from storage import codes, users
 from storage.codes import CodeGrant
@@ -65,12 +65,7 @@ class AuthorizationCodeGrantHandler(GrantHandler):
         self._check_pkce(verifier, grant, client.method == "none")
 
         granted = still_registered(grant.scopes, registered)
-        scopes = granted
-        if requested is not None:
-            # The token request may narrow the granted scope (WSO2 clients send scope=openid), never widen it.
-            if any(s not in granted for s in requested):
-                raise invalid_scope("The requested scope exceeds the scope granted by the authorization code")
-            scopes = requested
+        scopes = narrowed(granted, requested, "authorization code")
         if users.get_by_sub(grant.user_sub) is None:
             raise invalid_grant("The user of the authorization code no longer exists", reason="code_user")
         return Grant(scopes, {"user_sub": grant.user_sub, "grant_id": grant.grant_id, "auth_time": grant.auth_time,

@@ -31,6 +31,16 @@ def still_registered(granted: tuple[str, ...], client: RegisteredClient) -> tupl
     return scopes
 
 
+def narrowed(granted: tuple[str, ...], requested: tuple[str, ...] | None, what: str) -> tuple[str, ...]:
+    """The scope of a token from a user's grant: the grant's, or a narrower one the request asks
+    for (RFC 6749 §6; WSO2 clients send scope=openid on the code request), never a wider one."""
+    if requested is None:
+        return granted
+    if any(s not in granted for s in requested):
+        raise invalid_scope(f"The requested scope exceeds the scope granted by the {what}")
+    return requested
+
+
 class ClientCredentialsGrantHandler(GrantHandler):
     grant_type = "client_credentials"
     default_order = 100

@@ -10,8 +10,8 @@ the winner's new tokens already exist by then, they are revoked with it.
 from __future__ import annotations
 
 from handlers.base import GrantHandler
-from handlers.client_credentials import requested_scopes, still_registered
-from server.errors import invalid_grant, invalid_request, invalid_scope, unauthorized_client
+from handlers.client_credentials import narrowed, requested_scopes, still_registered
+from server.errors import invalid_grant, invalid_request, unauthorized_client
 from server.request import AuthenticatedClient, Grant, TokenRequest
 from storage import refresh, users
 
@@ -45,14 +45,9 @@ class RefreshTokenGrantHandler(GrantHandler):
         if not found.active():
             raise invalid_grant("The refresh token has expired", reason="refresh_expired")
 
+        # The refresh token keeps the grant's scope (less what the client is no longer registered for).
         granted = still_registered(found.scopes, registered)
-        scopes = granted
-        if requested is not None:
-            # RFC 6749 §6: the scope may be narrowed; the refresh token keeps the original scope
-            # (less what the client is no longer registered for).
-            if any(s not in granted for s in requested):
-                raise invalid_scope("The requested scope exceeds the scope of the refresh token")
-            scopes = requested
+        scopes = narrowed(granted, requested, "refresh token")
         if users.get_by_sub(found.user_sub) is None:
             raise invalid_grant("The user of the refresh token no longer exists", reason="refresh_user")
         return Grant(scopes, {"user_sub": found.user_sub, "grant_id": found.grant_id, "auth_time": found.auth_time,
