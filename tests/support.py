@@ -6,12 +6,14 @@ SQLite file and keystore; the server is `python app.py` (gunicorn, HTTPS) in a s
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -289,3 +291,57 @@ def make_in_process(tmp: Path, **config) -> InProcess:
     app = build_app(str(write_config(tmp, **config)))
     upgrade(app.extensions["idp"].services.db)
     return InProcess(app, tmp)
+
+
+# --- a client's jwks_uri -----------------------------------------------------------------------
+
+class JWKSServer:
+    """A client's jwks_uri over plain HTTP on 127.0.0.1 (the test configurations allow it in
+    [oauth.jwks_fetch]): `documents` maps a path to a JWK Set (dict, str or bytes), any other path
+    serves `default`; `requests` records (monotonic time, method, path) of every request, of any
+    method — so it also serves as a canary that nothing is fetched."""
+
+    def __init__(self, default=None, cache_control: str | None = None) -> None:
+        self.default = {"keys": []} if default is None else default
+        self.documents: dict[str, object] = {}
+        self.cache_control = cache_control
+        self.requests: list[tuple[float, str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                outer.requests.append((time.monotonic(), self.command, self.path))
+                document = outer.documents.get(self.path, outer.default)
+                body = (document if isinstance(document, bytes) else
+                        document.encode() if isinstance(document, str) else json.dumps(document).encode())
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if outer.cache_control:
+                    self.send_header("Cache-Control", outer.cache_control)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _serve
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def hits(self) -> int:
+        return len(self.requests)
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def url(self, path: str = "/jwks.json") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import http.server
 import json
-import threading
 
 import pytest
 from cryptography import x509
@@ -18,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from server import client_metadata as cm
 from server.client_metadata import MetadataError, validate
-from support import ec_key, ed_key, jwks_of, pem, rsa_key, write_config
+from support import JWKSServer, ec_key, ed_key, jwks_of, pem, rsa_key, write_config
 
 RSA = rsa_key()
 RSA_1024 = rsa_key(1024)
@@ -450,38 +448,6 @@ def test_an_expired_certificate_is_refused_in_metadata(settings):
 
 # --- keys_from_jwks_uri ---------------------------------------------------------------------------------
 
-class KeyServer:
-    """A client's jwks_uri on 127.0.0.1: `document` as JSON, `hits` counts the fetches."""
-
-    def __init__(self, document) -> None:
-        self.document = document
-        self.hits = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits += 1
-                body = outer.document if isinstance(outer.document, bytes) else json.dumps(outer.document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, path: str = "/jwks.json") -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def services(tmp_path):
     from support import make_in_process
@@ -490,7 +456,7 @@ def services(tmp_path):
 
 @pytest.fixture
 def key_server():
-    server = KeyServer(jwks((RSA, "k1"), (P256, "k2")))
+    server = JWKSServer(jwks((RSA, "k1"), (P256, "k2")))
     yield server
     server.close()
 
@@ -505,11 +471,11 @@ def test_keys_from_jwks_uri_fetches_once(services, key_server):
 
 
 def test_keys_from_jwks_uri_refusals(services, key_server):
-    key_server.document = {"keys": [{"kty": "oct", "k": b64(b"secret")}]}
+    key_server.default = {"keys": [{"kty": "oct", "k": b64(b"secret")}]}
     with pytest.raises(MetadataError) as info:
         cm.keys_from_jwks_uri(key_server.url("/bad"), services)
     assert info.value.field == "jwks_uri"
-    port = key_server.httpd.server_address[1]
+    port = key_server.port
     key_server.close()
     with pytest.raises(MetadataError):
         cm.keys_from_jwks_uri(f"http://127.0.0.1:{port}/gone", services)  # unreachable

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import http.server
 import io
 import json
 import re
@@ -17,7 +16,6 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -29,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from support import make_in_process
-from support import (KEYSTORE_PASSWORD, Server, assert_oauth_error, claims_for, ec_key, free_port, jwks_of, pem,
+from support import (KEYSTORE_PASSWORD, JWKSServer, Server, assert_oauth_error, claims_for, ec_key, free_port, jwks_of, pem,
                      rsa_key, sign, token_form, write_config)
 
 BASE = "https://localhost:9443"
@@ -637,40 +635,10 @@ def test_jwks_pasted_or_uploaded(browser):
                                                         headers={"kid": "first"}))), 401, "invalid_client")
 
 
-class KeyServer:
-    """A JWKS served over HTTP on 127.0.0.1 (allowed by the test configuration's allowed_hosts)."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.hits = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.hits += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                self.wfile.write(outer.body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def key_server():
     key = rsa_key()
-    server = KeyServer(jwks_of((key, "remote")).encode())
+    server = JWKSServer(jwks_of((key, "remote")))
     server.key = key
     yield server
     server.close()
@@ -679,19 +647,19 @@ def key_server():
 def test_jwks_uri_is_fetched_once_and_its_keys_shown(browser, key_server):
     env = browser.env
     client_id, _ = browser.add_sp()
-    response = browser.save_keys(client_id, {"key_source": "jwks_uri", "jwks_uri": key_server.url})
+    response = browser.save_keys(client_id, {"key_source": "jwks_uri", "jwks_uri": key_server.url()})
     assert response.status_code == 200, error_text(response.text)
     assert key_server.hits == 1
     assert all_by_class(response.text, "key-kid") == ["remote"]
     client = stored(env, client_id)
-    assert client.jwks_uri == key_server.url and client.jwks is None
+    assert client.jwks_uri == key_server.url() and client.jwks is None
     assert env.post(token_form(sign(key_server.key, claims_for(client_id, env.issuer),
                                     headers={"kid": "remote"}))).status_code == 200
     # Back to the keystore certificate: the URI is dropped (and leaves the fetcher's cache).
     back = browser.save_keys(client_id, {"key_source": "keystore"})
     assert back.status_code == 200, error_text(back.text)
     assert stored(env, client_id).jwks_uri is None
-    assert key_server.url not in env.app.extensions["idp"].services.jwks_fetcher._entries
+    assert key_server.url() not in env.app.extensions["idp"].services.jwks_fetcher._entries
 
 
 def rsa_1024_certificate() -> bytes:

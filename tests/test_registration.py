@@ -6,9 +6,7 @@ very next request, a deleted client gets nothing."""
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +15,7 @@ import pytest
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-from support import (Server, assert_oauth_error, claims_for, ec_key, free_port, jwks_of, rsa_key, shared_keystore,
+from support import (JWKSServer, Server, assert_oauth_error, claims_for, ec_key, free_port, jwks_of, rsa_key, shared_keystore,
                      sign, token_form, write_config)
 from test_client_metadata import certificate, private_jwks, rsa_1024_jwks
 
@@ -560,40 +558,9 @@ def test_deleting_a_client_ends_its_registration_access_token_and_tokens(api):
 
 # --- jwks_uri ---------------------------------------------------------------------------------------
 
-class KeyServer:
-    """A client's jwks_uri on 127.0.0.1: one JWK Set per path."""
-
-    def __init__(self) -> None:
-        self.documents: dict[str, str] = {}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = outer.documents.get(self.path, '{"keys": []}').encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "max-age=3600")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def key_server():
-    server = KeyServer()
+    server = JWKSServer(cache_control="max-age=3600")
     yield server
     server.close()
 

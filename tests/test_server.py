@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
-import http.server
 import json
 import re
 import shutil
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from support import (KEYSTORE_PASSWORD, PYTHON, ROOT, Server, assert_oauth_error, claims_for, free_port, jwks_of,
+from support import (KEYSTORE_PASSWORD, PYTHON, ROOT, JWKSServer, Server, assert_oauth_error, claims_for, free_port, jwks_of,
                      pem, rsa_key, sign, token_form, write_config)
 
 KEYTOOL = shutil.which("keytool")
@@ -193,45 +192,6 @@ def keytool_list(path: Path, store_type: str) -> str:
     return keytool("-list", "-keystore", str(path), "-storetype", store_type, "-storepass", KEYSTORE_PASSWORD)
 
 
-# --- loopback HTTP servers (a client's jwks_uri, a canary) -----------------------------------------
-
-class KeyServer:
-    """Serves `document` as JSON at any path on 127.0.0.1 and records every request it receives."""
-
-    def __init__(self, document: dict | None = None, cache_control: str = "max-age=3600") -> None:
-        self.document = document or {"keys": []}
-        self.hits: list[tuple[float, str, str]] = []  # (monotonic time, method, path)
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                outer.hits.append((time.monotonic(), self.command, self.path))
-                body = json.dumps(outer.document).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", cache_control)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            do_GET = do_POST = do_HEAD = _serve
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/jwks.json") -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 # =================================================================================================
 # jwks_uri. The server refetches on an unknown kid at most once per refresh_interval after its
 # last fetch; the rotation server sets it to REFRESH seconds.
@@ -243,7 +203,7 @@ REFRESH = 3
 @dataclass
 class Rotation:
     server: Server
-    jwks: KeyServer
+    jwks: JWKSServer
     client: Client
     k2: object
     first: requests.Response
@@ -251,10 +211,10 @@ class Rotation:
 
     def rotate(self) -> None:
         """The client now publishes only k2."""
-        self.jwks.document = json.loads(jwks_of((self.k2, "k2")))
+        self.jwks.default = json.loads(jwks_of((self.k2, "k2")))
 
     def paths(self) -> list[str]:
-        return [path for _, _, path in self.jwks.hits]
+        return [path for _, _, path in self.jwks.requests]
 
 
 @pytest.fixture(scope="module")
@@ -262,17 +222,17 @@ def rotation(tmp_path_factory):
     k1, k2 = rsa_key(), rsa_key()
     # max-age well beyond the test: a key set refreshed later is refreshed by the unknown-kid
     # refetch, never by the cached copy expiring.
-    jwks = KeyServer(json.loads(jwks_of((k1, "k1"))), cache_control="max-age=3600")
+    jwks = JWKSServer(json.loads(jwks_of((k1, "k1"))), cache_control="max-age=3600")
     try:
         # One worker process: one key-set cache, so the fetch count is exact.
         with running(tmp_path_factory.mktemp("rotation"), workers=1,
                      jwks_fetch_extra=f"refresh_interval = {REFRESH}") as server:
             server.cli("clients", "create", "--client-id", "rotating-client", "--auth-method", "private_key_jwt",
                        "--jwks-uri", jwks.url("/jwks.json"), "--scope", "openid")
-            assert jwks.hits == []  # registering checks the URL but fetches nothing
+            assert jwks.requests == []  # registering checks the URL but fetches nothing
             client = Client("rotating-client", k1, "k1")
             first = token(server, client.assertion(server))
-            first_fetch = jwks.hits[0][0] if jwks.hits else time.monotonic()
+            first_fetch = jwks.requests[0][0] if jwks.requests else time.monotonic()
             yield Rotation(server, jwks, client, k2, first, first_fetch)
     finally:
         jwks.close()
@@ -536,7 +496,7 @@ class TestRelaxedConfiguration:
 # =================================================================================================
 
 def test_header_keys_are_never_fetched_or_used(main):
-    canary = KeyServer()
+    canary = JWKSServer()
     try:
         victim = register(main, "canary-victim")
         cert_client = "canary-keystore-client"  # keystore mode, no certificate imported
@@ -560,7 +520,7 @@ def test_header_keys_are_never_fetched_or_used(main):
                 assert_oauth_error(response, 401, "invalid_client")
             keystore_client = Client(cert_client, attacker, kid=None)
             assert_oauth_error(token(main, keystore_client.assertion(main, headers=headers)), 401, "invalid_client")
-        assert canary.hits == []
+        assert canary.requests == []
         # The legitimate key still works, so the refusals were about the header keys.
         assert_token(token(main, victim.assertion(main)))
     finally:

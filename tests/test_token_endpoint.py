@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import ASSERTION_TYPE, assert_oauth_error, claims_for, ec_key, ed_key, jwks_of, rsa_key, sign, token_form
+from support import ASSERTION_TYPE, assert_oauth_error, claims_for, ec_key, ed_key, jwks_of, rsa_key, token_form
 from cryptography.hazmat.primitives.asymmetric import ec
 
 
@@ -435,7 +435,6 @@ def test_structurally_broken_assertions(idp, assertion, error, status):
 def test_duplicate_claim_names(idp):
     import base64
     enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-    from keystore.signing import sign as raw_sign
     good = idp.assertion()
     head = good.split(".")[0]
     now = int(time.time())
