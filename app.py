@@ -19,7 +19,7 @@ from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
 from server.services import Services, build_services
-from server.views import bp, register_error_handlers
+from server.views import TokenEndpoint, bp, register_error_handlers
 from storage.database import close_all, open_database, release
 from storage.schema import upgrade
 
@@ -70,6 +70,7 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     def _release_db(exc):
         release(db)
 
+    app.wsgi_app = TokenEndpoint(app.wsgi_app, app.extensions["idp"], lambda: release(db))
     return app
 
 

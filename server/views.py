@@ -7,8 +7,9 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.wrappers import Request
 
 from keystore import id_token
 from server import web
@@ -27,39 +28,70 @@ def _idp():
     return current_app.extensions["idp"]
 
 
-def _oauth_request() -> TokenRequest:
+def _oauth_request(req: Request | None = None, idp=None) -> TokenRequest:
     """The checks every POST endpoint of OAuth shares, then the immutable request object."""
+    req = request if req is None else req
+    idp = _idp() if idp is None else idp
     # RFC 6749 §3.2: parameters are sent in the body, never in the query string.
-    if request.query_string:
+    if req.query_string:
         raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
-    check_media_type(request.headers.get("Content-Type"))
-    form = parse_form(read_body(request.stream))
+    check_media_type(req.headers.get("Content-Type"))
+    form = parse_form(read_body(req.stream))
     return TokenRequest.build(
         form,
-        {k.lower(): v for k, v in request.headers.items()},
-        endpoint_url=_idp().services.settings.base_url + request.path,  # never the Host header
-        request_id=request.environ.setdefault("idp.request_id", os.urandom(8).hex()),
-        remote_addr=client_address(),
+        {k.lower(): v for k, v in req.headers.items()},
+        endpoint_url=idp.services.settings.base_url + req.path,  # never the Host header
+        request_id=req.environ.setdefault("idp.request_id", os.urandom(8).hex()),
+        remote_addr=client_address(req, idp),
     )
 
 
-def client_address() -> str:
+def client_address(req: Request | None = None, idp=None) -> str:
     """The client's address: the TCP peer, or, when the peer is one of [server] trusted_proxies,
     the right-most X-Forwarded-For entry that is not itself a trusted proxy."""
-    peer = request.remote_addr or ""
-    trusted = _idp().services.settings.server["trusted_proxies"]
+    req = request if req is None else req
+    peer = req.remote_addr or ""
+    trusted = (_idp() if idp is None else idp).services.settings.server["trusted_proxies"]
     if peer not in trusted:
         return peer
-    for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+    for hop in reversed(req.headers.get("X-Forwarded-For", "").split(",")):
         hop = hop.strip()
         if hop and hop not in trusted:
             return hop[:64]
     return peer
 
 
+def token_response(req: Request, idp) -> Response:
+    return json_response(idp.chain.token(_oauth_request(req, idp)))
+
+
 @bp.route("/oauth2/token", methods=["POST"], provide_automatic_options=False)
 def token():
-    return json_response(_idp().chain.token(_oauth_request()))
+    # A POST reaches TokenEndpoint below first; this route gives other methods their 405.
+    return token_response(request, _idp())
+
+
+class TokenEndpoint:
+    """WSGI middleware: POST /oauth2/token, the hot path, is answered without Flask's
+    per-request machinery (request context, routing, hooks: about a sixth of the request's
+    CPU, bench/README.md); everything else, other methods on this path included, goes to
+    Flask. The view, the errors and their rendering are the ones Flask uses."""
+
+    def __init__(self, flask_app, idp, release) -> None:
+        self.flask_app, self.idp, self.release = flask_app, idp, release
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/oauth2/token" or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask_app(environ, start_response)
+        try:
+            response = token_response(Request(environ), self.idp)
+        except OAuthError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - every failure leaves as JSON
+            response = error_response(as_oauth_error(exc))
+        finally:
+            self.release()
+        return response(environ, start_response)
 
 
 @bp.route("/oauth2/introspect", methods=["POST"], provide_automatic_options=False)
@@ -275,6 +307,22 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException):
         if web.html_pages():
             return web.http_error_page(exc)
+        return error_response(as_oauth_error(exc))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        error = as_oauth_error(exc)
+        if web.html_pages():
+            return web.error_page(web.PageError(error.status, "Service unavailable" if error.status == 503
+                                                else "Server error", error.description))
+        return error_response(error)
+
+
+def as_oauth_error(exc: Exception) -> OAuthError:
+    """The OAuth error an exception other than OAuthError is answered with (logged when it is
+    the server's fault): Werkzeug's HTTP errors keep their status, a database that cannot
+    serve is 503, anything else 500."""
+    if isinstance(exc, HTTPException):
         status = exc.code or 500
         headers = {}
         description = exc.name or "HTTP error"
@@ -282,17 +330,9 @@ def register_error_handlers(app: Flask) -> None:
             headers["Allow"] = ", ".join(exc.valid_methods)
             description = "This endpoint accepts only " + headers["Allow"]
         error = "not_found" if status == 404 else "invalid_request"
-        return error_response(OAuthError(error, description, status, headers))
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        if isinstance(exc, UNAVAILABLE):
-            log.error("database unavailable: %s", exc.__class__.__name__)
-            error = temporarily_unavailable("The service is temporarily unavailable")
-        else:
-            log.exception("unexpected error")
-            error = OAuthError("server_error", "The server could not process the request", 500)
-        if web.html_pages():
-            return web.error_page(web.PageError(error.status, "Service unavailable" if error.status == 503
-                                                else "Server error", error.description))
-        return error_response(error)
+        return OAuthError(error, description, status, headers)
+    if isinstance(exc, UNAVAILABLE):
+        log.error("database unavailable: %s", exc.__class__.__name__)
+        return temporarily_unavailable("The service is temporarily unavailable")
+    log.exception("unexpected error", exc_info=exc)
+    return OAuthError("server_error", "The server could not process the request", 500)
