@@ -196,7 +196,10 @@ def _loads_strict(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise _StrictJSONError("nesting too deep") from None
     except (ValueError, TypeError):
         raise _StrictJSONError("invalid JSON") from None
-    _check_tree(value, max_depth)
+    # The walk is needed only where the text could hold a surrogate (escaped, or raw in a str)
+    # or nest deeper than max_depth, which takes more brackets than that; most texts cannot.
+    if "\\u" in text or text.count("{") + text.count("[") > max_depth or _SURROGATE.search(text):
+        _check_tree(value, max_depth)
     return value
 
 
