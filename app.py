@@ -47,10 +47,11 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     settings = config.load(deployment_toml)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # No log line here names its source file, thread or process: skip collecting them for every
-    # record (the logging HOWTO, "Optimization"); the audit log writes two records per request.
+    # No log format here names a source file or thread (gunicorn's name the process id): skip
+    # collecting them for every record (the logging HOWTO, "Optimization"); the audit log writes
+    # two records per token request.
     logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logThreads = logging.logMultiprocessing = False
     try:
         db = open_database(settings.database_url, settings.path.parent)
     except ValueError as exc:

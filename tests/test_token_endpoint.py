@@ -5,9 +5,12 @@ over HTTPS under gunicorn are covered by test_server.py."""
 
 from __future__ import annotations
 
+import json
 import time
+from urllib.parse import urlencode
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from support import ASSERTION_TYPE, assert_oauth_error, claims_for, ec_key, ed_key, jwks_of, rsa_key, token_form
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -657,3 +660,56 @@ def test_basic_credentials_are_form_urlencoded(idp):
         _, secret = clients.create("a b", "client_secret_basic", grant_types=("client_credentials",))
     header = "Basic " + base64.b64encode(f"a+b:{secret}".encode()).decode()
     assert idp.post({"grant_type": "client_credentials"}, headers={"Authorization": header}).status_code == 200
+
+
+# --- POST /oauth2/token is answered outside Flask (server.views.TokenEndpoint) ----------------
+
+
+def _chain_raises(idp, monkeypatch, exc: Exception) -> None:
+    def token(request):
+        raise exc
+    monkeypatch.setattr(idp.app.extensions["idp"].chain, "token", token)
+
+
+def test_unexpected_error_is_json_500_without_details(idp, monkeypatch, caplog):
+    _chain_raises(idp, monkeypatch, RuntimeError("internal detail"))
+    r = idp.token(idp.assertion())
+    assert_oauth_error(r, 500, "server_error")
+    assert "internal detail" not in r.text and "Traceback" not in r.text
+    assert "unexpected error" in caplog.text and "internal detail" in caplog.text
+
+
+def test_database_unavailable_is_503_with_retry_after(idp, monkeypatch):
+    import peewee
+    _chain_raises(idp, monkeypatch, peewee.OperationalError("could not connect to server"))
+    r = idp.token(idp.assertion())
+    assert_oauth_error(r, 503, "temporarily_unavailable")
+    assert r.headers["Retry-After"] == "5" and "could not connect" not in r.text
+
+
+def test_truncated_body_is_json_400(idp):
+    data = urlencode(token_form(idp.assertion())).encode()
+    environ = EnvironBuilder(path="/oauth2/token", method="POST", data=data[:100],
+                             content_type="application/x-www-form-urlencoded").get_environ()
+    environ["CONTENT_LENGTH"] = str(len(data))   # the client promised more than it sent
+    status = []
+    out = b"".join(idp.app(environ, lambda s, h, e=None: status.append((s, dict(h)))))
+    assert status[0][0].startswith("400 ") and status[0][1]["Content-Type"] == "application/json"
+    assert status[0][1]["Cache-Control"] == "no-store"
+    assert json.loads(out)["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_still_reach_flask(idp, method):
+    r = idp.app.test_client().open("/oauth2/token", method=method)
+    assert_oauth_error(r, 405, "invalid_request")
+    assert r.headers["Allow"] == "POST"
+
+
+def test_the_database_connection_is_released_once_per_request(idp, monkeypatch):
+    import app as app_module
+    released = []
+    monkeypatch.setattr(app_module, "release", released.append)   # looked up at call time
+    assert idp.token(idp.assertion()).status_code == 200
+    assert_oauth_error(idp.post("grant_type=client_credentials"), 401, "invalid_client")
+    assert released == [idp.app.extensions["idp"].services.db] * 2
