@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -647,9 +648,11 @@ def table(rows: list[dict]) -> str:
     head = ("| server | configuration | req/s | p50 ms | p99 ms | errors | peak RSS/worker MB | server cores | replays |\n"
             "|---|---|---:|---:|---:|---:|---:|---:|---|")
     out = [head]
+    several = len({r.get("round", 1) for r in rows}) > 1
     for r in rows:
+        config = r.get("config", "") + (f", round {r['round']}" if several else "")
         if "error" in r:
-            out.append(f"| {r['target']} | {r.get('config', '')} | FAILED | | | | | | {' '.join(r['error'].split())[:80]} |")
+            out.append(f"| {r['target']} | {config} | FAILED | | | | | | {' '.join(r['error'].split())[:80]} |")
             continue
         rps = f"{r['rps']:,.0f}"
         if r["hostile"]:
@@ -658,19 +661,30 @@ def table(rows: list[dict]) -> str:
             rps += " EXHAUSTED"
         replay = "rejected" if all(x["rejected"] for x in r["replays_after_run"].values()) else "ACCEPTED"
         replay += "" if r["replay_ok"] else " (unexpected)"
-        out.append(f"| {r['target']} | {r['config']} | {rps} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+        out.append(f"| {r['target']} | {config} | {rps} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                    f"{r['errors']} | {r['peak_rss_mb_per_worker']} | {r['server_cores']:.2f} | {replay} |")
     return "\n".join(out)
 
 
 def ratios(rows: list[dict]) -> list[str]:
-    ours = [r for r in rows if r["target"] == "ours" and "rps" in r]
-    peers = [r for r in rows if r["target"] != "ours" and "rps" in r]
+    """Ours against each peer measured in the same round; with several rounds, the median of the
+    per-round ratios too (a machine whose speed drifts moves whole rounds, less so the ratios)."""
     out = []
-    for o in ours:
-        for p in peers:
-            out.append(f"ours ({o['config'].split(',')[0]}) / {p['target']}: {o['rps'] / p['rps']:.2f}x "
-                       f"({o['rps']:,.0f} vs {p['rps']:,.0f} req/s)")
+    per_pair: dict[tuple[str, str], list[float]] = {}
+    rounds = sorted({r.get("round", 1) for r in rows})
+    for rnd in rounds:
+        same = [r for r in rows if r.get("round", 1) == rnd and "rps" in r]
+        for o in (r for r in same if r["target"] == "ours"):
+            for p in (r for r in same if r["target"] != "ours"):
+                name = o["config"].split(",")[0]
+                per_pair.setdefault((name, p["target"]), []).append(o["rps"] / p["rps"])
+                where = f" [round {rnd}]" if len(rounds) > 1 else ""
+                out.append(f"ours ({name}) / {p['target']}{where}: {o['rps'] / p['rps']:.2f}x "
+                           f"({o['rps']:,.0f} vs {p['rps']:,.0f} req/s)")
+    for (name, peer), values in per_pair.items():
+        if len(values) > 1:
+            out.append(f"ours ({name}) / {peer}: median {statistics.median(values):.2f}x over {len(values)} rounds "
+                       f"(each: {', '.join(f'{v:.2f}' for v in values)})")
     return out
 
 
@@ -701,14 +715,17 @@ def parse_args(argv=None):
     ap.add_argument("--jti-clients", type=int, default=1000, help="distinct client ids in the --jti-rows rows")
     ap.add_argument("--rss-samples", type=float, default=0, metavar="S",
                     help="sample VmRSS of our workers every S seconds from server start to the end of the run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every server this many times, interleaved (ours, node, Authlib, ours, ...)")
     ap.add_argument("--tag", default="")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.jti_rows < 0 or not 0 <= args.jti_expired_share <= 1 or args.jti_clients < 1 or args.rss_samples < 0:
-        sys.exit("--jti-rows >= 0, 0 <= --jti-expired-share <= 1, --jti-clients >= 1, --rss-samples >= 0")
+    if (args.jti_rows < 0 or not 0 <= args.jti_expired_share <= 1 or args.jti_clients < 1 or args.rss_samples < 0
+            or args.rounds < 1):
+        sys.exit("--jti-rows >= 0, 0 <= --jti-expired-share <= 1, --jti-clients >= 1, --rss-samples >= 0, --rounds >= 1")
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y wrk util-linux (or run `make bench`)")
@@ -745,15 +762,17 @@ def main(argv=None) -> int:
         jwks_server = JWKSServer(docs)
 
     rows: list[dict] = []
-    plan: list[tuple[str, object]] = []
-    for th in threads_list:
-        plan.append(("ours", th))
-    if args.peers:
-        plan.append(("node-oidc-provider", None))
-        plan.append(("authlib", None))
+    plan: list[tuple[str, object, int]] = []
+    for rnd in range(1, args.rounds + 1):
+        for th in threads_list:
+            plan.append(("ours", th, rnd))
+        if args.peers:
+            plan.append(("node-oidc-provider", None, rnd))
+            plan.append(("authlib", None, rnd))
     try:
-        for i, (name, th) in enumerate(plan):
-            log(f"-- [{i + 1}/{len(plan)}] {name}{f' (threads={th})' if th else ''}")
+        for i, (name, th, rnd) in enumerate(plan):
+            log(f"-- [{i + 1}/{len(plan)}] {name}{f' (threads={th})' if th else ''}"
+                f"{f', round {rnd}' if args.rounds > 1 else ''}")
             if name == "ours":
                 t = make_ours(args, th, keys, jwks_server, server_cpus)
             elif name == "node-oidc-provider":
@@ -761,11 +780,13 @@ def main(argv=None) -> int:
             else:
                 t = make_authlib(args, peer_keys, server_cpus)
             try:
-                r = measure(t, args, wrk_cpu, stamp, args.profile and name == "ours")
+                r = measure(t, args, wrk_cpu, stamp if args.rounds == 1 else f"{stamp}-r{rnd}",
+                            args.profile and name == "ours")
                 r["threads"] = th
             except Exception as exc:  # a failed target is reported, the others still run
                 r = {"target": name, "config": t.config, "error": str(exc)}
                 log(f"   FAILED: {str(exc)[:2000]}")
+            r["round"] = rnd
             rows.append(r)
             if "rps" in r:
                 log(f"   {r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}  "
