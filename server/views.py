@@ -73,7 +73,7 @@ def token():
 
 class TokenEndpoint:
     """WSGI middleware: POST /oauth2/token, the hot path, is answered without Flask's
-    per-request machinery (request context, routing, hooks: about a sixth of the request's
+    per-request machinery (request context, routing, hooks: a fifth to a third of the request's
     CPU, bench/README.md); everything else, other methods on this path included, goes to
     Flask. The view, the errors and their rendering are the ones Flask uses."""
 
@@ -87,7 +87,7 @@ class TokenEndpoint:
             response = token_response(Request(environ), self.idp)
         except OAuthError as exc:
             response = error_response(exc)
-        except Exception as exc:  # noqa: BLE001 - every failure leaves as JSON
+        except Exception as exc:  # every failure leaves as JSON, as under Flask's handlers
             response = error_response(as_oauth_error(exc))
         finally:
             self.release()
