@@ -130,7 +130,8 @@ def registered(server) -> list[str]:
 
 # Fields whose random values almost never pass the cross-field rules a JSON schema cannot express.
 _ENTANGLED = ("grant_types", "response_types", "redirect_uris", "token_endpoint_auth_method", "jwks", "jwks_uri",
-              "certificate", "token_endpoint_auth_signing_alg", "client_secret")
+              "certificate", "token_endpoint_auth_signing_alg", "client_secret",
+              "client_id")  # a replace must not name another client (RFC 7592 §2.2)
 
 
 def registrable(case):
@@ -159,7 +160,9 @@ def test_generated_requests_get_documented_answers(server, api_schema, registere
     statuses = set()
 
     @given(case=st.one_of(strategies))
-    @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same cases on every run, so that CI never depends on a lucky draw
+    @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
     def run(case):
         response = case.call_and_validate(headers=ADMIN, verify=server.ca, timeout=15, checks=CHECKS)
         statuses.add(response.status_code)
