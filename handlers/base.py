@@ -65,16 +65,14 @@ class ClientAuthenticator(Handler):
     def claim(self, attempt: AuthAttempt, client_id: Any, source: str = "client_id") -> str:
         """The client id the request claims (from `source`), recorded in the attempt once it is
         known to be usable as a key: anything else is refused before it reaches a query, the
-        failure limiter or a log."""
+        failure limiter or a log. Also tells the attempt whether it falls under an exhausted
+        failure budget (`attempt.limited`): the authenticator then checks the credential with
+        what it already holds (no jwks_uri fetch) and serves it if it verifies."""
         if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
             raise invalid_client(f"The {source} must be 1 to 255 printable characters", reason=source)
         attempt.client_id = client_id
+        attempt.limited = self.services.limiter.client_retry(attempt.remote_addr, client_id)
         return client_id
-
-    def check_rate(self, client_id: str) -> None:
-        """Call once the claimed client is known, before checking its credentials: a client id
-        with too many recent failures is refused (429) without further work."""
-        self.services.limiter.check("client", client_id)
 
 
 class GrantHandler(Handler):

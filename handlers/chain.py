@@ -16,7 +16,7 @@ from typing import Any
 
 from handlers.base import STAGES, ClientAuthenticator, GrantHandler, Handler, Listener, TokenIssuer
 from server import config
-from server.errors import OAuthError, invalid_client, invalid_request, unsupported_grant_type
+from server.errors import OAuthError, invalid_client, invalid_request, rate_limited, unsupported_grant_type
 from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
 
 log = logging.getLogger("handlers.chain")
@@ -130,11 +130,13 @@ class Chain:
         return response
 
     def authenticate(self, request: TokenRequest) -> AuthenticatedClient:
-        """Exactly one authentication method per request (RFC 6749 §2.3)."""
-        attempt = AuthAttempt()
-        limiter = self.services.limiter
+        """Exactly one authentication method per request (RFC 6749 §2.3).
+
+        Failure budgets slow attackers, never the client that holds the credential: a request
+        over a budget is still checked (cheaply, ClientAuthenticator.claim) and served when its
+        credential verifies; only a failure is answered 429 instead of 401."""
+        attempt = AuthAttempt(remote_addr=request.remote_addr)
         try:
-            limiter.check("address", request.remote_addr)
             if len(credential_kinds(request)) > 1:
                 raise invalid_request("More than one client authentication method was used",
                                       reason="multiple_methods")
@@ -147,19 +149,32 @@ class Chain:
             attempt.method = able[0].methods[0] if len(able[0].methods) == 1 else ""
             result = able[0].authenticate(request, attempt)
         except OAuthError as exc:
-            if exc.status == 401:  # failed authentications count; malformed requests and 429s do not
-                limiter.failed("address", request.remote_addr)
-                limiter.failed("client", attempt.client_id)
-            self._audit(request, attempt, "failure", exc.reason)
-            raise
+            if exc.status == 401:  # failed authentications count; malformed requests do not
+                exc = self._count_failure(attempt, exc)
+            self._audit(request, attempt, "failure", exc.reason, exc.detail)
+            raise exc from None
         self._audit(request, attempt, "success", None)
         return result
 
-    def _audit(self, request: TokenRequest, attempt: AuthAttempt, outcome: str, reason: str | None) -> None:
-        self.emit("client_authentication", {
-            "request_id": request.request_id, "client_id": attempt.client_id, "client_known": attempt.client_known,
-            "method": attempt.method or None, "alg": attempt.alg, "kid": attempt.kid, "outcome": outcome, "reason": reason,
-            "remote_addr": request.remote_addr})
+    def _count_failure(self, attempt: AuthAttempt, exc: OAuthError) -> OAuthError:
+        """The answer to a failed authentication: 401, or 429 beyond a failure budget. Failures
+        count against the source address and, for a registered client, against the client id
+        from that address and the client id as a whole (the last one a signal: it makes
+        failures cheap, it never refuses a credential that verifies)."""
+        if attempt.limited is not None:  # already over: not counted again, nothing written
+            return rate_limited(attempt.limited, detail=exc.reason)
+        client_id = attempt.client_id if attempt.client_known else None
+        retry = self.services.limiter.client_failed(attempt.remote_addr, client_id)
+        return exc if retry is None else rate_limited(retry, detail=exc.reason)
+
+    def _audit(self, request: TokenRequest, attempt: AuthAttempt, outcome: str, reason: str | None,
+               detail: str | None = None) -> None:
+        data = {"request_id": request.request_id, "client_id": attempt.client_id, "client_known": attempt.client_known,
+                "method": attempt.method or None, "alg": attempt.alg, "kid": attempt.kid, "outcome": outcome,
+                "reason": reason, "remote_addr": request.remote_addr}
+        if detail:
+            data["detail"] = detail
+        self.emit("client_authentication", data)
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         for listener in self.listeners:

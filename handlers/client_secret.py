@@ -33,7 +33,7 @@ class ClientSecretAuthenticator(ClientAuthenticator):
             secret = request.form["client_secret"]
             if not client_id:
                 raise invalid_request("The client_id parameter is missing", reason="client_id")
-        self.check_rate(self.claim(attempt, client_id))
+        self.claim(attempt, client_id)
         client = clients.get(client_id)
         attempt.client_known = client is not None
         # Same answer for an unknown client and a wrong secret: no client enumeration.
@@ -51,7 +51,7 @@ def _basic_credentials(header: str) -> tuple[str, str]:
         raise invalid_client("The Authorization header must use the Basic scheme", reason="authorization_scheme")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII (UnicodeDecodeError is one too)
         raise invalid_client("The Authorization header is malformed", reason="authorization_malformed") from None
     client_id, sep, secret = decoded.partition(":")
     if not sep:

@@ -87,6 +87,8 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         # RFC 7523 §3 items 1 and 2: iss and sub are both the client id.
         iss, sub = claims.get("iss"), claims.get("sub")
         self.claim(attempt, sub, "sub")
+        if not isinstance(iss, str):
+            raise invalid_client("The iss claim must be a string", reason="iss")
         if iss != sub:
             raise invalid_client("The iss claim must equal the sub claim", reason="iss")
         if "client_id" in form and form["client_id"] != sub:
@@ -97,11 +99,10 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         attempt.client_known = True
         if client.auth_method != "private_key_jwt":
             raise invalid_client("The client is not registered for private_key_jwt", reason="wrong_method")
-        self.check_rate(client.client_id)
 
         self._check_typ(header)
         self._check_alg(alg, client.signing_alg)
-        self._check_signature(jws, alg, kid, client)
+        self._check_signature(jws, alg, kid, client, attempt)
         exp_time = self._check_claims(claims, request, client.audience_policy)
 
         # Replay last (RFC 7523 §3 item 7), keyed by (client id, jti), never by the token text.
@@ -132,7 +133,8 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
     # --- keys and signature --------------------------------------------------------------
 
-    def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient) -> None:
+    def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient,
+                         attempt: AuthAttempt) -> None:
         keys, source = self._keys(client)
         candidates = self._select(keys, alg, kid, source)
         if not candidates and source == "jwks_uri" and kid is not None:
@@ -224,7 +226,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         alias = self.props["TokenEndpointAlias"]
         policy = client_policy or self.props["AudiencePolicy"]
         if aud is None:
-            raise invalid_client("The aud claim is missing", reason="aud")
+            raise invalid_client("The aud claim is missing or null", reason="aud")
         if policy == "strict":
             # OpenID Connect Core §9 (2025 errata), FAPI 2.0: aud is the issuer, as one string.
             if isinstance(aud, list) and len(aud) == 1 and self.props["AllowSingleElementAudienceArray"]:
@@ -246,12 +248,13 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
 
 def _number(claims: dict, name: str, required: bool = False) -> float | None:
-    """A NumericDate (RFC 7519 §2): a JSON number, finite, not a boolean."""
-    value = claims.get(name)
-    if value is None:
+    """A NumericDate (RFC 7519 §2): a JSON number, finite, not a boolean. An optional claim may
+    be absent; present, it is checked like a required one (`"iat": null` is not a date)."""
+    if name not in claims:
         if required:
             raise invalid_client(f"The {name} claim is missing", reason=name)
         return None
+    value = claims[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             isinstance(value, float) and not math.isfinite(value)):
         raise invalid_client(f"The {name} claim must be a number", reason=name)

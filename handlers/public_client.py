@@ -31,7 +31,6 @@ class PublicClientAuthenticator(ClientAuthenticator):
     def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
         attempt.method = "none"
         client_id = self.claim(attempt, request.form["client_id"])
-        self.check_rate(client_id)
         client = clients.get(client_id)
         attempt.client_known = client is not None
         if not self._allowed(request):

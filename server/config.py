@@ -97,8 +97,10 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "id_token_validity": (int, 3600),
     },
     ("oauth", "rate_limit"): {
-        "failures_per_client": (int, 30),
         "failures_per_address": (int, 100),
+        "failures_per_client_address": (int, 30),
+        "failures_per_client": (int, 30),
+        "store": (str, "memory"),        # or a Redis URL: counters shared by every worker and node
         "signin_failures_per_user": (int, 10),
         "signin_failures_per_address": (int, 100),
         "window": (int, 60),
@@ -166,7 +168,7 @@ class Settings:
     access_token_lifetime: int
     issuer: str
     jwks_fetch: dict[str, Any]
-    rate_limit: dict[str, int]
+    rate_limit: dict[str, Any]
     validity: dict[str, int] = field(default_factory=dict)   # [oauth.token_validation], seconds
     pkce: dict[str, bool] = field(default_factory=dict)
     session_lifetime: int = 3600
@@ -366,12 +368,14 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 
     limits = values[("oauth", "rate_limit")]
-    for key in ("failures_per_client", "failures_per_address", "signin_failures_per_user",
-                "signin_failures_per_address"):
+    for key in ("failures_per_address", "failures_per_client_address", "failures_per_client",
+                "signin_failures_per_user", "signin_failures_per_address"):
         if limits[key] < 0:
             raise fail(("oauth", "rate_limit", key), "must not be negative (0 disables the limit)")
     if not 1 <= limits["window"] <= 86400:
         raise fail(("oauth", "rate_limit", "window"), "must be between 1 and 86400 seconds")
+    if limits["store"] != "memory" and not re.match(r"^(redis|rediss|unix)://[^\s]+$", limits["store"]):
+        raise fail(("oauth", "rate_limit", "store"), 'must be "memory" or a redis://, rediss:// or unix:// URL')
 
     settings = Settings(
         path=path,

@@ -16,7 +16,8 @@ class OAuthError(Exception):
     """
 
     def __init__(self, error: str, description: str, status: int = 400,
-                 headers: dict[str, str] | None = None, reason: str | None = None) -> None:
+                 headers: dict[str, str] | None = None, reason: str | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(description)
         self.error = error
         self.description = _UNSAFE.sub("?", description)
@@ -24,18 +25,28 @@ class OAuthError(Exception):
         self.headers = dict(headers or {})
         # A short machine-readable reason for the audit log (e.g. "signature", "replay").
         self.reason = reason or error
+        # What the operator needs and the caller must not learn (e.g. why a jwks_uri fetch
+        # failed): written to the audit log and the console's failure list, never to the response.
+        self.detail = detail
 
 
 def invalid_request(description: str, reason: str | None = None) -> OAuthError:
     return OAuthError("invalid_request", description, 400, reason=reason)
 
 
-def invalid_client(description: str, reason: str | None = None) -> OAuthError:
+def invalid_client(description: str, reason: str | None = None, detail: str | None = None) -> OAuthError:
     # RFC 6749 §5.2: 401 with a challenge in the scheme the client used in its Authorization
     # header; Basic is the only HTTP scheme defined for clients (§2.3.1), so it is sent always.
     return OAuthError("invalid_client", description, 401,
                       {"WWW-Authenticate": 'Basic realm="oauth2", error="invalid_client"'},
-                      reason=reason)
+                      reason=reason, detail=detail)
+
+
+def rate_limited(retry_after: int, detail: str | None = None) -> OAuthError:
+    """A failed client authentication beyond a failure budget (server.ratelimit); `detail` keeps
+    the failure's own reason for the audit log."""
+    return OAuthError("invalid_client", "Too many failed client authentications; retry later", 429,
+                      {"Retry-After": str(retry_after)}, reason="rate_limited", detail=detail)
 
 
 def invalid_grant(description: str, reason: str | None = None) -> OAuthError:

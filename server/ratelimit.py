@@ -1,71 +1,241 @@
 """Failed authentications — of clients at the token endpoint, of users and admins at sign-in —
-counted per client id, per user name and per source address.
+counted in fixed windows per key: a source address, a (client id, source address) pair, a client
+id, a user name.
 
-Fixed windows in a bounded per-process table: cheap, no shared state. With several workers or
-nodes each counts on its own, so the effective limit is the configured one times the number of
-worker processes (README, "Security").
+A window starts at a key's first failure and lasts `window` seconds; `Retry-After` is the time
+left in it, after which the key's count starts again from zero. The counters live in this process
+(`store = "memory"`: every worker counts on its own) or in Redis (`store = "redis://…"`: one count
+for every worker of every node). When Redis does not answer, the counters fall back to this
+process's memory and the log says so once a minute: the limits protect the server, they must not
+be able to take the token endpoint down.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
+from typing import Iterable, Protocol
 
-from server.errors import OAuthError
+log = logging.getLogger("server.ratelimit")
+
+Key = tuple[str, str]             # (kind, value)
+KINDS = ("address", "client_address", "client", "user", "signin_address")
+REDIS_TIMEOUT = 0.25              # seconds for connect and for each command
+REDIS_RETRY_AFTER_FAILURE = 5.0   # seconds on the fallback before Redis is asked again
+REDIS_WARN_EVERY = 60.0           # seconds between two "Redis is unreachable" log lines
 
 
-class FailureLimiter:
-    def __init__(self, per_client: int, per_address: int, window: int, capacity: int = 100_000,
-                 per_user: int = 0, per_signin_address: int = 0) -> None:
-        self.limits = {"client": per_client, "address": per_address,
-                       "user": per_user, "signin_address": per_signin_address}
+def _digest(value: str) -> str:
+    # Long values (anything an attacker sends as a client id) are kept as a fixed-size digest.
+    return value if len(value) <= 64 else hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+
+
+class Counters(Protocol):
+    def read(self, keys: list[Key]) -> list[tuple[int, float]]:
+        """(count, seconds left in the window) per key; (0, 0) for a key without failures."""
+
+    def add(self, keys: list[Key]) -> list[tuple[int, float]]:
+        """Count one failure for each key; the counts and windows afterwards."""
+
+
+class MemoryCounters:
+    """This process's counters: a bounded table ordered by last failure."""
+
+    def __init__(self, window: int, capacity: int = 100_000, clock=time.monotonic) -> None:
         self.window = window
         self.capacity = capacity
-        self._counts: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self.clock = clock
+        self._counts: OrderedDict[Key, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _key(kind: str, value: str) -> tuple[str, str]:
-        # Long values (anything an attacker sends as a client id) are stored as a fixed-size digest.
-        return (kind, value if len(value) <= 64 else hashlib.sha256(value.encode("utf-8", "replace")).hexdigest())
-
-    def blocked(self, kind: str, value: str | None, now: float | None = None) -> int | None:
-        """Seconds until `value` (a client id, user name or address) may try again, or None."""
-        limit = self.limits[kind]
-        if limit <= 0 or not value:
-            return None
-        now = time.monotonic() if now is None else now
+    def read(self, keys: list[Key]) -> list[tuple[int, float]]:
+        now = self.clock()
+        out = []
         with self._lock:
-            start, count = self._counts.get(self._key(kind, value), (now, 0))
-        if count >= limit and now - start < self.window:
-            return max(1, math.ceil(self.window - (now - start)))
-        return None
+            for key in keys:
+                start, count = self._counts.get(key, (now, 0))
+                left = self.window - (now - start)
+                out.append((count, left) if left > 0 else (0, 0.0))
+        return out
 
-    def check(self, kind: str, value: str | None, now: float | None = None) -> None:
-        """Raise 429 when a client id or address has failed too often in this window."""
-        retry = self.blocked(kind, value, now)
-        if retry is not None:
-            raise OAuthError("invalid_client", "Too many failed client authentications; retry later", 429,
-                             {"Retry-After": str(retry)}, reason="rate_limited")
-
-    def failed(self, kind: str, value: str | None, now: float | None = None) -> None:
-        if self.limits[kind] <= 0 or not value:
-            return
-        now = time.monotonic() if now is None else now
-        key = self._key(kind, value)
+    def add(self, keys: list[Key]) -> list[tuple[int, float]]:
+        now = self.clock()
+        out = []
         with self._lock:
-            start, count = self._counts.get(key, (now, 0))
-            if now - start >= self.window:
-                start, count = now, 0
-            self._counts[key] = (start, count + 1)
-            self._counts.move_to_end(key)
-            # The table is ordered by last failure: drop entries whose window has passed, then
-            # the oldest beyond the capacity.
+            for key in keys:
+                start, count = self._counts.get(key, (now, 0))
+                if now - start >= self.window:
+                    start, count = now, 0
+                self._counts[key] = (start, count + 1)
+                self._counts.move_to_end(key)
+                out.append((count + 1, self.window - (now - start)))
+            # Drop entries whose window has passed, then the oldest beyond the capacity.
             while self._counts:
-                oldest_key, (oldest_start, _) = next(iter(self._counts.items()))
+                _, (oldest_start, _) = next(iter(self._counts.items()))
                 if now - oldest_start < self.window and len(self._counts) <= self.capacity:
                     break
                 self._counts.popitem(last=False)
+        return out
+
+
+# One round trip for all the keys of a request. A key's window is its expiry, set by its first
+# failure; a key found without one (left by an interrupted script) gets the window again.
+_ADD = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  local ttl = redis.call('PTTL', key)
+  if n == 1 or ttl < 0 then
+    redis.call('PEXPIRE', key, ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  out[#out + 1] = n
+  out[#out + 1] = ttl
+end
+return out
+"""
+_READ = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[#out + 1] = tonumber(redis.call('GET', key) or '0')
+  out[#out + 1] = redis.call('PTTL', key)
+end
+return out
+"""
+
+
+class RedisCounters:
+    """Counters in Redis, shared by every worker and node that names the same server and database.
+    Each worker opens its own connection pool (created on first use after the fork)."""
+
+    def __init__(self, url: str, window: int, pool_size: int, fallback: MemoryCounters,
+                 prefix: str = "pkjwt:failures:") -> None:
+        self.url, self.window, self.pool_size, self.prefix = url, window, pool_size, prefix
+        self.fallback = fallback
+        self._client = None
+        self._pid = 0
+        self._scripts: tuple = ()
+        self._down_until = 0.0
+        self._warned_at = -REDIS_WARN_EVERY
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        """False while the counters are on the fallback (for health checks)."""
+        return time.monotonic() >= self._down_until
+
+    def _connection(self):
+        if self._pid != os.getpid():
+            import redis  # only a server configured with Redis needs the module loaded
+            with self._lock:
+                if self._pid != os.getpid():
+                    client = redis.Redis.from_url(self.url, socket_timeout=REDIS_TIMEOUT,
+                                                  socket_connect_timeout=REDIS_TIMEOUT,
+                                                  max_connections=self.pool_size, retry_on_timeout=False)
+                    self._scripts = (client.register_script(_READ), client.register_script(_ADD))
+                    self._client, self._pid = client, os.getpid()
+        return self._scripts
+
+    def _run(self, which: int, keys: list[Key]) -> list[tuple[int, float]] | None:
+        if time.monotonic() < self._down_until:
+            return None
+        import redis
+        try:
+            script = self._connection()[which]
+            flat = script(keys=[f"{self.prefix}{kind}:{value}" for kind, value in keys],
+                          args=[self.window * 1000])
+        except (redis.RedisError, OSError) as exc:
+            now = time.monotonic()
+            self._down_until = now + REDIS_RETRY_AFTER_FAILURE
+            if now - self._warned_at >= REDIS_WARN_EVERY:
+                self._warned_at = now
+                log.warning("rate-limit store %s is unreachable (%s): counting failures in this process "
+                            "until it answers", _safe_url(self.url), exc.__class__.__name__)
+            return None
+        return [(int(flat[i]), max(0.0, int(flat[i + 1]) / 1000)) for i in range(0, len(flat), 2)]
+
+    def read(self, keys: list[Key]) -> list[tuple[int, float]]:
+        found = self._run(0, keys)
+        return self.fallback.read(keys) if found is None else found
+
+    def add(self, keys: list[Key]) -> list[tuple[int, float]]:
+        found = self._run(1, keys)
+        return self.fallback.add(keys) if found is None else found
+
+
+def _safe_url(url: str) -> str:
+    """The Redis URL without a password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
+class FailureLimiter:
+    """The failure budgets. Client authentication is judged by `client_retry` before the
+    credentials are checked and `client_failed` after a failure; sign-ins by `blocked` and `failed`."""
+
+    def __init__(self, limits: dict[str, int], window: int, store: str = "memory", pool_size: int = 10,
+                 capacity: int = 100_000) -> None:
+        self.limits = {kind: limits.get(kind, 0) for kind in KINDS}
+        self.window = window
+        memory = MemoryCounters(window, capacity)
+        self.counters: MemoryCounters | RedisCounters = (
+            memory if store == "memory" else RedisCounters(store, window, pool_size, memory))
+
+    # --- client authentication ---------------------------------------------------------------
+
+    def _client_keys(self, address: str, client_id: str | None) -> list[Key]:
+        keys = []
+        if address and self.limits["address"] > 0:
+            keys.append(("address", _digest(address)))
+        if client_id:
+            if address and self.limits["client_address"] > 0:
+                keys.append(("client_address", _digest(f"{client_id} {address}")))
+            if self.limits["client"] > 0:
+                keys.append(("client", _digest(client_id)))
+        return keys
+
+    def _over(self, keys: list[Key], found: Iterable[tuple[int, float]], strict: bool) -> int | None:
+        """Seconds until every exhausted budget among `keys` frees a slot, or None."""
+        retry = None
+        for (kind, _), (count, left) in zip(keys, found):
+            if (count > self.limits[kind] if strict else count >= self.limits[kind]) and left > 0:
+                retry = max(retry or 0, max(1, math.ceil(left)))
+        return retry
+
+    def client_retry(self, address: str, client_id: str | None = None) -> int | None:
+        """Whether the source address, the client id from this address, or the client id as a
+        whole has used up its failure budget: seconds until it frees a slot, or None."""
+        keys = self._client_keys(address, client_id)
+        return self._over(keys, self.counters.read(keys), strict=False) if keys else None
+
+    def client_failed(self, address: str, client_id: str | None = None) -> int | None:
+        """Count one failed client authentication. Returns the Retry-After seconds when this
+        failure is beyond a budget (to be answered 429 instead of 401), otherwise None. The
+        count decides, atomically, so a budget of N lets exactly N failures through per window
+        however many workers and nodes share it."""
+        keys = self._client_keys(address, client_id)
+        return self._over(keys, self.counters.add(keys), strict=True) if keys else None
+
+    def client_failures(self, client_id: str) -> tuple[int, int]:
+        """(failures of this client id in the current window, seconds left in it): a signal for
+        the console, not a lock."""
+        count, left = self.counters.read([("client", _digest(client_id))])[0]
+        return count, math.ceil(left)
+
+    # --- sign-in -----------------------------------------------------------------------------
+
+    def blocked(self, kind: str, value: str | None) -> int | None:
+        """Seconds until `value` (a user name or address) may try again, or None."""
+        if self.limits[kind] <= 0 or not value:
+            return None
+        keys = [(kind, _digest(value))]
+        return self._over(keys, self.counters.read(keys), strict=False)
+
+    def failed(self, kind: str, value: str | None) -> None:
+        if self.limits[kind] > 0 and value:
+            self.counters.add([(kind, _digest(value))])

@@ -33,6 +33,12 @@ class AuthAttempt:
     client_known: bool = False       # set once client_id was found registered: only then is a failure recorded
     alg: str | None = None
     kid: str | None = None
+    remote_addr: str = ""            # the source address failures are counted against
+    # Seconds until a failure budget this attempt falls under frees a slot (source address,
+    # client id and address, client id), or None. While set the attempt is checked cheaply —
+    # keys already held, no jwks_uri fetch, no failure written — and a failure is answered 429;
+    # a credential that verifies is served all the same.
+    limited: int | None = None
 
 
 @dataclass(frozen=True)

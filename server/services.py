@@ -60,6 +60,16 @@ class Services:
             return self._keystore
 
 
+def _limiter(settings: Settings) -> FailureLimiter:
+    limits = settings.rate_limit
+    return FailureLimiter({"address": limits["failures_per_address"],
+                           "client_address": limits["failures_per_client_address"],
+                           "client": limits["failures_per_client"],
+                           "user": limits["signin_failures_per_user"],
+                           "signin_address": limits["signin_failures_per_address"]},
+                          limits["window"], store=limits["store"], pool_size=settings.server["threads"] + 2)
+
+
 def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) -> Services:
     entry = settings.cache("PrivateKeyJWT")
     cache = SeenCache(capacity=entry.capacity, timeout_seconds=entry.timeout_minutes * 60) if entry.enable else None
@@ -69,11 +79,7 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
                           refetch_interval_seconds=fetch["refresh_interval"])
     services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
-                        limiter=FailureLimiter(settings.rate_limit["failures_per_client"],
-                                               settings.rate_limit["failures_per_address"],
-                                               settings.rate_limit["window"],
-                                               per_user=settings.rate_limit["signin_failures_per_user"],
-                                               per_signin_address=settings.rate_limit["signin_failures_per_address"]),
+                        limiter=_limiter(settings),
                         _keystore=keystore)
     try:
         services._keystore_mtime = os.stat(keystore.path).st_mtime

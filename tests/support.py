@@ -49,8 +49,9 @@ def write_config(directory: Path, port: int = 9443, *, pkjwt: dict | None = None
     directory.mkdir(parents=True, exist_ok=True)
     props = "\n".join(f"{k} = {toml_value(v)}" for k, v in (pkjwt or {}).items())
     # Off unless a test is about it: the catalogues send hundreds of failures from one address.
-    limits = {"failures_per_client": 0, "failures_per_address": 0, **(rate_limit or {})}
-    limits_toml = "\n".join(f"{k} = {v}" for k, v in limits.items())
+    limits = {"failures_per_client": 0, "failures_per_client_address": 0, "failures_per_address": 0,
+              **(rate_limit or {})}
+    limits_toml = "\n".join(f"{k} = {toml_value(v)}" for k, v in limits.items())
     text = f"""
 [server]
 hostname = "localhost"
@@ -238,7 +239,7 @@ def assert_oauth_error(response, status: int, error: str) -> dict:
     assert "access_token" not in body
     description = body.get("error_description", "")
     assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), description
-    if error == "invalid_client":
+    if error == "invalid_client" and status == 401:  # RFC 6749 §5.2: a challenge with every 401
         assert response.headers["WWW-Authenticate"] == 'Basic realm="oauth2", error="invalid_client"'
     return body
 

@@ -533,69 +533,127 @@ def test_empty_value_is_treated_as_omitted(idp):
 
 # --- rate limiting of failed authentications ---------------------------------------------------
 
-def test_failures_per_client_are_limited(make_idp):
-    env = make_idp(rate_limit={"failures_per_client": 3, "failures_per_address": 0, "window": 60})
+ATTACKER = {"REMOTE_ADDR": "203.0.113.66"}
+
+
+def _forged(env, client_id="client-1"):
+    return token_form(env.assertion(client_id, key=rsa_key()))
+
+
+def test_failures_per_client_address_are_limited_and_never_refuse_the_key_holder(make_idp):
+    env = make_idp(rate_limit={"failures_per_client_address": 3, "window": 60})
     env.register()
     env.register("other")
     for _ in range(3):
-        assert_oauth_error(env.token(env.assertion(key=rsa_key())), 401, "invalid_client")
-    # The fourth attempt is refused before its signature is even checked, valid or not.
-    r = env.token(env.assertion())
-    assert r.status_code == 429 and r.json["error"] == "invalid_client"
-    assert 1 <= int(r.headers["Retry-After"]) <= 60 and r.headers["Cache-Control"] == "no-store"
-    # Another client from the same address is not affected.
-    assert env.token(env.assertion("other")).status_code == 200
+        assert_oauth_error(env.post(_forged(env), environ_base=ATTACKER), 401, "invalid_client")
+    r = env.post(_forged(env), environ_base=ATTACKER)
+    assert_oauth_error(r, 429, "invalid_client")
+    assert 59 <= int(r.headers["Retry-After"]) <= 60 and r.headers["Cache-Control"] == "no-store"
+    # The holder of the key is served, from the attacker's address too, and so is another client.
+    assert env.post(token_form(env.assertion()), environ_base=ATTACKER).status_code == 200
+    assert env.token(env.assertion()).status_code == 200
+    assert env.post(token_form(env.assertion("other")), environ_base=ATTACKER).status_code == 200
+    # The victim's own failures, from its own address, are still its own to make.
+    assert_oauth_error(env.token(env.assertion(key=rsa_key())), 401, "invalid_client")
 
 
 def test_failures_per_address_are_limited(make_idp):
-    env = make_idp(rate_limit={"failures_per_client": 0, "failures_per_address": 2, "window": 60})
+    env = make_idp(rate_limit={"failures_per_address": 2, "window": 60})
     env.register()
     for client_id in ("nobody-1", "nobody-2"):
-        assert_oauth_error(env.token(env.assertion(client_id)), 401, "invalid_client")
-    r = env.token(env.assertion())
-    assert r.status_code == 429 and "Retry-After" in r.headers
-    other = env.post(token_form(env.assertion()), environ_base={"REMOTE_ADDR": "192.0.2.7"})
-    assert other.status_code == 200
+        assert_oauth_error(env.post(token_form(env.assertion(client_id)), environ_base=ATTACKER), 401,
+                           "invalid_client")
+    r = env.post(token_form(env.assertion("nobody-3")), environ_base=ATTACKER)
+    assert_oauth_error(r, 429, "invalid_client")
+    assert "Retry-After" in r.headers
+    # A failure of any kind from that address is now 429, also one that fails before naming a client.
+    assert env.post({"grant_type": "client_credentials"}, environ_base=ATTACKER).status_code == 429
+    assert env.post(token_form(env.assertion()), environ_base=ATTACKER).status_code == 200
+    assert_oauth_error(env.token(env.assertion("nobody-1")), 401, "invalid_client")  # another address
+
+
+def test_a_client_id_over_its_budget_answers_failures_cheaply_and_serves_valid_assertions(make_idp):
+    """Forgeries from many addresses put the client id over its budget: failing attempts from a
+    new address get 429 without a jwks_uri fetch; the client's valid assertion is served."""
+    from support import JWKSServer
+    key = rsa_key()
+    jwks_server = JWKSServer()
+    jwks_server.documents["/keys"] = jwks_of((key, "k1"))
+    env = make_idp(rate_limit={"failures_per_client": 3, "window": 60}, jwks_fetch_extra="refresh_interval = 1")
+    env.register(keys=False, jwks_uri=jwks_server.url("/keys"))
+    for n in range(3):
+        forged = token_form(env.assertion(key=rsa_key(), headers={"kid": f"unknown-{n}"}))
+        assert_oauth_error(env.post(forged, environ_base={"REMOTE_ADDR": f"198.51.100.{n}"}), 401, "invalid_client")
+    fetches = jwks_server.hits
+    r = env.post(token_form(env.assertion(key=rsa_key(), headers={"kid": "unknown-new"})),
+                 environ_base={"REMOTE_ADDR": "198.51.100.99"})
+    assert_oauth_error(r, 429, "invalid_client")
+    assert jwks_server.hits == fetches          # no fetch for an unknown kid while over the budget
+    assert env.token(env.assertion(key=key)).status_code == 200
+    jwks_server.close()
+
+
+def test_replays_count_against_the_address_that_sends_them(make_idp):
+    env = make_idp(rate_limit={"failures_per_address": 2, "failures_per_client_address": 2,
+                               "failures_per_client": 2, "window": 60})
+    env.register()
+    captured = env.assertion(jti="captured")
+    assert env.token(captured).status_code == 200
+    for _ in range(2):
+        assert_oauth_error(env.post(token_form(captured), environ_base=ATTACKER), 401, "invalid_client")
+    assert_oauth_error(env.post(token_form(captured), environ_base=ATTACKER), 429, "invalid_client")
+    # The client id is over its budget now, which makes failures cheap, not valid requests fail.
+    assert env.token(env.assertion()).status_code == 200
+    assert_oauth_error(env.token(env.assertion(key=rsa_key())), 429, "invalid_client")
 
 
 def test_malformed_requests_do_not_count(make_idp):
-    env = make_idp(rate_limit={"failures_per_client": 1, "failures_per_address": 1, "window": 60})
+    env = make_idp(rate_limit={"failures_per_client_address": 1, "failures_per_address": 1, "window": 60})
     env.register()
     for _ in range(5):
         assert_oauth_error(env.post({"grant_type": "client_credentials", "client_assertion": "x"}), 400,
                            "invalid_request")
-    assert env.token(env.assertion()).status_code == 200
+    assert_oauth_error(env.token(env.assertion(key=rsa_key())), 401, "invalid_client")
 
 
 def test_window_expires():
-    from server.ratelimit import FailureLimiter
-    from server.errors import OAuthError
-    limiter = FailureLimiter(per_client=2, per_address=0, window=10)
-    limiter.failed("client", "c", now=100)
-    limiter.failed("client", "c", now=101)
-    with pytest.raises(OAuthError) as info:
-        limiter.check("client", "c", now=105)
-    assert info.value.status == 429 and info.value.headers["Retry-After"] == "5"
-    limiter.check("client", "c", now=110.5)  # a new window
-    limiter.check("address", "1.2.3.4", now=0)  # 0 disables
+    from server.ratelimit import FailureLimiter, MemoryCounters
+    clock = [100.0]
+    limiter = FailureLimiter({"client_address": 2}, window=10)
+    limiter.counters = MemoryCounters(10, clock=lambda: clock[0])
+    assert limiter.client_failed("192.0.2.1", "c") is None
+    clock[0] = 101
+    assert limiter.client_failed("192.0.2.1", "c") is None
+    clock[0] = 105
+    assert limiter.client_retry("192.0.2.1", "c") == 5       # the window started at 100
+    assert limiter.client_failed("192.0.2.1", "c") == 5      # beyond the budget
+    assert limiter.client_retry("192.0.2.2", "c") is None    # another address
+    clock[0] = 110.5
+    assert limiter.client_retry("192.0.2.1", "c") is None    # a new window
+    assert limiter.client_failed("192.0.2.1", "c") is None
+    assert limiter.client_retry("192.0.2.1") is None         # 0 disables the address budget
 
 
 def test_failure_table_stays_small_whatever_the_keys():
     """Huge client ids are stored as digests, and entries whose window passed are dropped."""
-    from server.errors import OAuthError
-    from server.ratelimit import FailureLimiter
-    limiter = FailureLimiter(per_client=2, per_address=0, window=10, capacity=1000)
+    from server.ratelimit import FailureLimiter, MemoryCounters
+    clock = [100.0]
+    limiter = FailureLimiter({"client": 2}, window=10)
+    limiter.counters = counters = MemoryCounters(10, capacity=1000, clock=lambda: clock[0])
     huge = "x" * 60_000
-    limiter.failed("client", huge, now=100)
-    limiter.failed("client", huge, now=101)
-    with pytest.raises(OAuthError):
-        limiter.check("client", huge, now=102)     # still counted, under its digest
-    assert all(len(key) <= 64 for _, key in limiter._counts)
+    limiter.client_failed("", huge)
+    clock[0] = 101
+    limiter.client_failed("", huge)
+    clock[0] = 102
+    assert limiter.client_retry("", huge) == 8     # still counted, under its digest
+    assert all(len(key) <= 64 for _, key in counters._counts)
     for i in range(500):
-        limiter.failed("client", f"id-{i}", now=200 + i * 0.01)
-    assert len(limiter._counts) == 500           # the huge id's window passed: dropped
-    limiter.failed("client", "late", now=300)
-    assert list(limiter._counts) == [("client", "late")]
+        clock[0] = 200 + i * 0.01
+        limiter.client_failed("", f"id-{i}")
+    assert len(counters._counts) == 500           # the huge id's window passed: dropped
+    clock[0] = 300
+    limiter.client_failed("", "late")
+    assert list(counters._counts) == [("client", "late")]
 
 
 # --- review findings ---------------------------------------------------------------------------
@@ -636,21 +694,21 @@ def test_reuse_record_keeps_the_later_expiry(make_idp):
 
 
 def test_trusted_proxy_forwarded_address(make_idp):
-    env = make_idp(rate_limit={"failures_per_client": 0, "failures_per_address": 1, "window": 60},
+    env = make_idp(rate_limit={"failures_per_address": 1, "window": 60},
                    server_extra='trusted_proxies = ["10.0.0.1"]')
     env.register()
     proxy = {"REMOTE_ADDR": "10.0.0.1"}
     bad = token_form(env.assertion("nobody"))
     r = env.post(bad, headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}, environ_base=proxy)
     assert r.status_code == 401
-    # The attacker's address is limited, not the proxy's: another client behind it gets through.
-    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "198.51.100.4"},
-                    environ_base=proxy).status_code == 200
-    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "203.0.113.9"},
-                    environ_base=proxy).status_code == 429
+    # The attacker's address is limited, not the proxy's: another caller behind it still gets 401.
+    assert env.post(bad, headers={"X-Forwarded-For": "198.51.100.4"}, environ_base=proxy).status_code == 401
+    assert env.post(bad, headers={"X-Forwarded-For": "203.0.113.9"}, environ_base=proxy).status_code == 429
     # An untrusted peer cannot choose its address with the header.
-    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "198.51.100.4"},
+    assert env.post(bad, headers={"X-Forwarded-For": "198.51.100.7"},
                     environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 429
+    assert env.post(token_form(env.assertion()), headers={"X-Forwarded-For": "203.0.113.9"},
+                    environ_base=proxy).status_code == 200
 
 
 def test_basic_credentials_are_form_urlencoded(idp):

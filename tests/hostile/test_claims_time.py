@@ -54,6 +54,9 @@ WRONG_TYPES = [with_claims(f"type-{name}-{label}", **{name: value}) for name, la
     ("jti", "newline", "a\nb"), ("jti", "list", ["a"]), ("jti", "null", None), ("jti", "true", True),
     ("iat", "string", "1"), ("iat", "false", False), ("iat", "list", [1]), ("iat", "object", {}),
     ("nbf", "string", "0"), ("nbf", "object", {"a": 1}), ("nbf", "true", True),
+    # Optional claims that are present are checked as strictly as required ones.
+    ("iat", "null", None), ("iat", "true", True), ("nbf", "null", None), ("nbf", "false", False),
+    ("aud", "null", None), ("aud", "list-with-number", [5]),
 ]] + [
     with_claims("iss-differs-from-sub", iss="other-client"),
     with_claims("sub-differs-from-iss", sub="other-client"),
