@@ -114,6 +114,10 @@ def test_missing_env_variable(tmp_path, monkeypatch):
      "deployment.toml:4: oauth.jwks_fetch.max_bytes: must be between 1024 and 10485760"),
     ('[keystore.primary]\npassword = "x"\n[server]\ntrusted_proxies = ["lb.internal"]\n',
      "deployment.toml:4: server.trusted_proxies: must list IP addresses"),
+    ('[keystore.primary]\npassword = "x"\n[oauth.rate_limit]\nwindow = 60\nstore = "memcached://x"\n',
+     'deployment.toml:5: oauth.rate_limit.store: must be "memory" or a redis://, rediss:// or unix:// URL'),
+    ('[keystore.primary]\npassword = "x"\n[oauth.rate_limit]\nfailures_per_client_address = -1\n',
+     "deployment.toml:4: oauth.rate_limit.failures_per_client_address: must not be negative (0 disables the limit)"),
 ])
 def test_mistakes_name_key_and_line(tmp_path, text, expected):
     assert error(tmp_path, text) == expected
