@@ -48,7 +48,6 @@ import urllib3  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
-from requests.adapters import HTTPAdapter  # noqa: E402
 
 import hostile_support as H  # noqa: E402
 import support as S  # noqa: E402
@@ -63,7 +62,8 @@ VALID_ADDRESS = "127.0.0.1"
 HOSTILE_ADDRESS_PHASE2 = "127.0.0.2"  # loopback too: the per-address limit then hits only the hostile share
 RSS_GROWTH_LIMIT = 10.0  # percent, between the RSS mark and the end of phase 1
 PROGRESS_EVERY = 5.0
-RATE_LIMIT_DEFAULTS = "failures_per_client 30, failures_per_address 100, window 60 s (per worker)"
+RATE_LIMIT_DEFAULTS = ("failures_per_address 100, failures_per_client_address 30, failures_per_client 30, "
+                       "window 60 s (per worker)")
 
 # The catalogue's rows that run against the default (strict) server, by section. The rows for
 # the legacy-audience and reuse-allowed servers need other configurations and are left out.
@@ -140,26 +140,6 @@ def fmt_rss(snap: dict[int, int]) -> str:
 # --------------------------------------------------------------------------- set-up
 
 
-class SourceAdapter(HTTPAdapter):
-    """Connections from a chosen loopback source address."""
-
-    def __init__(self, source: str, **kwargs) -> None:
-        self.source = source
-        super().__init__(pool_connections=4, pool_maxsize=4, **kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.source, 0)
-        return super().init_poolmanager(*args, **kwargs)
-
-
-def session_from(address: str) -> requests.Session:
-    s = requests.Session()
-    adapter = SourceAdapter(address)
-    s.mount("https://", adapter)
-    s.mount("http://", adapter)
-    return s
-
-
 class Canary:
     """An HTTP server on loopback whose URLs go into jku/x5u/kid headers: it must never be contacted."""
 
@@ -181,7 +161,8 @@ class Canary:
 def write_toml(directory: Path, port: int, workers: int, tls: bool, rate_limits: bool) -> Path:
     """Like tests/support.write_config; without [oauth.rate_limit] the defaults apply."""
     directory.mkdir(parents=True, exist_ok=True)
-    limits = "" if rate_limits else "\n[oauth.rate_limit]\nfailures_per_client = 0\nfailures_per_address = 0\n"
+    limits = "" if rate_limits else ("\n[oauth.rate_limit]\nfailures_per_client = 0\nfailures_per_client_address = 0\n"
+                                      "failures_per_address = 0\n")
     text = f"""[server]
 hostname = "localhost"
 port = {port}
@@ -409,7 +390,7 @@ class Load:
             self.server.base = f"http://localhost:{port}"
         self.server.start(timeout=60)
         self.canary = Canary()
-        env = H.Env(self.server, self.keys, session=session_from(VALID_ADDRESS), secrets=self.secrets)
+        env = H.Env(self.server, self.keys, session=S.session_from(VALID_ADDRESS), secrets=self.secrets)
         self.valid_clients = register_all(env, self.keys, self.valid_keys)
         env.session.close()
         # Each worker re-reads the keystore at most every two seconds (README): wait that long after the
@@ -419,7 +400,7 @@ class Load:
         for client in self.valid_clients.values():
             streak = 0
             while streak < 5:
-                with session_from(VALID_ADDRESS) as s:
+                with S.session_from(VALID_ADDRESS) as s:
                     response, _ = self.send_valid(client, s)
                 if response is not None and response.status_code == 200:
                     streak += 1
@@ -514,8 +495,8 @@ class Load:
 
     def client_thread(self, index: int) -> None:
         rng = random.Random(self.seed * 1000 + index)
-        valid_session = session_from(VALID_ADDRESS)
-        hostile_session = session_from(self.hostile_address)
+        valid_session = S.session_from(VALID_ADDRESS)
+        hostile_session = S.session_from(self.hostile_address)
         env = H.Env(self.server, self.keys, session=hostile_session, secrets=self.secrets)
         env.canary = self.canary.url
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import requests
+from requests.adapters import HTTPAdapter
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jose import jwt as jose_jwt
@@ -227,6 +228,27 @@ class Server:
         if check and result.returncode != 0:
             raise AssertionError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
+
+
+class SourceAddress(HTTPAdapter):
+    """Connections from a chosen loopback address (127.0.0.0/8 is all on the loopback interface),
+    so that one machine can play several clients for the per-address failure budgets."""
+
+    def __init__(self, address: str, pool_size: int = 4) -> None:
+        self.address = address
+        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        return super().init_poolmanager(*args, **kwargs)
+
+
+def session_from(address: str) -> requests.Session:
+    session = requests.Session()
+    adapter = SourceAddress(address)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def assert_oauth_error(response, status: int, error: str) -> dict:

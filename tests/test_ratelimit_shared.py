@@ -4,15 +4,13 @@ down. The Redis server on 127.0.0.1:6379 is real; these tests own its database 7
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-import requests
-from requests.adapters import HTTPAdapter
 
-from support import Server, assert_oauth_error, free_port, jwks_of, rsa_key, sign, claims_for, token_form, write_config
+from support import (Server, assert_oauth_error, claims_for, free_port, jwks_of, rsa_key, session_from, sign,
+                     token_form, write_config)
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
 
@@ -70,24 +68,6 @@ def test_redis_down_falls_back_to_this_process_and_says_so_once(caplog):
 
 
 # --- two real nodes, two workers each, one Redis ------------------------------------------------
-
-class SourceAddress(HTTPAdapter):
-    """Requests from one loopback address (127.0.0.0/8 is all on the loopback interface)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def session_from(address: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("https://", SourceAddress(address))
-    return session
-
 
 def start_node(tmp_path, name: str, key, store: str, **limits) -> Server:
     from storage import clients

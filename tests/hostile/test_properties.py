@@ -141,9 +141,9 @@ CLAIMS = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti"]
 def acceptable(claims: dict, issuer: str, now: float) -> bool:
     """The README's claim rules, independently."""
     def number(name):
-        v = claims.get(name)
-        if v is None:
+        if name not in claims:  # absent is allowed; present (null included) must be a number
             return None
+        v = claims[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or abs(v) > 1e13 or not math.isfinite(v):
             raise ValueError
         return v
