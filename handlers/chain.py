@@ -161,11 +161,13 @@ class Chain:
         count against the source address and, for a registered client, against the client id
         from that address and the client id as a whole (the last one a signal: it makes
         failures cheap, it never refuses a credential that verifies)."""
+        # The 429 keeps the failure's own reason (and detail) for the audit log.
+        detail = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
         if attempt.limited is not None:  # already over: not counted again, nothing written
-            return rate_limited(attempt.limited, detail=exc.reason)
+            return rate_limited(attempt.limited, detail=detail)
         client_id = attempt.client_id if attempt.client_known else None
         retry = self.services.limiter.client_failed(attempt.remote_addr, client_id)
-        return exc if retry is None else rate_limited(retry, detail=exc.reason)
+        return exc if retry is None else rate_limited(retry, detail=detail)
 
     def _audit(self, request: TokenRequest, attempt: AuthAttempt, outcome: str, reason: str | None,
                detail: str | None = None) -> None:

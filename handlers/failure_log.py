@@ -1,10 +1,10 @@
 """Recent failed client authentications per client, for the console's service provider page.
 
 Each failure of a registered client (one its authenticator found: AuthAttempt.client_known)
-becomes one row of `oauth_auth_failure` (time, reason, method, alg, kid, source address) — never
-the assertion or a secret. The table stays bounded: every `PurgeEvery` rows written by a
-process, rows older than `RetentionInDays` are deleted and every client is trimmed to its newest
-`MaxPerClient` rows.
+becomes one row of `oauth_auth_failure` (time, reason, method, alg, kid, source address, and the
+detail the response left out) — never the assertion or a secret. The table stays bounded: every
+`PurgeEvery` rows written by a process, rows older than `RetentionInDays` are deleted and every
+client is trimmed to its newest `MaxPerClient` rows.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SKIPPED_REASONS = frozenset({"rate_limited"})
 _TRIM_CLIENTS_PER_PURGE = 50
 # On the path of every rejected assertion of a registered client: SQL generated once (storage.sql).
 _INSERT = Statement(lambda: AuthFailure.insert(client_id="?", time=0, method="?", reason="?", alg="?", kid="?",
-                                               remote_addr="?"))
+                                               remote_addr="?", detail="?"))
 
 
 class AuthFailureLogListener(Listener):
@@ -55,7 +55,7 @@ class AuthFailureLogListener(Listener):
         try:
             _INSERT.execute(client_id[:255], int(time.time()), _cut(data.get("method"), 40),
                             _cut(data.get("reason"), 64), _cut(data.get("alg"), 20), _cut(data.get("kid"), 255),
-                            _cut(data.get("remote_addr"), 64))
+                            _cut(data.get("remote_addr"), 64), _cut(data.get("detail"), 255))
             if next(self._written) % self.props["PurgeEvery"] == 0:
                 self.purge()
         except peewee.PeeweeException as exc:  # the token response is already decided; just say so

@@ -11,15 +11,18 @@ import functools
 import logging
 import math
 import time
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
+from cryptography import x509
 from OpenSSL import crypto
 
 from handlers.base import CLIENT_ID, ClientAuthenticator, Property
+from keystore.certificates import EXPIRED, NOT_YET_VALID, Validity, certificate_key, x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
 from keystore.jwks_uri import JWKSFetchError
-from server.errors import invalid_client, invalid_request
+from server.errors import OAuthError, invalid_client, invalid_request
 from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
 from storage import clients
 
@@ -135,17 +138,19 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
     def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient,
                          attempt: AuthAttempt) -> None:
-        keys, source = self._keys(client)
+        keys, source = self._keys(client, attempt)
         candidates = self._select(keys, alg, kid, source)
-        if not candidates and source == "jwks_uri" and kid is not None:
+        if not candidates and source == "jwks_uri" and kid is not None and attempt.limited is None:
             # An unknown kid may mean the client rotated its keys: refetch (rate-limited).
             try:
                 keys = self.services.jwks_fetcher.refresh(client.jwks_uri)
             except JWKSFetchError as exc:
-                raise invalid_client(f"The client jwks_uri could not be used: {exc}", reason="jwks_uri") from None
+                raise _keys_unavailable(exc.description) from None
             candidates = self._select(keys, alg, kid, source)
         if not candidates:
             raise invalid_client("No registered key of the client matches the kid and algorithm", reason="no_key")
+        if source == "jwks":
+            candidates = self._certified(candidates, client.jwks)
         for key in candidates[:MAX_KEYS_TRIED]:
             try:
                 if verifier(key, alg).verify(jws.signing_input, jws.signature):
@@ -161,7 +166,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             keys = [k for k in keys if k.kid == kid]
         return [k for k in keys if k.fits(alg)]
 
-    def _keys(self, client: clients.RegisteredClient) -> tuple[list[PublicKey], str]:
+    def _keys(self, client: clients.RegisteredClient, attempt: AuthAttempt) -> tuple[list[PublicKey], str]:
         """The client's keys, in this order: inline JWKS, jwks_uri, keystore certificate by alias."""
         if client.jwks:
             try:
@@ -169,23 +174,57 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             except InvalidKey:
                 raise invalid_client("The client registered JWKS is not usable", reason="jwks") from None
         if client.jwks_uri:
+            fetcher = self.services.jwks_fetcher
+            # Never a set fetched before the registration last changed (on any worker or node).
+            if attempt.limited is not None:
+                # Over a failure budget the check stays cheap: a set already held, never a fetch.
+                keys = fetcher.cached(client.jwks_uri, not_before=client.updated_at)
+                if keys is None:
+                    raise _keys_unavailable("no key set cached for the jwks_uri (not fetched while over a "
+                                            "failure budget)")
+                return keys, "jwks_uri"
             try:
-                # Never a set fetched before the registration last changed (on any worker or node).
-                return self.services.jwks_fetcher.keys(client.jwks_uri, not_before=client.updated_at), "jwks_uri"
+                return fetcher.keys(client.jwks_uri, not_before=client.updated_at), "jwks_uri"
             except JWKSFetchError as exc:
-                raise invalid_client(f"The client jwks_uri could not be used: {exc}", reason="jwks_uri") from None
+                raise _keys_unavailable(exc.description) from None
         cert = self.services.keystore().trusted_certificate(client.client_id)
         if cert is None:
             raise invalid_client("No certificate for the client in the keystore", reason="no_certificate")
-        if cert.has_expired():
-            raise invalid_client("The client certificate in the keystore has expired", reason="certificate_expired")
-        not_before = cert.to_cryptography().not_valid_before_utc.timestamp()
-        if not_before > time.time() + self.skew:
-            raise invalid_client("The client certificate in the keystore is not yet valid", reason="certificate_not_yet_valid")
+        lapsed = self._lapsed(Validity.of(cert.to_cryptography()), "The client certificate in the keystore")
+        if lapsed is not None:
+            raise lapsed
         try:
             return [_certificate_key(crypto.dump_certificate(crypto.FILETYPE_ASN1, cert))], "keystore"
         except InvalidKey as exc:
-            raise invalid_client(f"The client certificate key is not usable: {exc}", reason="certificate_key") from None
+            # Why the key is refused (or cannot even be loaded) is for the operator.
+            raise invalid_client("The client certificate in the keystore is not usable", reason="certificate_key",
+                                 detail=f"keystore certificate key: {exc}") from None
+
+    def _certified(self, keys: list[PublicKey], jwks: str) -> list[PublicKey]:
+        """The keys whose certificate (the x5c of a certificate uploaded for the client) is within
+        its validity period now; keys registered without one pass."""
+        validity = _jwks_certificates(jwks)
+        usable, refusal = [], None
+        for key in keys:
+            period = validity.get(key.thumbprint)
+            lapsed = self._lapsed(period, "The client's registered certificate") if period else None
+            if lapsed is None:
+                usable.append(key)
+            else:
+                refusal = refusal or lapsed
+        if refusal is not None and not usable:
+            raise refusal
+        return usable
+
+    def _lapsed(self, validity: Validity, holder: str) -> OAuthError | None:
+        """The refusal of a certificate outside its validity period, or None: one rule for a
+        keystore certificate and for one uploaded for the client."""
+        lapse = validity.lapse(time.time(), self.skew)
+        if lapse == EXPIRED:
+            return invalid_client(f"{holder} has expired", reason="certificate_expired")
+        if lapse == NOT_YET_VALID:
+            return invalid_client(f"{holder} is not yet valid", reason="certificate_not_yet_valid")
+        return None
 
     # --- claims --------------------------------------------------------------------------
 
@@ -270,6 +309,18 @@ def _jwks_keys(jwks: str) -> tuple[PublicKey, ...]:
 
 
 @functools.lru_cache(maxsize=1024)
+def _jwks_certificates(jwks: str) -> Mapping[str, Validity]:
+    """The certificates a registered JWKS carries, read once per distinct text; their validity is
+    compared with the clock on every request."""
+    return MappingProxyType(x5c_validity(jwks))
+
+
+@functools.lru_cache(maxsize=1024)
 def _certificate_key(der: bytes) -> PublicKey:
-    cert = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
-    return PublicKey.from_cryptography(cert.to_cryptography().public_key())
+    return certificate_key(x509.load_der_x509_certificate(der))
+
+
+def _keys_unavailable(detail: str) -> OAuthError:
+    # Why a jwks_uri failed (connection refused, TLS, timeout…) describes the client's
+    # infrastructure: the operator reads it in the audit log and the failure list, the caller not.
+    return invalid_client("The client's keys could not be obtained", reason="jwks_uri", detail=detail)

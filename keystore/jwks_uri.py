@@ -332,16 +332,19 @@ def _header_tokens(message, name: str) -> list[str]:
 
 
 class _Entry:
-    __slots__ = ("lock", "good", "last_fetch", "last_error")
+    __slots__ = ("lock", "good", "last_fetch", "tried_for", "last_error")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         # (keys, fresh_until, valid_for) of the last successful fetch; one attribute so readers
         # without the lock never see keys from one fetch with the lifetime of another.
-        # valid_for is the largest `not_before` a caller passed when the set was fetched: the
-        # set serves callers whose registration is not newer than that.
+        # valid_for is the largest `not_before` a caller had passed when the set was fetched:
+        # the set serves callers whose registration is not newer than that.
         self.good: tuple[list, float, float] | None = None
         self.last_fetch: float | None = None  # clock() at the start of the last attempt
+        # The largest `not_before` an attempt has been made for, successful or not: only a newer
+        # registration may fetch before refetch_interval has passed, and only once.
+        self.tried_for = float("-inf")
         self.last_error = ""
 
 
@@ -355,8 +358,9 @@ class JWKSFetcher:
     """Per-process cache of clients' key sets, keyed by jwks_uri.
 
     Create one per worker process. ``keys()`` serves a fresh cached set or fetches; ``refresh()``
-    re-fetches on an unknown kid, at most once per ``refetch_interval_seconds``. A failed fetch
-    keeps the last good set and is not retried before ``refetch_interval_seconds``.
+    re-fetches on an unknown kid; ``cached()`` never fetches. A URI is fetched at most once per
+    ``refetch_interval_seconds``, whether the fetch succeeds or fails, plus once for each newer
+    registration a caller presents (``not_before``). A failed fetch keeps the last good set.
     """
 
     def __init__(self, parse: Callable[[bytes], list], *, require_https: bool = True,
@@ -406,7 +410,8 @@ class JWKSFetcher:
         client's updated_at, read from the shared database): a set fetched for an older version
         is fetched again, so a client that moved away from this URI and back is never verified
         with keys cached before the change. Only values from the database are compared, never
-        this node's clock."""
+        this node's clock. When no fetch is allowed and no usable set is held: JWKSFetchError at
+        once, so callers (with a valid signature or not) never get a failing URI fetched per request."""
         entry = self._entry(uri)
         if self._usable(entry.good, not_before):
             return list(entry.good[0])
@@ -415,7 +420,7 @@ class JWKSFetcher:
         try:
             if self._usable(entry.good, not_before):
                 return list(entry.good[0])
-            if not self._recently_fetched(entry) or self._older(entry.good, not_before):
+            if not self._recently_fetched(entry) or (not_before is not None and not_before > entry.tried_for):
                 self._fetch(uri, entry, not_before)
             return self._current(entry, entry.last_error, not_before)
         finally:
@@ -427,10 +432,18 @@ class JWKSFetcher:
             return self._current(entry, "jwks_uri fetch is taking too long")
         try:
             if not self._recently_fetched(entry):
-                self._fetch(uri, entry, entry.good[2] if entry.good else None)
+                self._fetch(uri, entry)
             return self._current(entry, entry.last_error)
         finally:
             entry.lock.release()
+
+    def cached(self, uri: str, not_before: float | None = None) -> list | None:
+        """The set `keys()` would serve without fetching — fresh, and fetched for this
+        registration or a newer one — or None. Never fetches, never waits for a fetch."""
+        with self._lock:
+            entry = self._entries.get(uri) if isinstance(uri, str) else None
+        good = entry.good if entry is not None else None
+        return list(good[0]) if self._usable(good, not_before) else None
 
     def invalidate(self, uri: str) -> None:
         if not isinstance(uri, str):
@@ -486,6 +499,8 @@ class JWKSFetcher:
         """One fetch attempt, with ``entry.lock`` held. Updates the entry; never raises."""
         started = self._clock()
         entry.last_fetch = started
+        if not_before is not None:
+            entry.tried_for = max(entry.tried_for, not_before)
         host = "-"
         try:
             scheme, host, ip, port, target = _parse(uri, self._require_https, self._allowed)
@@ -502,8 +517,9 @@ class JWKSFetcher:
             log.warning("jwks_uri fetch failed: host=%s reason=%s; %s", host, reason,
                         "keeping the last good key set" if entry.good is not None else "no key set available")
             return
-        valid_for = max(not_before or float("-inf"), entry.good[2] if entry.good else float("-inf"))
-        entry.good = (list(keys), started + lifetime, valid_for)
+        # Every registration a caller presented before this fetch started was already saved: the
+        # set is valid for all of them (a refresh after a failed attempt for a newer one included).
+        entry.good = (list(keys), started + lifetime, entry.tried_for)
         entry.last_error = ""
 
     def _download(self, scheme: str, host: str, ip, port: int, target: str) -> tuple[bytes, int]:

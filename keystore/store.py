@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -200,6 +201,16 @@ def _public_der(key) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _certificate_public_der(cert: x509.Certificate) -> bytes | None:
+    """The certificate's public key as SubjectPublicKeyInfo DER, or None when cryptography cannot
+    load it (an algorithm or curve it does not implement, a malformed key): such a certificate
+    holds no key of a key entry, and as a trusted certificate it is refused when used, not here."""
+    try:
+        return _public_der(cert.public_key())
+    except (UnsupportedAlgorithm, ValueError):
+        return None
+
+
 def _chain(leaf: x509.Certificate, pool: list[x509.Certificate]) -> list[x509.Certificate]:
     """Follow issuer names from the leaf through ``pool`` (removing what it uses)."""
     chain = [leaf]
@@ -251,7 +262,7 @@ def _read_pkcs12(data: bytes, password: str) -> list[_Record]:
     for name, key in _pkcs12_keys(data, password, bundle):
         # Pair each key with its certificate by public key, preferring the one with the same name.
         wanted = _public_der(key.public_key())
-        matches = [c for c in certs if _public_der(c.certificate.public_key()) == wanted]
+        matches = [c for c in certs if _certificate_public_der(c.certificate) == wanted]
         if not matches:
             raise ValueError(f"private key entry {name!r} has no certificate")
         leaf = next((c for c in matches if (c.friendly_name or b"").decode() == name), matches[0])

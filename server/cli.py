@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import time
@@ -12,9 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from keystore.jwk import SIGNING_ALGORITHMS
+from keystore.certificates import certificate_key, x5c_validity
+from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
 from keystore.signing import default_alg, sign
-from keystore.store import KeystoreError
+from keystore.store import TRUSTED_CERT_ENTRY, KeystoreError
 from server.client_metadata import MetadataError, check_client_id, keys_from_jwks, validate
 from server import playground
 from storage import clients as client_store
@@ -108,7 +110,28 @@ def clients_show(client_id):
     client = client_store.get(client_id)
     if client is None:
         raise click.ClickException("no such client")
-    _print(client.public_view())
+    view = client.public_view()
+    if client.jwks:
+        view["certificates"] = _certificates(client.jwks)
+    _print(view)
+
+
+def _certificates(jwks: str) -> list[dict]:
+    """The certificates a client's JWKS carries (an uploaded certificate's x5c) and their status
+    as the token endpoint judges it now: "valid", "expired" or "not yet valid"."""
+    validity = x5c_validity(jwks)
+    now, skew = time.time(), _services().settings.timestamp_skew
+    try:
+        keys = parse_jwks(jwks)
+    except InvalidKey:
+        return []
+    return [{"kid": key.kid, "thumbprint": key.thumbprint, "not_after": _iso(period.not_after),
+             "status": period.lapse(now, skew) or "valid"}
+            for key in keys if (period := validity.get(key.thumbprint)) is not None]
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
 
 
 @clients_cli.command("delete")
@@ -136,11 +159,17 @@ def keystore_list():
     rows = []
     for entry in _services().keystore().entries():
         cert = entry.certificate
-        rows.append({
+        row = {
             "alias": entry.alias, "kind": entry.kind, "subject": cert.subject.rfc4514_string(),
             "not_after": cert.not_valid_after_utc.isoformat(),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(":").upper(),
-        })
+        }
+        if entry.kind == TRUSTED_CERT_ENTRY:
+            try:
+                certificate_key(cert)  # as the token endpoint loads a client's certificate
+            except InvalidKey as exc:
+                row["problem"] = f"unusable key: {exc}"
+        rows.append(row)
     _print(rows)
 
 

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from keystore.certificates import certificate_key
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
 from server.forms import SCOPE_TOKEN
@@ -169,8 +170,8 @@ def keys_from_certificate(data: bytes, *, now: datetime.datetime | None = None) 
     if cert.not_valid_before_utc > now:
         raise MetadataError("certificate", "The certificate is not valid yet")
     try:
-        key = PublicKey.from_cryptography(cert.public_key())
-    except (InvalidKey, ValueError) as exc:
+        key = certificate_key(cert)
+    except InvalidKey as exc:
         raise MetadataError("certificate", f"The certificate key was refused: {exc}") from None
     der = cert.public_bytes(serialization.Encoding.DER)
     jwk = {**key.to_jwk(), "kid": key.thumbprint, "use": "sig",

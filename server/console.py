@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import string
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,6 +29,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from handlers import failure_log
+from keystore.certificates import x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS
 from keystore.store import PRIVATE_KEY_ENTRY, TRUSTED_CERT_ENTRY, Entry, KeystoreError
 from server import client_metadata, web
@@ -242,7 +244,19 @@ def _edit_page(client: client_store.RegisteredClient, status: int = 200, **conte
                  enabled_grants=set(_chain().grants), auth_methods=client_store.AUTH_METHODS,
                  algorithms=SIGNING_ALGORITHMS, lifetimes=client_metadata.LIFETIME_BOUNDS,
                  form=context.pop("form", None) or _form_of(client), keystore_cert=keystore_cert,
-                 failures=failure_log.recent(client.client_id), **context)
+                 certificates=_registered_certificates(client.jwks), failures=failure_log.recent(client.client_id),
+                 budget=_failure_budget(client.client_id), **context)
+
+
+def _failure_budget(client_id: str) -> dict[str, int] | None:
+    """The client id's failed authentications in the current window, against its budget: a signal
+    (an attack, or a client whose assertions go wrong), never a lock on the client."""
+    limiter = _services().limiter
+    limit = limiter.limits["client"]
+    if limit <= 0:
+        return None
+    count, seconds_left = limiter.client_failures(client_id)
+    return {"count": count, "limit": limit, "seconds_left": seconds_left}
 
 
 def _form_of(client: client_store.RegisteredClient) -> dict[str, Any]:
@@ -376,6 +390,7 @@ def _keys_page(client: client_store.RegisteredClient, status: int = 200, **conte
             context["keys"] = client_metadata.keys_from_jwks(client.jwks)[1]
         except MetadataError as exc:
             context["keys_problem"] = exc.message
+        context["certificates"] = _registered_certificates(client.jwks)
     source = "jwks" if client.jwks else "jwks_uri" if client.jwks_uri else "keystore"
     uploaded = _uploaded_certificate(client.jwks) if client.jwks else None
     if uploaded is not None:
@@ -383,6 +398,14 @@ def _keys_page(client: client_store.RegisteredClient, status: int = 200, **conte
     form = context.pop("form", None) or {"key_source": source}
     return _page("console/sp_keys.html", status, client=client, source=source, form=form, uploaded=uploaded,
                  keystore_cert=_keystore_certificate(client.client_id), **context)
+
+
+def _registered_certificates(jwks: str | None) -> dict[str, dict[str, Any]]:
+    """The certificates a registered JWKS carries (an uploaded certificate's x5c), by key
+    thumbprint: notAfter, and "expired" or "not yet valid" as the token endpoint judges it now."""
+    now, skew = time.time(), _services().settings.timestamp_skew
+    return {thumbprint: {"not_after": validity.not_after, "lapse": validity.lapse(now, skew)}
+            for thumbprint, validity in x5c_validity(jwks or "{}").items()}
 
 
 def _uploaded_certificate(jwks: str) -> dict[str, Any] | None:

@@ -167,6 +167,9 @@ class AuthFailure(BaseModel):
     alg = peewee.CharField(max_length=20, null=True)
     kid = peewee.CharField(max_length=255, null=True)
     remote_addr = peewee.CharField(max_length=64, null=True)
+    # What the operator needs and the caller was not told (why a jwks_uri fetch failed…). Added
+    # after schema version 2; nullable, so upgrade() adds it to an existing table.
+    detail = peewee.CharField(max_length=255, null=True)
 
     class Meta:
         table_name = "oauth_auth_failure"

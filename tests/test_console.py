@@ -789,6 +789,41 @@ def test_expired_keystore_certificate_is_flagged(browser):
     assert by_id(keys.text, "keystore-problem") == "The certificate has expired"
 
 
+def test_uploaded_certificate_past_its_validity_is_flagged_and_refused(browser):
+    """Uploaded while valid, expired since: the key list and the service provider page say so,
+    and the token endpoint refuses it as it refuses an expired keystore certificate."""
+    env = browser.env
+    client_id, _ = browser.add_sp()
+    key = rsa_key()
+    from server.client_metadata import keys_from_certificate
+    jwks, infos = keys_from_certificate(cert_pem(certificate(key, client_id, days=-1, not_before_days=-30)),
+                                        now=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2))
+    with env.app.app_context():
+        from storage import clients
+        clients.update(client_id, "private_key_jwt", client_name="Expired", grant_types=("client_credentials",),
+                       jwks=jwks)
+    keys = browser.get(f"/console/service-providers/keys?client_id={client_id}")
+    assert all_by_class(keys.text, "key-kid") == [infos[0].kid]
+    assert all_by_class(keys.text, "key-certificate-status") == ["expired"]
+    page = browser.get(f"/console/service-providers/edit?client_id={client_id}")
+    assert by_id(page.text, "uploaded-certificate-status") == "expired"
+    assert_oauth_error(env.post(token_form(sign(key, claims_for(client_id, env.issuer), headers={"kid": infos[0].kid}))),
+                       401, "invalid_client")
+    page = browser.get(f"/console/service-providers/edit?client_id={client_id}")
+    assert all_by_class(page.text, "failure-reason") == ["certificate_expired"]
+
+
+def test_a_valid_uploaded_certificate_is_not_flagged(browser):
+    client_id, _ = browser.add_sp()
+    response = browser.save_keys(client_id, {"key_source": "certificate"},
+                                 {"certificate_file": (cert_pem(certificate(rsa_key(), client_id)), "client.pem")})
+    assert response.status_code == 200, error_text(response.text)
+    assert len(all_by_class(response.text, "key-certificate")) == 1
+    assert all_by_class(response.text, "key-certificate-status") == []
+    assert by_id(browser.get(f"/console/service-providers/edit?client_id={client_id}").text,
+                 "uploaded-certificate-status") is None
+
+
 def test_multipart_limits(browser):
     client_id, _ = browser.add_sp()
     big = browser.save_keys(client_id, {"key_source": "certificate"},
@@ -936,6 +971,19 @@ def test_failures_are_listed_on_the_service_provider_page(browser):
     from storage.models import AuthFailure
     with env.app.app_context():
         assert AuthFailure.select().where(AuthFailure.client_id == "someone-else").count() == 0  # unknown client
+
+
+def test_a_failure_detail_is_listed_for_the_operator_only(browser):
+    """Why a jwks_uri could not be used is the operator's to read (failure list), not the caller's."""
+    env = browser.env
+    register(env, "remote-keys", jwks_uri=f"http://127.0.0.1:{free_port()}/jwks.json")
+    response = env.post(token_form(sign(rsa_key(), claims_for("remote-keys", env.issuer), headers={"kid": "k1"})))
+    body = assert_oauth_error(response, 401, "invalid_client")
+    assert body["error_description"] == "The client's keys could not be obtained"
+    assert "refused" not in response.text
+    page = browser.get("/console/service-providers/edit?client_id=remote-keys")
+    assert all_by_class(page.text, "failure-reason") == ["jwks_uri"]
+    assert all_by_class(page.text, "failure-detail") == ["jwks_uri connection refused"]
 
 
 def test_a_failing_failure_log_never_changes_the_token_response(env):
@@ -1103,3 +1151,24 @@ def test_https_end_to_end_console_flow(real):
     assert_oauth_error(gone, 401, "invalid_client")
     assert admin.post("/console/logout", {}).status_code == 303
     assert admin.get("/console/service-providers").status_code == 302
+
+
+def test_the_client_ids_failure_budget_is_shown_as_a_signal(tmp_path):
+    """Failures of a client id against its budget: shown to the operator; the key holder is served."""
+    from storage import users
+    env = make_in_process(tmp_path, rate_limit={"failures_per_client": 2, "window": 60})
+    with env.app.app_context():
+        users.create(ADMIN, ADMIN_PASSWORD, is_admin=True)
+    browser = Browser(env)
+    assert browser.login().status_code == 303
+    key = rsa_key()
+    register(env, "watched", jwks=jwks_of((key, "k1")))
+    page = browser.get("/console/service-providers/edit?client_id=watched")
+    assert by_id(page.text, "failure-budget") == "Failed authentications in the current window: 0 of a budget of 2."
+    for _ in range(2):
+        assert_oauth_error(env.post(token_form(sign(rsa_key(), claims_for("watched", env.issuer), headers={"kid": "k1"}))),
+                           401, "invalid_client")
+    text = by_id(browser.get("/console/service-providers/edit?client_id=watched").text, "failure-budget")
+    assert text.startswith("Failed authentications in the current window: 2 of a budget of 2 — over the budget for ")
+    assert "assertions that verify are served as always" in text
+    assert env.post(token_form(sign(key, claims_for("watched", env.issuer), headers={"kid": "k1"}))).status_code == 200

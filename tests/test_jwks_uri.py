@@ -263,6 +263,73 @@ def test_not_before_never_serves_an_older_set_when_the_fetch_fails(server):
     assert [k["kid"] for k in f.keys(server.url(), not_before=1000)] == ["old"]  # still right for 1000
 
 
+def test_a_failed_fetch_for_a_newer_registration_is_throttled_like_a_successful_one(server):
+    """The registration changed while the URI fails: one attempt for the new version, then no
+    fetch before refetch_interval, however many callers present that version."""
+    server.routes["/jwks"] = respond(jwks("old"))
+    clock = FakeClock()
+    f = fetcher(clock=clock, refetch_interval_seconds=60)
+    f.keys(server.url(), not_before=1000)
+    del server.routes["/jwks"]                 # 404 from now on
+    for _ in range(5):
+        with pytest.raises(JWKSFetchError, match="jwks_uri responded with an error status"):
+            f.keys(server.url(), not_before=1001)
+    assert server.count() == 2
+    clock.advance(59)
+    with pytest.raises(JWKSFetchError):
+        f.keys(server.url(), not_before=1001)
+    with pytest.raises(JWKSFetchError):
+        f.keys(server.url(), not_before=1000.5)   # an older version: nothing to fetch for either
+    assert server.count() == 2
+    clock.advance(2)
+    with pytest.raises(JWKSFetchError):
+        f.keys(server.url(), not_before=1001)
+    assert server.count() == 3
+    with pytest.raises(JWKSFetchError):
+        f.keys(server.url(), not_before=1002)    # changed once more: one attempt at once
+    assert server.count() == 4
+    server.routes["/jwks"] = respond(jwks("new"))
+    clock.advance(61)
+    assert [k["kid"] for k in f.keys(server.url(), not_before=1002)] == ["new"]
+    assert server.count() == 5
+
+
+def test_a_set_fetched_after_a_newer_registration_was_seen_serves_it(server):
+    """A refresh (unknown kid) after a failed fetch for registration 1001 started later than
+    that registration: its set serves 1001 without another fetch."""
+    server.routes["/jwks"] = respond(jwks("old"))
+    clock = FakeClock()
+    f = fetcher(clock=clock, refetch_interval_seconds=60)
+    f.keys(server.url(), not_before=1000)
+    server.routes["/jwks"] = respond(b"oops", status=500)
+    with pytest.raises(JWKSFetchError):
+        f.keys(server.url(), not_before=1001)
+    server.routes["/jwks"] = respond(jwks("new"))
+    clock.advance(61)
+    assert [k["kid"] for k in f.refresh(server.url())] == ["new"]
+    assert [k["kid"] for k in f.keys(server.url(), not_before=1001)] == ["new"]
+    assert server.count() == 3
+
+
+def test_cached_serves_a_fresh_set_for_the_registration_and_never_fetches(server):
+    server.routes["/jwks"] = respond(jwks("k1"))
+    clock = FakeClock()
+    f = fetcher(clock=clock, default_cache_seconds=300)
+    assert f.cached(server.url()) is None and f.cached(server.url(), not_before=1000) is None
+    assert f.cached("not even a url") is None and f.cached(None) is None
+    assert server.count() == 0
+    f.keys(server.url(), not_before=1000)
+    assert [k["kid"] for k in f.cached(server.url(), not_before=1000)] == ["k1"]
+    assert [k["kid"] for k in f.cached(server.url())] == ["k1"]
+    assert f.cached(server.url(), not_before=1001) is None   # fetched for an older registration
+    cached = f.cached(server.url())
+    cached.clear()                                           # a copy
+    assert [k["kid"] for k in f.cached(server.url())] == ["k1"]
+    clock.advance(301)                                       # past its freshness
+    assert f.cached(server.url()) is None
+    assert server.count() == 1
+
+
 def test_refresh_is_throttled_by_refetch_interval(server):
     server.routes["/jwks"] = respond(jwks("k1"))
     clock = FakeClock()
