@@ -66,8 +66,8 @@ class ClientAuthenticator(Handler):
         """The client id the request claims (from `source`), recorded in the attempt once it is
         known to be usable as a key: anything else is refused before it reaches a query, the
         failure limiter or a log. Also tells the attempt whether it falls under an exhausted
-        failure budget (`attempt.limited`): the authenticator then checks the credential with
-        what it already holds (no jwks_uri fetch) and serves it if it verifies."""
+        failure budget (`attempt.limited`): the credential is checked all the same and served
+        if it verifies; only a failure becomes a 429 (handlers.chain)."""
         if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
             raise invalid_client(f"The {source} must be 1 to 255 printable characters", reason=source)
         attempt.client_id = client_id

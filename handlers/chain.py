@@ -133,7 +133,7 @@ class Chain:
         """Exactly one authentication method per request (RFC 6749 §2.3).
 
         Failure budgets slow attackers, never the client that holds the credential: a request
-        over a budget is still checked (cheaply, ClientAuthenticator.claim) and served when its
+        over a budget (ClientAuthenticator.claim) is still checked and served when its
         credential verifies; only a failure is answered 429 instead of 401."""
         attempt = AuthAttempt(remote_addr=request.remote_addr)
         try:

@@ -105,7 +105,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
         self._check_typ(header)
         self._check_alg(alg, client.signing_alg)
-        self._check_signature(jws, alg, kid, client, attempt)
+        self._check_signature(jws, alg, kid, client)
         exp_time = self._check_claims(claims, request, client.audience_policy)
 
         # Replay last (RFC 7523 §3 item 7), keyed by (client id, jti), never by the token text.
@@ -136,12 +136,12 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
     # --- keys and signature --------------------------------------------------------------
 
-    def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient,
-                         attempt: AuthAttempt) -> None:
-        keys, source = self._keys(client, attempt)
+    def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient) -> None:
+        keys, source = self._keys(client)
         candidates = self._select(keys, alg, kid, source)
-        if not candidates and source == "jwks_uri" and kid is not None and attempt.limited is None:
-            # An unknown kid may mean the client rotated its keys: refetch (rate-limited).
+        if not candidates and source == "jwks_uri" and kid is not None:
+            # An unknown kid may mean the client rotated its keys: refetch (at most once per
+            # refresh_interval per URI, whoever asks, so also over a failure budget).
             try:
                 keys = self.services.jwks_fetcher.refresh(client.jwks_uri)
             except JWKSFetchError as exc:
@@ -166,7 +166,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             keys = [k for k in keys if k.kid == kid]
         return [k for k in keys if k.fits(alg)]
 
-    def _keys(self, client: clients.RegisteredClient, attempt: AuthAttempt) -> tuple[list[PublicKey], str]:
+    def _keys(self, client: clients.RegisteredClient) -> tuple[list[PublicKey], str]:
         """The client's keys, in this order: inline JWKS, jwks_uri, keystore certificate by alias."""
         if client.jwks:
             try:
@@ -174,17 +174,11 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             except InvalidKey:
                 raise invalid_client("The client registered JWKS is not usable", reason="jwks") from None
         if client.jwks_uri:
-            fetcher = self.services.jwks_fetcher
-            # Never a set fetched before the registration last changed (on any worker or node).
-            if attempt.limited is not None:
-                # Over a failure budget the check stays cheap: a set already held, never a fetch.
-                keys = fetcher.cached(client.jwks_uri, not_before=client.updated_at)
-                if keys is None:
-                    raise _keys_unavailable("no key set cached for the jwks_uri (not fetched while over a "
-                                            "failure budget)")
-                return keys, "jwks_uri"
             try:
-                return fetcher.keys(client.jwks_uri, not_before=client.updated_at), "jwks_uri"
+                # Never a set fetched before the registration last changed (on any worker or node).
+                # Fetches are throttled per URI, not per caller: a caller over a failure budget
+                # may cause one, so that nobody can keep a client's rotated keys from being seen.
+                return self.services.jwks_fetcher.keys(client.jwks_uri, not_before=client.updated_at), "jwks_uri"
             except JWKSFetchError as exc:
                 raise _keys_unavailable(exc.description) from None
         cert = self.services.keystore().trusted_certificate(client.client_id)

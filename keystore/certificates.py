@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from keystore.jwk import InvalidKey, PublicKey
+from keystore.jwk import InvalidKey, PublicKey, parse_jwk
 
-__all__ = ["EXPIRED", "NOT_YET_VALID", "Validity", "certificate_key", "x5c_validity"]
+__all__ = ["EXPIRED", "NOT_YET_VALID", "Validity", "certificate_key", "x5c_problem", "x5c_validity"]
 
 EXPIRED = "expired"
 NOT_YET_VALID = "not yet valid"
@@ -52,6 +52,26 @@ def certificate_key(cert: x509.Certificate) -> PublicKey:
     except ValueError:
         raise InvalidKey("the public key is malformed") from None
     return PublicKey.from_cryptography(key)
+
+
+def x5c_problem(jwks: str) -> str | None:
+    """Why a JWK Set's x5c members cannot be trusted, or None: each first certificate must be
+    readable and hold the very key its JWK states (RFC 7517 §4.7 "MUST"), otherwise its validity
+    would be checked against another key's certificate."""
+    for index, member in enumerate(json.loads(jwks).get("keys") or ()):
+        chain = member.get("x5c") if isinstance(member, dict) else None
+        if chain is None:
+            continue
+        if not (isinstance(chain, list) and chain and isinstance(chain[0], str)):
+            return f"key {index}: x5c must be a non-empty array of base64 certificates"
+        try:
+            cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+            stated = parse_jwk(member)  # None: a key type this server ignores
+            if stated is not None and certificate_key(cert).thumbprint != stated.thumbprint:
+                return f"key {index}: the x5c certificate holds another key than the JWK"
+        except ValueError:  # InvalidKey and binascii.Error included
+            return f"key {index}: the x5c certificate cannot be read"
+    return None
 
 
 def x5c_validity(jwks: str) -> dict[str, Validity]:

@@ -358,7 +358,7 @@ class JWKSFetcher:
     """Per-process cache of clients' key sets, keyed by jwks_uri.
 
     Create one per worker process. ``keys()`` serves a fresh cached set or fetches; ``refresh()``
-    re-fetches on an unknown kid; ``cached()`` never fetches. A URI is fetched at most once per
+    re-fetches on an unknown kid. A URI is fetched at most once per
     ``refetch_interval_seconds``, whether the fetch succeeds or fails, plus once for each newer
     registration a caller presents (``not_before``). A failed fetch keeps the last good set.
     """
@@ -436,14 +436,6 @@ class JWKSFetcher:
             return self._current(entry, entry.last_error)
         finally:
             entry.lock.release()
-
-    def cached(self, uri: str, not_before: float | None = None) -> list | None:
-        """The set `keys()` would serve without fetching — fresh, and fetched for this
-        registration or a newer one — or None. Never fetches, never waits for a fetch."""
-        with self._lock:
-            entry = self._entries.get(uri) if isinstance(uri, str) else None
-        good = entry.good if entry is not None else None
-        return list(good[0]) if self._usable(good, not_before) else None
 
     def invalidate(self, uri: str) -> None:
         if not isinstance(uri, str):

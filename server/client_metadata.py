@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from keystore.certificates import certificate_key
+from keystore.certificates import certificate_key, x5c_problem
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
 from server.forms import SCOPE_TOKEN
@@ -116,6 +116,9 @@ def keys_from_jwks(text: str | bytes) -> tuple[str, list[KeyInfo]]:
     """A JWK Set (RFC 7517 §5) checked strictly: no private or symmetric keys, RSA of at least
     2048 bits, no duplicate kid, strict JSON. Returns the set as compact JSON text and its keys."""
     compact, keys = _parse_jwks(text)
+    problem = x5c_problem(compact)
+    if problem is not None:
+        raise MetadataError("jwks", f"The JWK Set was refused: {problem}")
     return compact, _key_infos(keys, "jwks")
 
 

@@ -374,7 +374,7 @@ def load(path: str | os.PathLike | None = None) -> Settings:
             raise fail(("oauth", "rate_limit", key), "must not be negative (0 disables the limit)")
     if not 1 <= limits["window"] <= 86400:
         raise fail(("oauth", "rate_limit", "window"), "must be between 1 and 86400 seconds")
-    if limits["store"] != "memory" and not re.match(r"^(redis|rediss|unix)://[^\s]+$", limits["store"]):
+    if limits["store"] != "memory" and not _redis_url(limits["store"]):
         raise fail(("oauth", "rate_limit", "store"), 'must be "memory" or a redis://, rediss:// or unix:// URL')
 
     settings = Settings(
@@ -398,6 +398,19 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise fail(("oauth", "oidc", "id_token", "issuer"), "must be an absolute http(s) URL")
     object.__setattr__(settings, "issuer", issuer)
     return settings
+
+
+def _redis_url(url: str) -> bool:
+    """Whether the Redis client accepts the URL (checked here, so that a mistake stops start-up
+    instead of failing requests). The value is never printed: it may hold a password."""
+    if not re.match(r"^(redis|rediss|unix)://[^\s]+$", url):
+        return False
+    from redis.connection import parse_url
+    try:
+        parse_url(url)
+    except ValueError:
+        return False
+    return True
 
 
 def _typed(value: Any, kind: Any, key_path: tuple, fail) -> Any:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from typing import Iterable, Protocol
+from urllib.parse import urlsplit
 
 log = logging.getLogger("server.ratelimit")
 
@@ -31,8 +32,11 @@ REDIS_WARN_EVERY = 60.0           # seconds between two "Redis is unreachable" l
 
 
 def _digest(value: str) -> str:
-    # Long values (anything an attacker sends as a client id) are kept as a fixed-size digest.
-    return value if len(value) <= 64 else hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+    # Long values (anything an attacker sends as a client id) are kept as a fixed-size digest,
+    # longer than any value kept as it is, so the two forms never meet.
+    if len(value) <= 64:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
 
 
 class Counters(Protocol):
@@ -149,7 +153,7 @@ class RedisCounters:
             script = self._connection()[which]
             flat = script(keys=[f"{self.prefix}{kind}:{value}" for kind, value in keys],
                           args=[self.window * 1000])
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, ValueError) as exc:  # whatever it is, never fail the request
             now = time.monotonic()
             self._down_until = now + REDIS_RETRY_AFTER_FAILURE
             if now - self._warned_at >= REDIS_WARN_EVERY:
@@ -169,9 +173,17 @@ class RedisCounters:
 
 
 def _safe_url(url: str) -> str:
-    """The Redis URL without a password, for the log."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+    """The Redis URL for the log: scheme, host, port and database (or socket path) — no user
+    name or password, wherever the URL carries them (before the host or in the query)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class FailureLimiter:

@@ -35,9 +35,8 @@ class AuthAttempt:
     kid: str | None = None
     remote_addr: str = ""            # the source address failures are counted against
     # Seconds until a failure budget this attempt falls under frees a slot (source address,
-    # client id and address, client id), or None. While set the attempt is checked cheaply —
-    # keys already held, no jwks_uri fetch, no failure written — and a failure is answered 429;
-    # a credential that verifies is served all the same.
+    # client id and address, client id), or None. While set, a failure is answered 429 and
+    # not recorded; a credential that verifies is served all the same.
     limited: int | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -57,7 +58,12 @@ def client_address(req: Request | None = None, idp=None) -> str:
     for hop in reversed(req.headers.get("X-Forwarded-For", "").split(",")):
         hop = hop.strip()
         if hop and hop not in trusted:
-            return hop[:64]
+            # The address the failure budgets count against: an IP address in one spelling
+            # ("::1" and "0::1" are one address); anything else leaves the proxy's own.
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
     return peer
 
 

@@ -281,9 +281,9 @@ def test_onboard_a_private_key_jwt_client_in_the_console(server, tmp_path):
                    "the configuration page lists no authentication failure")
         rows = failure_rows(driver)
         assert len(rows) == 1, rows   # an invalid_scope is not a failed authentication
-        when, reason, method, alg, kid, address = rows[0]
+        when, reason, method, alg, kid, address, detail = rows[0]
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", when), when
-        assert (reason, method, alg, kid, address) == ("signature", "private_key_jwt", "RS256", "", "127.0.0.1")
+        assert (reason, method, alg, kid, address, detail) == ("signature", "private_key_jwt", "RS256", "", "127.0.0.1", "")
         assert driver.find_elements("id", "no-failures") == []
         screenshot(driver, tmp_path / "console-failure.png")
 

@@ -396,6 +396,23 @@ def test_keys_from_jwks_refuses_what_is_not_strict_json(text):
         cm.keys_from_jwks(text)
 
 
+def test_keys_from_jwks_refuses_an_x5c_of_another_key():
+    """RFC 7517 §4.7: the certificate holds the JWK's own key; otherwise its validity, checked on
+    every request, would be another key's."""
+    own, _ = cm.keys_from_certificate(certificate(RSA))
+    cm.keys_from_jwks(own)
+    member = json.loads(own)["keys"][0]
+    other = json.loads(jwks_of((P256, "p")))["keys"][0]
+    for label, bad, words in [
+        ("another key", {**other, "x5c": member["x5c"]}, "key 0: the x5c certificate holds another key than the JWK"),
+        ("unreadable", {**member, "x5c": ["AAAA"]}, "key 0: the x5c certificate cannot be read"),
+        ("not an array", {**member, "x5c": "AAAA"}, "key 0: x5c must be a non-empty array of base64 certificates"),
+    ]:
+        with pytest.raises(MetadataError) as info:
+            cm.keys_from_jwks(json.dumps({"keys": [bad]}))
+        assert info.value.message == "The JWK Set was refused: " + words, label
+
+
 # --- keys_from_certificate -------------------------------------------------------------------------------
 
 def test_keys_from_a_pem_certificate():

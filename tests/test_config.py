@@ -116,6 +116,10 @@ def test_missing_env_variable(tmp_path, monkeypatch):
      "deployment.toml:4: server.trusted_proxies: must list IP addresses"),
     ('[keystore.primary]\npassword = "x"\n[oauth.rate_limit]\nwindow = 60\nstore = "memcached://x"\n',
      'deployment.toml:5: oauth.rate_limit.store: must be "memory" or a redis://, rediss:// or unix:// URL'),
+    ('[keystore.primary]\npassword = "x"\n[oauth.rate_limit]\nstore = "redis://:pa[ss@127.0.0.1:6379/0"\n',
+     'deployment.toml:4: oauth.rate_limit.store: must be "memory" or a redis://, rediss:// or unix:// URL'),
+    ('[keystore.primary]\npassword = "x"\n[oauth.rate_limit]\nstore = "redis://127.0.0.1:port/0"\n',
+     'deployment.toml:4: oauth.rate_limit.store: must be "memory" or a redis://, rediss:// or unix:// URL'),
     ('[keystore.primary]\npassword = "x"\n[oauth.rate_limit]\nfailures_per_client_address = -1\n',
      "deployment.toml:4: oauth.rate_limit.failures_per_client_address: must not be negative (0 disables the limit)"),
 ])

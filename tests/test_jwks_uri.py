@@ -311,25 +311,6 @@ def test_a_set_fetched_after_a_newer_registration_was_seen_serves_it(server):
     assert server.count() == 3
 
 
-def test_cached_serves_a_fresh_set_for_the_registration_and_never_fetches(server):
-    server.routes["/jwks"] = respond(jwks("k1"))
-    clock = FakeClock()
-    f = fetcher(clock=clock, default_cache_seconds=300)
-    assert f.cached(server.url()) is None and f.cached(server.url(), not_before=1000) is None
-    assert f.cached("not even a url") is None and f.cached(None) is None
-    assert server.count() == 0
-    f.keys(server.url(), not_before=1000)
-    assert [k["kid"] for k in f.cached(server.url(), not_before=1000)] == ["k1"]
-    assert [k["kid"] for k in f.cached(server.url())] == ["k1"]
-    assert f.cached(server.url(), not_before=1001) is None   # fetched for an older registration
-    cached = f.cached(server.url())
-    cached.clear()                                           # a copy
-    assert [k["kid"] for k in f.cached(server.url())] == ["k1"]
-    clock.advance(301)                                       # past its freshness
-    assert f.cached(server.url()) is None
-    assert server.count() == 1
-
-
 def test_refresh_is_throttled_by_refetch_interval(server):
     server.routes["/jwks"] = respond(jwks("k1"))
     clock = FakeClock()

@@ -54,16 +54,19 @@ def test_retry_after_is_the_time_left_in_the_window(redis_db):
     assert one.client_failures("c") == (1, 43)
 
 
-def test_redis_down_falls_back_to_this_process_and_says_so_once(caplog):
+@pytest.mark.parametrize("credentials", ["user:secret@", ":secret@"])
+@pytest.mark.parametrize("query", ["", "?password=secret&socket_timeout=1"])
+def test_redis_down_falls_back_to_this_process_and_says_so_once(caplog, credentials, query):
     closed = free_port()
-    down = limiter(store=f"redis://:secret@127.0.0.1:{closed}/0", address=2)
+    down = limiter(store=f"redis://{credentials}127.0.0.1:{closed}/0{query}", address=2)
     with caplog.at_level(logging.WARNING, logger="server.ratelimit"):
         assert down.client_failed("192.0.2.1") is None
         assert down.client_failed("192.0.2.1") is None
         assert down.client_failed("192.0.2.1") == 60          # counted in memory meanwhile
         assert down.client_retry("192.0.2.1") == 60
     warnings = [r.getMessage() for r in caplog.records if r.name == "server.ratelimit"]
-    assert len(warnings) == 1 and f"redis://127.0.0.1:{closed}/0" in warnings[0] and "secret" not in warnings[0]
+    assert len(warnings) == 1 and f"store redis://127.0.0.1:{closed}/0 is unreachable" in warnings[0]
+    assert "secret" not in warnings[0] and "user" not in warnings[0]
     assert down.counters.available is False
 
 
