@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import peewee
 from flask import Flask
 
+import playground
 from handlers import chain as handler_chain
 from keystore.store import Keystore, KeystoreError
-from server import config
+from core import config
 from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
-from server.services import Services, build_services
+from core.services import Services, build_services
 from server.views import TokenEndpoint, bp, register_error_handlers
 from storage.database import close_all, open_database, release
 from storage.schema import upgrade
@@ -70,6 +71,7 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     app.after_request(web.set_cookies)
     register_error_handlers(app)
     register_cli(app)
+    app.cli.add_command(playground.command)  # the sample client, an application of its own
 
     @app.teardown_appcontext
     def _release_db(exc):

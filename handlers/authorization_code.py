@@ -16,8 +16,8 @@ import re
 
 from handlers.base import GrantHandler
 from handlers.client_credentials import narrowed, requested_scopes, still_registered
-from server.errors import invalid_grant, invalid_request, unauthorized_client
-from server.request import AuthenticatedClient, Grant, TokenRequest
+from core.errors import invalid_grant, invalid_request, unauthorized_client
+from core.request import AuthenticatedClient, Grant, TokenRequest
 from storage import codes, users
 from storage.codes import CodeGrant
 from storage.clients import RegisteredClient

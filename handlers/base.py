@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from server.errors import invalid_client
-from server.request import AuthAttempt, AuthenticatedClient, Grant, TokenRequest
+from core.errors import invalid_client
+from core.request import AuthAttempt, AuthenticatedClient, Grant, TokenRequest
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from core.services import Services
 
 STAGES = ("client_authentication", "grant", "issuer", "listener")
 # A client id that can be a key at all (database, failure limiter, audit log): 1 to 255 characters,

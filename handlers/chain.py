@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handlers.base import STAGES, ClientAuthenticator, GrantHandler, Handler, Listener, TokenIssuer
-from server import config
-from server.errors import OAuthError, invalid_client, invalid_request, rate_limited, unsupported_grant_type
-from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from core import config
+from core.errors import OAuthError, invalid_client, invalid_request, rate_limited, unsupported_grant_type
+from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
 
 log = logging.getLogger("handlers.chain")
 

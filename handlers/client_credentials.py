@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from handlers.base import GrantHandler
-from server.errors import invalid_request, invalid_scope, unauthorized_client
+from core.errors import invalid_request, invalid_scope, unauthorized_client
 from server.forms import SCOPE_TOKEN
-from server.request import AuthenticatedClient, Grant, TokenRequest
+from core.request import AuthenticatedClient, Grant, TokenRequest
 from storage.clients import RegisteredClient
 
 

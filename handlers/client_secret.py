@@ -7,8 +7,8 @@ import binascii
 from urllib.parse import unquote_plus
 
 from handlers.base import ClientAuthenticator
-from server.errors import invalid_client, invalid_request
-from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from core.errors import invalid_client, invalid_request
+from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
 from storage import clients
 
 

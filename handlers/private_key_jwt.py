@@ -22,8 +22,8 @@ from keystore.certificates import EXPIRED, NOT_YET_VALID, Validity, certificate_
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
 from keystore.jwks_uri import JWKSFetchError
-from server.errors import OAuthError, invalid_client, invalid_request
-from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from core.errors import OAuthError, invalid_client, invalid_request
+from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
 from storage import clients
 
 log = logging.getLogger("handlers.private_key_jwt")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from handlers.base import ClientAuthenticator
 from handlers.chain import credential_kinds
-from server.errors import invalid_client
-from server.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from core.errors import invalid_client
+from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
 from storage import clients
 
 PUBLIC_GRANTS = ("authorization_code", "refresh_token")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from handlers.base import GrantHandler
 from handlers.client_credentials import narrowed, requested_scopes, still_registered
-from server.errors import invalid_grant, invalid_request, unauthorized_client
-from server.request import AuthenticatedClient, Grant, TokenRequest
+from core.errors import invalid_grant, invalid_request, unauthorized_client
+from core.request import AuthenticatedClient, Grant, TokenRequest
 from storage import refresh, users
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from handlers.base import TokenIssuer
 from keystore.id_token import at_hash, sign_id_token
-from server.errors import invalid_grant
-from server.request import AuthenticatedClient, Grant, TokenRequest
+from core.errors import invalid_grant
+from core.request import AuthenticatedClient, Grant, TokenRequest
 from storage import codes, refresh
 
 

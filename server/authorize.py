@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from server import web
-from server.errors import OAuthError, invalid_request, invalid_scope, unauthorized_client
+from core.errors import OAuthError, invalid_request, invalid_scope, unauthorized_client
 from server.forms import MAX_PARAMETERS, SCOPE, check_media_type, parse_form, read_body
 from server.views import client_address
 from storage import clients, codes, consents

@@ -18,7 +18,6 @@ from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
 from keystore.signing import default_alg, sign
 from keystore.store import TRUSTED_CERT_ENTRY, KeystoreError
 from server.client_metadata import MetadataError, check_client_id, keys_from_jwks, validate
-from server import playground
 from storage import clients as client_store
 from storage import codes as code_store
 from storage import consents as consent_store
@@ -341,4 +340,3 @@ def initial_token_revoke(token_id):
 def register_cli(app: Flask) -> None:
     for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli, users_cli, admin_cli, dcr_cli):
         app.cli.add_command(group)
-    app.cli.add_command(playground.command)

@@ -34,7 +34,7 @@ from keystore.jwk import SIGNING_ALGORITHMS
 from keystore.store import PRIVATE_KEY_ENTRY, TRUSTED_CERT_ENTRY, Entry, KeystoreError
 from server import client_metadata, web
 from server.client_metadata import MetadataError
-from server.errors import OAuthError
+from core.errors import OAuthError
 from server.forms import MAX_BODY_BYTES, MAX_PARAMETERS, read_body
 from server.views import client_address
 from server.web import PageError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
-from server.errors import OAuthError, invalid_request
+from core.errors import OAuthError, invalid_request
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 2 * 1024 * 1024

@@ -31,7 +31,7 @@ from flask import Blueprint, Response, current_app, request
 from keystore.jwk import _loads_strict, _StrictJSONError
 from server import web
 from server.client_metadata import MetadataError, check_client_id, metadata_of, validate
-from server.errors import OAuthError, invalid_request
+from core.errors import OAuthError, invalid_request
 from server.forms import read_body
 from server.render import NO_STORE, json_response
 from server.views import client_address

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response
 
-from server.errors import OAuthError
+from core.errors import OAuthError
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

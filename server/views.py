@@ -14,10 +14,10 @@ from werkzeug.wrappers import Request
 
 from keystore import id_token
 from server import web
-from server.errors import OAuthError, invalid_request, temporarily_unavailable
+from core.errors import OAuthError, invalid_request, temporarily_unavailable
 from server.forms import check_media_type, parse_form, read_body
 from server.render import error_response, json_response
-from server.request import TokenRequest
+from core.request import TokenRequest
 from storage import refresh, users
 from storage.database import UNAVAILABLE
 

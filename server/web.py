@@ -17,7 +17,7 @@ from typing import Any
 from flask import Response, current_app, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from server.errors import OAuthError
+from core.errors import OAuthError
 from server.forms import check_media_type, parse_form, read_body
 from storage import users as user_store
 from storage.users import Account

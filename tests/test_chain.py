@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.config import ConfigError
+from core.config import ConfigError
 from support import shared_keystore, write_config
 
 

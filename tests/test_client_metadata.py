@@ -26,14 +26,14 @@ P256 = ec_key()
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     """The real settings of a test deployment.toml (http allowed, 127.0.0.1 allowed for jwks_uri)."""
-    from server import config
+    from core import config
     return config.load(write_config(tmp_path_factory.mktemp("settings")))
 
 
 @pytest.fixture(scope="module")
 def strict_settings(tmp_path_factory):
     """The shipped defaults for jwks_uri: https only, no private addresses."""
-    from server import config
+    from core import config
     path = write_config(tmp_path_factory.mktemp("strict"))
     text = path.read_text().replace("require_https = false", "").replace('allowed_hosts = ["127.0.0.1"]', "")
     path.write_text(text)

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from server import config
-from server.config import ConfigError
+from core import config
+from core.config import ConfigError
 
 WSO2_SNIPPET = textwrap.dedent('''
     [keystore.primary]

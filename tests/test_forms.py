@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import OAuthError
+from core.errors import OAuthError
 from server.forms import check_media_type, parse_form
 
 

@@ -16,8 +16,8 @@ import pytest
 from jose import jwt as jose_jwt
 
 from support import make_in_process
-from server import playground
-from server.playground import HTTPResult, PlaygroundError, verify_id_token
+import playground
+from playground import HTTPResult, PlaygroundError, verify_id_token
 from support import Server, free_port, jwks_of, pem, rsa_key, shared_keystore, write_config
 
 START = "/playground2/oauth2client"

@@ -25,7 +25,7 @@ def redis_db():
 
 
 def limiter(store=REDIS_URL, window=60, **limits):
-    from server.ratelimit import FailureLimiter
+    from core.ratelimit import FailureLimiter
     return FailureLimiter(limits, window, store=store)
 
 
@@ -59,12 +59,12 @@ def test_retry_after_is_the_time_left_in_the_window(redis_db):
 def test_redis_down_falls_back_to_this_process_and_says_so_once(caplog, credentials, query):
     closed = free_port()
     down = limiter(store=f"redis://{credentials}127.0.0.1:{closed}/0{query}", address=2)
-    with caplog.at_level(logging.WARNING, logger="server.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="core.ratelimit"):
         assert down.client_failed("192.0.2.1") is None
         assert down.client_failed("192.0.2.1") is None
         assert down.client_failed("192.0.2.1") == 60          # counted in memory meanwhile
         assert down.client_retry("192.0.2.1") == 60
-    warnings = [r.getMessage() for r in caplog.records if r.name == "server.ratelimit"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "core.ratelimit"]
     assert len(warnings) == 1 and f"store redis://127.0.0.1:{closed}/0 is unreachable" in warnings[0]
     assert "secret" not in warnings[0] and "user" not in warnings[0]
     assert down.counters.available is False

@@ -534,8 +534,8 @@ def test_header_keys_are_never_fetched_or_used(main):
 PING_GRANT = '''"""A grant type added by dropping a module into handlers/."""
 
 from handlers.base import GrantHandler
-from server.errors import unauthorized_client
-from server.request import Grant
+from core.errors import unauthorized_client
+from core.request import Grant
 
 
 class PingGrantHandler(GrantHandler):
@@ -552,7 +552,7 @@ def copy_project(destination: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", ".venv", "var", "tests", "*.pyc")
     destination.mkdir(parents=True)
     shutil.copy2(ROOT / "app.py", destination / "app.py")
-    for package in ("handlers", "server", "storage", "keystore"):
+    for package in ("handlers", "server", "core", "storage", "keystore", "playground"):
         shutil.copytree(ROOT / package, destination / package, ignore=ignore)
     return destination
 
@@ -841,7 +841,7 @@ def test_certificate_imported_with_cli_is_used_without_restart(main, tmp_path):
     assert_token(response)
     # Each worker process re-reads a changed keystore file at most every 2 seconds; after that
     # every worker uses the new certificate.
-    from server.services import KEYSTORE_RECHECK_SECONDS
+    from core.services import KEYSTORE_RECHECK_SECONDS
     time.sleep(max(0.0, imported + KEYSTORE_RECHECK_SECONDS + 0.5 - time.monotonic()))
     for _ in range(6):
         assert_token(token(main, client.assertion(main)))

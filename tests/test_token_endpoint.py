@@ -613,7 +613,7 @@ def test_malformed_requests_do_not_count(make_idp):
 
 
 def test_window_expires():
-    from server.ratelimit import FailureLimiter, MemoryCounters
+    from core.ratelimit import FailureLimiter, MemoryCounters
     clock = [100.0]
     limiter = FailureLimiter({"client_address": 2}, window=10)
     limiter.counters = MemoryCounters(10, clock=lambda: clock[0])
@@ -632,7 +632,7 @@ def test_window_expires():
 
 def test_failure_table_stays_small_whatever_the_keys():
     """Huge client ids are stored as digests, and entries whose window passed are dropped."""
-    from server.ratelimit import FailureLimiter, MemoryCounters
+    from core.ratelimit import FailureLimiter, MemoryCounters
     clock = [100.0]
     limiter = FailureLimiter({"client": 2}, window=10)
     limiter.counters = counters = MemoryCounters(10, capacity=1000, clock=lambda: clock[0])

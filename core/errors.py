@@ -43,7 +43,7 @@ def invalid_client(description: str, reason: str | None = None, detail: str | No
 
 
 def rate_limited(retry_after: int, detail: str | None = None) -> OAuthError:
-    """A failed client authentication beyond a failure budget (server.ratelimit); `detail` keeps
+    """A failed client authentication beyond a failure budget (core.ratelimit); `detail` keeps
     the failure's own reason for the audit log."""
     return OAuthError("invalid_client", "Too many failed client authentications; retry later", 429,
                       {"Retry-After": str(retry_after)}, reason="rate_limited", detail=detail)

@@ -42,7 +42,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from keystore.jwk import InvalidKey, PublicKey, parse_jwks
 from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
 from keystore.signing import sign
-from server.config import Settings
+from core.config import Settings
 from storage import clients as client_store
 from storage.database import release
 from storage.schema import upgrade
@@ -408,7 +408,7 @@ def create_app(config: PlaygroundConfig) -> Flask:
     pending = PendingAuthorizations()
 
     def page(template: str, status: int = 200, **context: Any) -> Response:
-        html = render_template(f"playground/{template}", config=config, **context)
+        html = render_template(template, config=config, **context)
         response = Response(html, status=status, content_type="text/html; charset=utf-8")
         response.headers.update(_page_headers(config))
         return response

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from typing import Iterable, Protocol
 from urllib.parse import urlsplit
 
-log = logging.getLogger("server.ratelimit")
+log = logging.getLogger("core.ratelimit")
 
 Key = tuple[str, str]             # (kind, value)
 KINDS = ("address", "client_address", "client", "user", "signin_address")

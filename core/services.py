@@ -13,13 +13,13 @@ import peewee
 from keystore.jwk import parse_jwks
 from keystore.jwks_uri import JWKSFetcher
 from keystore.store import Keystore
-from server.config import Settings
-from server.ratelimit import FailureLimiter
+from core.config import Settings
+from core.ratelimit import FailureLimiter
 from storage.replay import ReplayStore, SeenCache
 from storage.tokens import TokenStore
 
 KEYSTORE_RECHECK_SECONDS = 2.0
-log = logging.getLogger("server.services")
+log = logging.getLogger("core.services")
 
 
 @dataclass
