@@ -20,7 +20,7 @@ from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
 from core.services import Services, build_services
-from server.views import TokenEndpoint, bp, register_error_handlers
+from server.endpoints import discovery, introspection, revocation, token, userinfo
 from storage.database import close_all, open_database, release
 from storage.schema import upgrade
 
@@ -66,10 +66,10 @@ def build_app(deployment_toml: str | None = None) -> Flask:
 
     app = Flask(__name__, template_folder="server/templates", static_folder=None)
     app.extensions["idp"] = IdP(services, chain)
-    for blueprint in (bp, authorize.bp, console.bp, registration.bp):
-        app.register_blueprint(blueprint)
+    for module in (token, introspection, revocation, userinfo, discovery, authorize, console, registration):
+        app.register_blueprint(module.bp)
     app.after_request(web.set_cookies)
-    register_error_handlers(app)
+    web.register_error_handlers(app)
     register_cli(app)
     app.cli.add_command(playground.command)  # the sample client, an application of its own
 
@@ -77,7 +77,7 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     def _release_db(exc):
         release(db)
 
-    app.wsgi_app = TokenEndpoint(app.wsgi_app, app.extensions["idp"], lambda: release(db))
+    app.wsgi_app = token.TokenEndpoint(app.wsgi_app, app.extensions["idp"], lambda: release(db))
     return app
 
 
@@ -89,6 +89,27 @@ def create_app(deployment_toml: str | None = None) -> Flask:
     except config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def ready_message(settings: config.Settings, keystore_path) -> str:
+    """What an operator wants to know once the server listens (no secrets: the database URL
+    without user or password)."""
+    server = settings.server
+    scheme = "https" if server["tls"] else "http"
+    database = settings.database_url
+    if database.startswith("sqlite"):
+        database = str(settings.resolve(database.split(":///", 1)[1].split("?", 1)[0]))
+    else:
+        database = database.split("://", 1)[0] + "://" + database.rsplit("@", 1)[-1].split("?", 1)[0]
+    return "\n".join([
+        f"serving on {scheme}://{server['bind_address']}:{server['port']} ({server['workers']} workers, "
+        f"{server['threads']} threads each)",
+        f"  issuer     {settings.issuer}",
+        f"  console    {settings.base_url}/console",
+        f"  keystore   {keystore_path}",
+        f"  database   {database}",
+        f"  config     {settings.path}",
+    ])
 
 
 def serve(deployment_toml: str | None = None) -> None:
@@ -139,6 +160,9 @@ def serve(deployment_toml: str | None = None) -> None:
     # `reason` is gunicorn's fixed status phrase, never request data.
     gunicorn_util.write_error = lambda sock, status, reason, mesg: gunicorn_util.write_nonblock(
         sock, raw_error(status, reason))
+
+    options["when_ready"] = lambda arbiter: print(ready_message(settings, idp.services.keystore().path),
+                                                  file=sys.stderr, flush=True)
 
     class Server(BaseApplication):
         def load_config(self):

@@ -3,6 +3,11 @@
 Every option the server reads is declared in SCHEMA below with its type and default, so an
 operator's typo (an unknown key, a wrong type, a missing password) stops start-up with one
 message naming the key and its line instead of being silently ignored.
+
+The defaults below (SCHEMA, LISTENER_DEFAULTS, CACHE_DEFAULTS) and the handlers' Property
+defaults are the only definitions: lower layers (keystore, storage) receive the values from
+core.services, and tests/test_defaults.py checks the shipped deployment.toml and README.md
+against them.
 """
 
 from __future__ import annotations
@@ -123,10 +128,14 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "refresh_interval": (int, 60),
     },
 }
+# The arrays of tables. Keys without a default here: `id` and `name` are required, `type` is
+# WSO2's handler type (kept, not used) and `order` defaults to the handler's `default_order`.
 ARRAYS = {("event_listener",), ("cache", "manager")}
 LISTENER_KEYS = {"id": str, "type": str, "name": str, "order": int, "enable": bool}
+LISTENER_DEFAULTS = {"enable": True}
 CACHE_KEYS = {"name": str, "timeout": int, "capacity": int, "enable": bool}
-CACHE_DEFAULTS = {"timeout": 10, "capacity": 5000}   # minutes, entries: an entry without them
+# timeout in minutes, capacity in entries; also what a cache without an entry gets.
+CACHE_DEFAULTS = {"timeout": 10, "capacity": 5000, "enable": True}
 
 
 @dataclass(frozen=True)
@@ -169,9 +178,9 @@ class Settings:
     issuer: str
     jwks_fetch: dict[str, Any]
     rate_limit: dict[str, Any]
+    session_lifetime: int                                    # [session] lifetime, seconds
     validity: dict[str, int] = field(default_factory=dict)   # [oauth.token_validation], seconds
     pkce: dict[str, bool] = field(default_factory=dict)
-    session_lifetime: int = 3600
     listeners: list[ListenerEntry] = field(default_factory=list)
     caches: dict[str, CacheEntry] = field(default_factory=dict)
 
@@ -189,7 +198,8 @@ class Settings:
 
     def cache(self, name: str) -> CacheEntry:
         """A [[cache.manager]] entry, or the defaults when the file has none."""
-        return self.caches.get(name) or CacheEntry(name, CACHE_DEFAULTS["timeout"], CACHE_DEFAULTS["capacity"], True)
+        return self.caches.get(name) or CacheEntry(name, CACHE_DEFAULTS["timeout"], CACHE_DEFAULTS["capacity"],
+                                                   CACHE_DEFAULTS["enable"])
 
     def resolve(self, relative: str) -> Path:
         """Files named in deployment.toml are relative to the directory that holds it."""
@@ -489,7 +499,7 @@ def _listeners(document: dict, fail) -> list[ListenerEntry]:
             properties[key] = Located(_substitute_env(value, lambda m, kp=key_path: fail(kp, m)), key_path)
         entries.append(ListenerEntry(
             id=values["id"], type=values.get("type", ""), name=values["name"],
-            order=values.get("order"), enable=values.get("enable", True),
+            order=values.get("order"), enable=values.get("enable", LISTENER_DEFAULTS["enable"]),
             properties=properties, key_path=base))
     return entries
 
@@ -498,12 +508,11 @@ def _caches(document: dict, fail) -> dict[str, CacheEntry]:
     caches: dict[str, CacheEntry] = {}
     for index, raw in enumerate(_get(document, ("cache", "manager")) or []):
         base = ("cache", "manager", index)
-        values = {"enable": True, **_typed_table(raw, CACHE_KEYS, base, fail)}
+        values = {**CACHE_DEFAULTS, **_typed_table(raw, CACHE_KEYS, base, fail)}
         if not values.get("name"):
             raise fail(base, "name is required")
         for key in ("timeout", "capacity"):
-            if key in values and values[key] < 0:
+            if values[key] < 0:
                 raise fail(base + (key,), "must not be negative")
-        caches[values["name"]] = CacheEntry(values["name"], values.get("timeout", CACHE_DEFAULTS["timeout"]),
-                                            values.get("capacity", CACHE_DEFAULTS["capacity"]), values["enable"])
+        caches[values["name"]] = CacheEntry(values["name"], values["timeout"], values["capacity"], values["enable"])
     return caches

@@ -1,27 +1,48 @@
-"""The token request as handlers see it: immutable, built once from the HTTP request."""
+"""The token request as handlers see it, and what a grant handler hands the token issuer: immutable
+values, built once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Mapping
 
 from storage.clients import RegisteredClient
+
+# The endpoints that run the client authentication chain (TokenRequest.endpoint).
+TOKEN, INTROSPECTION, REVOCATION = "token", "introspection", "revocation"
+
+# RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR.
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+SCOPE = re.compile(rf"{SCOPE_TOKEN.pattern}(?: {SCOPE_TOKEN.pattern})*")
 
 
 @dataclass(frozen=True)
 class TokenRequest:
     form: Mapping[str, str]          # strictly parsed body (server.forms), one value per name
     headers: Mapping[str, str]       # lower-case header names
+    endpoint: str                    # TOKEN, INTROSPECTION or REVOCATION
     endpoint_url: str                # the URL that received the request (scheme://host/path)
     request_id: str
     remote_addr: str = ""
 
     @staticmethod
-    def build(form: dict[str, str], headers: dict[str, str], endpoint_url: str, request_id: str,
-              remote_addr: str = "") -> "TokenRequest":
+    def build(form: dict[str, str], headers: dict[str, str], endpoint: str, endpoint_url: str,
+              request_id: str, remote_addr: str = "") -> "TokenRequest":
         return TokenRequest(MappingProxyType(dict(form)), MappingProxyType(dict(headers)),
-                            endpoint_url, request_id, remote_addr)
+                            endpoint, endpoint_url, request_id, remote_addr)
+
+    def credential_kinds(self) -> set[str]:
+        """Which client authentication methods the request carries, whatever handlers are enabled."""
+        kinds = set()
+        if "authorization" in self.headers:
+            kinds.add("authorization_header")
+        if "client_secret" in self.form:
+            kinds.add("client_secret")
+        if "client_assertion" in self.form or "client_assertion_type" in self.form:
+            kinds.add("client_assertion")
+        return kinds
 
 
 @dataclass
@@ -46,9 +67,28 @@ class AuthenticatedClient:
     method: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Grant:
-    """The outcome of a grant handler: what the issuer should put in the token."""
+    """What a grant handler hands the token issuer: the scope of the access token. A Grant
+    itself is the client's own (client_credentials): no user, no refresh token, no ID token."""
 
     scopes: tuple[str, ...]
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserGrant(Grant):
+    """A grant a user gave the client (authorization code, refresh token): every token issued
+    from it shares `grant_id`, so a reused code or refresh token can revoke them all."""
+
+    user_sub: str
+    grant_id: str
+    auth_time: int
+    refresh_scopes: tuple[str, ...]  # what a refresh token carries: the whole grant, however narrowed
+    nonce: str | None = None         # OpenID Connect Core §3.1.3.6: into the ID token of a code grant
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefreshTokenGrant(UserGrant):
+    """A user's grant continued with a refresh token, which is rotated once the new tokens exist."""
+
+    presented_hash: str              # the refresh token that was presented (its stored hash)

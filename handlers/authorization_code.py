@@ -14,13 +14,11 @@ import hashlib
 import hmac
 import re
 
-from handlers.base import GrantHandler
+from handlers.base import (AuthenticatedClient, Grant, GrantHandler, RegisteredClient, TokenRequest, UserGrant,
+                           invalid_grant, invalid_request, unauthorized_client)
 from handlers.client_credentials import narrowed, requested_scopes, still_registered
-from core.errors import invalid_grant, invalid_request, unauthorized_client
-from core.request import AuthenticatedClient, Grant, TokenRequest
 from storage import codes, users
 from storage.codes import CodeGrant
-from storage.clients import RegisteredClient
 
 # RFC 7636 §4.1: code-verifier = 43*128unreserved
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
@@ -43,7 +41,7 @@ class AuthorizationCodeGrantHandler(GrantHandler):
     default_order = 100
     wso2_name = "org.wso2.carbon.identity.oauth2.token.handlers.grant.AuthorizationCodeGrantHandler"
 
-    def handle(self, request: TokenRequest, client: AuthenticatedClient) -> Grant:
+    def handle(self, request: TokenRequest, client: AuthenticatedClient) -> UserGrant:
         registered = client.client
         if self.grant_type not in registered.grant_types:
             raise unauthorized_client("The client is not registered for the authorization_code grant")
@@ -68,9 +66,16 @@ class AuthorizationCodeGrantHandler(GrantHandler):
         scopes = narrowed(granted, requested, "authorization code")
         if users.get_by_sub(grant.user_sub) is None:
             raise invalid_grant("The user of the authorization code no longer exists", reason="code_user")
-        return Grant(scopes, {"user_sub": grant.user_sub, "grant_id": grant.grant_id, "auth_time": grant.auth_time,
-                              "nonce": grant.nonce, "refresh_scopes": granted,
-                              "from_code": True})
+        return UserGrant(scopes=scopes, user_sub=grant.user_sub, grant_id=grant.grant_id, auth_time=grant.auth_time,
+                         refresh_scopes=granted, nonce=grant.nonce)
+
+    def after_issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> None:
+        # RFC 6749 §4.1.2: a second redemption running at the same time may have revoked the grant
+        # before these tokens existed; it flagged the code first, so checking after storing is enough.
+        assert isinstance(grant, UserGrant)
+        if codes.was_reused(grant.grant_id):
+            codes.revoke_grant(grant.grant_id)
+            raise invalid_grant("The authorization code has already been used", reason="code_reused")
 
     @staticmethod
     def _check_redirect_uri(sent: str | None, grant: CodeGrant, registered: RegisteredClient) -> None:

@@ -1,27 +1,38 @@
-"""The handler contract.
+"""The handler API: everything a handler author needs, in one module.
 
 A handler is a class in a module under handlers/. It declares its stage, default order, WSO2
 alias (if any) and typed properties; the loader (handlers.chain) builds it from an
 [[event_listener]] entry or, for a built-in with no entry, from its defaults. Handlers receive
 the request and the shared services explicitly and return or raise OAuthError: no Flask globals.
+The built-in handlers import from here too, so each is an example.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from core.errors import invalid_client
-from core.request import AuthAttempt, AuthenticatedClient, Grant, TokenRequest
+from core.errors import (OAuthError, invalid_client, invalid_grant, invalid_request, invalid_scope,
+                         temporarily_unavailable, unauthorized_client, unsupported_grant_type)
+from core.request import (INTROSPECTION, REVOCATION, SCOPE_TOKEN, TOKEN, AuthAttempt, AuthenticatedClient, Grant,
+                          RefreshTokenGrant, TokenRequest, UserGrant)
+from storage.clients import CLIENT_ID, RegisteredClient, valid_client_id
 
 if TYPE_CHECKING:
     from core.services import Services
 
+__all__ = [
+    # the stages and their contract
+    "STAGES", "Property", "Handler", "ClientAuthenticator", "GrantHandler", "TokenIssuer", "Listener",
+    # what flows through the chain
+    "TokenRequest", "TOKEN", "INTROSPECTION", "REVOCATION", "AuthAttempt", "AuthenticatedClient",
+    "RegisteredClient", "Grant", "UserGrant", "RefreshTokenGrant", "CLIENT_ID", "SCOPE_TOKEN",
+    # errors: raise them where a rule fails; the web layer renders them
+    "OAuthError", "invalid_client", "invalid_grant", "invalid_request", "invalid_scope",
+    "temporarily_unavailable", "unauthorized_client", "unsupported_grant_type",
+]
+
 STAGES = ("client_authentication", "grant", "issuer", "listener")
-# A client id that can be a key at all (database, failure limiter, audit log): 1 to 255 characters,
-# no NUL (PostgreSQL refuses it) and no other control character.
-CLIENT_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class ClientAuthenticator(Handler):
         failure limiter or a log. Also tells the attempt whether it falls under an exhausted
         failure budget (`attempt.limited`): the credential is checked all the same and served
         if it verifies; only a failure becomes a 429 (handlers.chain)."""
-        if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
+        if not valid_client_id(client_id):
             raise invalid_client(f"The {source} must be 1 to 255 printable characters", reason=source)
         attempt.client_id = client_id
         attempt.limited = self.services.limiter.client_retry(attempt.remote_addr, client_id)
@@ -80,7 +91,12 @@ class GrantHandler(Handler):
     grant_type: ClassVar[str]
 
     def handle(self, request: TokenRequest, client: AuthenticatedClient) -> Grant:
+        """Check the grant and say what to issue: a Grant (the client's own token) or a UserGrant."""
         raise NotImplementedError
+
+    def after_issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> None:
+        """Runs once the issuer has stored the new tokens: the place for a check that must come
+        last (a refresh token's rotation, a code's reuse), raising OAuthError to refuse."""
 
 
 class TokenIssuer(Handler):

@@ -121,6 +121,7 @@ class Chain:
             grant = handler.handle(request, client)
             assert self.issuer is not None
             response = self.issuer.issue(request, client, grant)
+            handler.after_issue(request, client, grant)  # checks that must follow the issue
         except OAuthError as exc:
             self.emit("token_error", {"request_id": request.request_id, "client_id": client.client.client_id,
                                       "grant_type": grant_type, "error": exc.error, "reason": exc.reason})
@@ -137,7 +138,7 @@ class Chain:
         credential verifies; only a failure is answered 429 instead of 401."""
         attempt = AuthAttempt(remote_addr=request.remote_addr)
         try:
-            if len(credential_kinds(request)) > 1:
+            if len(request.credential_kinds()) > 1:
                 raise invalid_request("More than one client authentication method was used",
                                       reason="multiple_methods")
             able = [a for a in self.authenticators if a.can_handle(request)]
@@ -195,18 +196,6 @@ class Chain:
             extra.update(a.metadata())
         return {"grant_types_supported": sorted(self.grants),
                 "token_endpoint_auth_methods_supported": methods, **extra}
-
-
-def credential_kinds(request: TokenRequest) -> set[str]:
-    """Which client authentication methods the request carries, whatever handlers are enabled."""
-    kinds = set()
-    if "authorization" in request.headers:
-        kinds.add("authorization_header")
-    if "client_secret" in request.form:
-        kinds.add("client_secret")
-    if "client_assertion" in request.form or "client_assertion_type" in request.form:
-        kinds.add("client_assertion")
-    return kinds
 
 
 def build(settings: config.Settings, services) -> Chain:

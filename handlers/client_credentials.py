@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.base import GrantHandler
-from core.errors import invalid_request, invalid_scope, unauthorized_client
-from server.forms import SCOPE_TOKEN
-from core.request import AuthenticatedClient, Grant, TokenRequest
-from storage.clients import RegisteredClient
-
+from handlers.base import (SCOPE_TOKEN, AuthenticatedClient, Grant, GrantHandler, RegisteredClient, TokenRequest,
+                           invalid_request, invalid_scope, unauthorized_client)
 
 
 def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
@@ -53,7 +49,7 @@ class ClientCredentialsGrantHandler(GrantHandler):
         scopes = requested_scopes(request)
         if scopes is None:
             # RFC 6749 §3.3: no scope requested → the client's registered scopes.
-            return Grant(registered.scopes)
+            return Grant(scopes=registered.scopes)
         if any(s not in registered.scopes for s in scopes):
             raise invalid_scope("A requested scope is not allowed for this client")
-        return Grant(scopes)
+        return Grant(scopes=scopes)

@@ -6,9 +6,7 @@ import base64
 import binascii
 from urllib.parse import unquote_plus
 
-from handlers.base import ClientAuthenticator
-from core.errors import invalid_client, invalid_request
-from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from handlers.base import AuthAttempt, AuthenticatedClient, ClientAuthenticator, TokenRequest, invalid_client, invalid_request
 from storage import clients
 
 

@@ -29,8 +29,8 @@ log = logging.getLogger("handlers.failure_log")
 SKIPPED_REASONS = frozenset({"rate_limited"})
 _TRIM_CLIENTS_PER_PURGE = 50
 # On the path of every rejected assertion of a registered client: SQL generated once (storage.sql).
-_INSERT = Statement(lambda: AuthFailure.insert(client_id="?", time=0, method="?", reason="?", alg="?", kid="?",
-                                               remote_addr="?", detail="?"))
+_INSERT = Statement.insert(lambda: AuthFailure, "client_id", "time", "method", "reason", "alg", "kid", "remote_addr",
+                           "detail")
 
 
 class AuthFailureLogListener(Listener):

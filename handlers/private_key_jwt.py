@@ -17,13 +17,12 @@ from typing import Any, Mapping
 from cryptography import x509
 from OpenSSL import crypto
 
-from handlers.base import CLIENT_ID, ClientAuthenticator, Property
+from handlers.base import (CLIENT_ID, AuthAttempt, AuthenticatedClient, ClientAuthenticator, OAuthError, Property,
+                           RegisteredClient, TokenRequest, invalid_client, invalid_request)
 from keystore.certificates import EXPIRED, NOT_YET_VALID, Validity, certificate_key, x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
 from keystore.jwks_uri import JWKSFetchError
-from core.errors import OAuthError, invalid_client, invalid_request
-from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
 from storage import clients
 
 log = logging.getLogger("handlers.private_key_jwt")
@@ -136,7 +135,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
     # --- keys and signature --------------------------------------------------------------
 
-    def _check_signature(self, jws, alg: str, kid: str | None, client: clients.RegisteredClient) -> None:
+    def _check_signature(self, jws, alg: str, kid: str | None, client: RegisteredClient) -> None:
         keys, source = self._keys(client)
         candidates = self._select(keys, alg, kid, source)
         if not candidates and source == "jwks_uri" and kid is not None:
@@ -166,7 +165,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             keys = [k for k in keys if k.kid == kid]
         return [k for k in keys if k.fits(alg)]
 
-    def _keys(self, client: clients.RegisteredClient) -> tuple[list[PublicKey], str]:
+    def _keys(self, client: RegisteredClient) -> tuple[list[PublicKey], str]:
         """The client's keys, in this order: inline JWKS, jwks_uri, keystore certificate by alias."""
         if client.jwks:
             try:

@@ -10,14 +10,10 @@ sign-out); introspection, which describes tokens, stays closed to it.
 
 from __future__ import annotations
 
-from handlers.base import ClientAuthenticator
-from handlers.chain import credential_kinds
-from core.errors import invalid_client
-from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from handlers.base import REVOCATION, TOKEN, AuthAttempt, AuthenticatedClient, ClientAuthenticator, TokenRequest, invalid_client
 from storage import clients
 
 PUBLIC_GRANTS = ("authorization_code", "refresh_token")
-REVOCATION_PATH = "/oauth2/revoke"
 
 
 class PublicClientAuthenticator(ClientAuthenticator):
@@ -26,7 +22,7 @@ class PublicClientAuthenticator(ClientAuthenticator):
 
     def can_handle(self, request: TokenRequest) -> bool:
         # Only a client_id and no credentials of any kind: anything more belongs to another method.
-        return "client_id" in request.form and not credential_kinds(request)
+        return "client_id" in request.form and not request.credential_kinds()
 
     def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
         attempt.method = "none"
@@ -41,8 +37,8 @@ class PublicClientAuthenticator(ClientAuthenticator):
                                  reason="wrong_method" if client else "unknown_client")
         return AuthenticatedClient(client, "none")
 
-    def _allowed(self, request: TokenRequest) -> bool:
-        settings = self.services.settings
-        if request.endpoint_url == settings.token_endpoint:
+    @staticmethod
+    def _allowed(request: TokenRequest) -> bool:
+        if request.endpoint == TOKEN:
             return request.form.get("grant_type") in PUBLIC_GRANTS
-        return request.endpoint_url == settings.base_url + REVOCATION_PATH
+        return request.endpoint == REVOCATION

@@ -1,18 +1,17 @@
 """The refresh token grant (RFC 6749 §6) with rotation and reuse detection (OAuth 2.0 Security BCP
 §4.14.2).
 
-This handler only checks the presented token; it does not use it up. The token issuer stores the
-new tokens first and rotates the presented one last (storage.refresh.rotate, one conditional
-UPDATE): the request that loses a race, or replays a rotated token, revokes the family, and since
-the winner's new tokens already exist by then, they are revoked with it.
+`handle` only checks the presented token; it does not use it up. The token issuer stores the new
+tokens first, and `after_issue` rotates the presented one last (storage.refresh.rotate, one
+conditional UPDATE): the request that loses a race, or replays a rotated token, revokes the
+family, and since the winner's new tokens already exist by then, they are revoked with it.
 """
 
 from __future__ import annotations
 
-from handlers.base import GrantHandler
+from handlers.base import (AuthenticatedClient, Grant, GrantHandler, RefreshTokenGrant, TokenRequest, invalid_grant,
+                           invalid_request, unauthorized_client)
 from handlers.client_credentials import narrowed, requested_scopes, still_registered
-from core.errors import invalid_grant, invalid_request, unauthorized_client
-from core.request import AuthenticatedClient, Grant, TokenRequest
 from storage import refresh, users
 
 
@@ -21,7 +20,7 @@ class RefreshTokenGrantHandler(GrantHandler):
     default_order = 100
     wso2_name = "org.wso2.carbon.identity.oauth2.token.handlers.grant.RefreshGrantHandler"
 
-    def handle(self, request: TokenRequest, client: AuthenticatedClient) -> Grant:
+    def handle(self, request: TokenRequest, client: AuthenticatedClient) -> RefreshTokenGrant:
         registered = client.client
         if self.grant_type not in registered.grant_types:
             raise unauthorized_client("The client is not registered for the refresh_token grant")
@@ -50,5 +49,13 @@ class RefreshTokenGrantHandler(GrantHandler):
         scopes = narrowed(granted, requested, "refresh token")
         if users.get_by_sub(found.user_sub) is None:
             raise invalid_grant("The user of the refresh token no longer exists", reason="refresh_user")
-        return Grant(scopes, {"user_sub": found.user_sub, "grant_id": found.grant_id, "auth_time": found.auth_time,
-                              "nonce": None, "refresh_scopes": granted, "rotate": found.token_hash})
+        return RefreshTokenGrant(scopes=scopes, user_sub=found.user_sub, grant_id=found.grant_id,
+                                 auth_time=found.auth_time, refresh_scopes=granted, presented_hash=found.token_hash)
+
+    def after_issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> None:
+        # After the new tokens exist: a concurrent use of the same refresh token that lost this
+        # UPDATE revokes the family, these new tokens included (storage.refresh).
+        assert isinstance(grant, RefreshTokenGrant)
+        if not refresh.rotate(grant.presented_hash):
+            refresh.revoke_family(grant.grant_id)
+            raise invalid_grant("The refresh token has already been used", reason="refresh_reused")

@@ -29,11 +29,22 @@ from collections import OrderedDict
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["JWKSFetchError", "JWKSFetcher", "check_jwks_uri"]
+__all__ = ["JWKSFetchError", "JWKSFetcher", "check_jwks_uri", "DEFAULT_CACHE_SECONDS", "MIN_CACHE_SECONDS",
+           "MAX_CACHE_SECONDS", "MAX_STALE_SECONDS"]
 
 log = logging.getLogger("keystore.jwks_uri")
 
 MAX_URI_LENGTH = 2048
+
+# How long a fetched key set is used (RFC 9111 §5.2.2 max-age, clamped to [MIN, MAX]; DEFAULT
+# without one), and how long past that the last good set stands in while fetches fail (a client
+# that withdrew a compromised key must not be impersonated forever). Not configuration: these are
+# the fetcher's policy, stated in README.md and checked there by tests/test_defaults.py.
+DEFAULT_CACHE_SECONDS = 300
+MIN_CACHE_SECONDS = 60
+MAX_CACHE_SECONDS = 86400
+MAX_STALE_SECONDS = 86400
+CAPACITY = 10000  # URIs cached per process
 
 # RFC 6749 §5.2 character set for error_description: %x20-21 / %x23-5B / %x5D-7E.
 _UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
@@ -361,14 +372,19 @@ class JWKSFetcher:
     re-fetches on an unknown kid. A URI is fetched at most once per
     ``refetch_interval_seconds``, whether the fetch succeeds or fails, plus once for each newer
     registration a caller presents (``not_before``). A failed fetch keeps the last good set.
+
+    ``require_https``, ``allowed_hosts``, ``timeout``, ``max_bytes`` and
+    ``refetch_interval_seconds`` are ``[oauth.jwks_fetch]`` settings: the server (core.services)
+    always passes the configured values. Their defaults here serve direct callers (tests,
+    scripts) and equal the configuration schema's, which tests/test_defaults.py checks.
     """
 
     def __init__(self, parse: Callable[[bytes], list], *, require_https: bool = True,
-                 allowed_hosts: Iterable[str] = (), timeout: float = 3.0, max_bytes: int = 64 * 1024,
-                 default_cache_seconds: int = 300, min_cache_seconds: int = 60,
-                 max_cache_seconds: int = 86400, refetch_interval_seconds: int = 60,
-                 max_stale_seconds: int = 86400,
-                 capacity: int = 10000, clock: Callable[[], float] = time.monotonic) -> None:
+                 allowed_hosts: Iterable[str] = (), timeout: float = 3.0, max_bytes: int = 65536,
+                 default_cache_seconds: int = DEFAULT_CACHE_SECONDS, min_cache_seconds: int = MIN_CACHE_SECONDS,
+                 max_cache_seconds: int = MAX_CACHE_SECONDS, refetch_interval_seconds: int = 60,
+                 max_stale_seconds: int = MAX_STALE_SECONDS,
+                 capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic) -> None:
         if not callable(parse):
             raise TypeError("parse must be callable")
         if not timeout > 0:
@@ -388,9 +404,7 @@ class JWKSFetcher:
         self._max_cache = max_cache_seconds
         self._default_cache = min(max(default_cache_seconds, min_cache_seconds), max_cache_seconds)
         self._refetch_interval = refetch_interval_seconds
-        # How long past its freshness the last good set may stand in while fetches fail: a
-        # client that withdrew a compromised key must not be impersonated forever.
-        self._max_stale = max_stale_seconds
+        self._max_stale = max_stale_seconds  # see MAX_STALE_SECONDS
         self._capacity = int(capacity)
         self._clock = clock
         # How long a caller waits for another thread's fetch of the same URI: the fetch itself is

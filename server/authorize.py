@@ -15,13 +15,14 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import MethodNotAllowed
 
+from server import current
 from server import web
 from core.errors import OAuthError, invalid_request, invalid_scope, unauthorized_client
-from server.forms import MAX_PARAMETERS, SCOPE, check_media_type, parse_form, read_body
-from server.views import client_address
+from core.request import SCOPE
+from server.forms import MAX_PARAMETERS, check_media_type, parse_form, read_body
 from storage import clients, codes, consents
 from storage.clients import RegisteredClient
 from storage.users import Account
@@ -41,7 +42,6 @@ MAX_STATE = 512
 MAX_NONCE = 512
 MAX_LOGIN_HINT = 255
 MAX_REDIRECT_URI = 2048
-MAX_CLIENT_ID = 255
 # A POSTed request is sent on in the URL of a GET: it must fit the request line the server
 # accepts (gunicorn's limit_request_line, 8190 bytes, in app.py).
 MAX_QUERY = 8000
@@ -80,10 +80,6 @@ class AuthorizationRequest:
     max_age: int | None
     login_hint: str | None
     parameters: dict[str, str]        # as received: the hidden fields of the next page
-
-
-def _idp():
-    return current_app.extensions["idp"]
 
 
 # --- the endpoint -------------------------------------------------------------------------------
@@ -161,7 +157,7 @@ def _sign_in(auth: AuthorizationRequest, form: dict[str, str]) -> Response:
     if not username or not password:
         return _signin_page(auth, username, error="Enter your user name and password.")
     try:
-        account = web.sign_in(username, password, client_address(), "authorize")
+        account = web.sign_in(username, password, current.client_address(), "authorize")
     except web.SignInError as exc:
         if exc.retry_after is None:
             return _signin_page(auth, username, error=str(exc))
@@ -206,12 +202,12 @@ def _decide(auth: AuthorizationRequest, allowed: bool) -> Response:
 
 def _issue_code(auth: AuthorizationRequest, account: Account, auth_time: int) -> Response:
     """RFC 6749 §4.1.2: the code, bound to everything the request said, back to the client."""
-    settings = _idp().services.settings
+    settings = current.idp().services.settings
     code = codes.issue(client_id=auth.client.client_id, user_sub=account.sub, redirect_uri=auth.redirect_uri,
                        redirect_uri_sent="redirect_uri" in auth.parameters, scopes=auth.scopes, nonce=auth.nonce, code_challenge=auth.code_challenge,
                        code_challenge_method=auth.code_challenge_method, auth_time=auth_time,
                        lifetime=settings.validity["authorization_code_validity"])
-    _idp().chain.emit("authorization_code_issued", {"client_id": auth.client.client_id, "user_sub": account.sub,
+    current.idp().chain.emit("authorization_code_issued", {"client_id": auth.client.client_id, "user_sub": account.sub,
                                                     "scope": " ".join(auth.scopes),
                                                     "pkce": auth.code_challenge_method})
     return _redirect(auth.redirect_uri, {"code": code, "state": auth.state})
@@ -255,7 +251,7 @@ def _client(form: dict[str, str]) -> RegisteredClient:
     if client_id is None:
         raise web.PageError(400, "Invalid request", "The request does not say which application it is for "
                                                     "(the client_id parameter is missing).")
-    client = clients.get(client_id) if len(client_id) <= MAX_CLIENT_ID else None
+    client = clients.get(client_id)
     if client is None:
         raise web.PageError(400, "Unknown application",
                             "The application that sent you here is not registered with this server.")
@@ -372,7 +368,7 @@ def _scopes(scope: str | None, client: RegisteredClient) -> tuple[str, ...]:
 
 def _pkce(form: dict[str, str], client: RegisteredClient) -> tuple[str | None, str | None]:
     """RFC 7636 §4.3 and §4.4.1. S256 only, unless [oauth.pkce] allow_plain."""
-    settings = _idp().services.settings
+    settings = current.idp().services.settings
     challenge, method = form.get("code_challenge"), form.get("code_challenge_method")
     if challenge is None:
         if method is not None:
@@ -406,7 +402,7 @@ def _redirect(redirect_uri: str, params: dict[str, str | None]) -> Response:
     """A redirect to the client. RFC 6749 §3.1.2: the registered URI's query is kept; RFC 9207:
     `iss` names this server. After a form POST, 303 makes the browser follow with a GET."""
     values = {name: value for name, value in params.items() if value is not None}
-    values["iss"] = _idp().services.settings.issuer
+    values["iss"] = current.idp().services.settings.issuer
     separator = "&" if urlsplit(redirect_uri).query else ("" if redirect_uri.endswith("?") else "?")
     response = Response(status=303 if request.method == "POST" else 302)
     response.headers.update(web.PAGE_HEADERS)
@@ -416,7 +412,7 @@ def _redirect(redirect_uri: str, params: dict[str, str | None]) -> Response:
 
 def _error_redirect(client: RegisteredClient, redirect_uri: str, state: str | None, exc: OAuthError) -> Response:
     """RFC 6749 §4.1.2.1: the error back to the verified redirect URI."""
-    _idp().chain.emit("authorization_error", {"client_id": client.client_id, "error": exc.error,
+    current.idp().chain.emit("authorization_error", {"client_id": client.client_id, "error": exc.error,
                                               "reason": exc.reason})
     return _redirect(redirect_uri, {"error": exc.error, "error_description": exc.description, "state": state})
 

@@ -10,13 +10,14 @@ import uuid
 
 import click
 from cryptography.hazmat.primitives import hashes, serialization
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
 from keystore.certificates import certificate_key, x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
 from keystore.signing import default_alg, sign
 from keystore.store import TRUSTED_CERT_ENTRY, KeystoreError
+from server import current
 from server.client_metadata import MetadataError, check_client_id, keys_from_jwks, validate
 from storage import clients as client_store
 from storage import codes as code_store
@@ -35,10 +36,6 @@ jti_cli = AppGroup("jti", help="The IDN_OIDC_JTI replay table.")
 db_cli = AppGroup("db", help="The identity database schema.")
 users_cli = AppGroup("users", help="End users who sign in at the authorization endpoint.")
 admin_cli = AppGroup("admin", help="Administrators of the console and the registration API.")
-
-
-def _services():
-    return current_app.extensions["idp"].services
 
 
 def _print(obj) -> None:
@@ -80,8 +77,8 @@ def clients_create(client_id, auth_method, client_name, grant_types, scopes, red
         check_client_id(client_id)
         if jwks_file:
             metadata["jwks"] = json.loads(keys_from_jwks(jwks_file.read())[0])
-        fields = validate(metadata, _services().settings,
-                          grant_types_supported=sorted(current_app.extensions["idp"].chain.grants))
+        fields = validate(metadata, current.services().settings,
+                          grant_types_supported=sorted(current.chain().grants))
     except MetadataError as exc:
         raise click.UsageError(f"{_CREATE_OPTIONS.get(exc.field, exc.field)}: {exc.message}") from None
     try:
@@ -93,7 +90,7 @@ def clients_create(client_id, auth_method, client_name, grant_types, scopes, red
         out["client_secret"] = secret
     _print(out)
     if auth_method == "private_key_jwt" and not fields["jwks"] and not fields["jwks_uri"]:
-        if _services().keystore().trusted_certificate(client_id) is None:
+        if current.services().keystore().trusted_certificate(client_id) is None:
             click.echo(f"note: no certificate with alias {client_id} in the keystore yet; import one with "
                        f"`flask keystore import-cert --alias {client_id} --file CERT`", err=True)
 
@@ -119,7 +116,7 @@ def _certificates(jwks: str) -> list[dict]:
     """The certificates a client's JWKS carries (an uploaded certificate's x5c) and their status
     as the token endpoint judges it now: "valid", "expired" or "not yet valid"."""
     validity = x5c_validity(jwks)
-    now, skew = time.time(), _services().settings.timestamp_skew
+    now, skew = time.time(), current.services().settings.timestamp_skew
     try:
         keys = parse_jwks(jwks)
     except InvalidKey:
@@ -147,7 +144,7 @@ def clients_delete(client_id):
 def keystore_import(alias, cert_file):
     """Import a trusted certificate, as `keytool -import -alias ALIAS -file FILE` does."""
     try:
-        entry = _services().keystore().import_certificate(alias, cert_file.read())
+        entry = current.services().keystore().import_certificate(alias, cert_file.read())
     except KeystoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported {entry.alias} ({entry.certificate.subject.rfc4514_string()})")
@@ -156,7 +153,7 @@ def keystore_import(alias, cert_file):
 @keystore_cli.command("list")
 def keystore_list():
     rows = []
-    for entry in _services().keystore().entries():
+    for entry in current.services().keystore().entries():
         cert = entry.certificate
         row = {
             "alias": entry.alias, "kind": entry.kind, "subject": cert.subject.rfc4514_string(),
@@ -186,7 +183,7 @@ def assertion_create(client_id, key_file, alg, kid, aud, lifetime):
     except (ValueError, TypeError):
         raise click.UsageError("--key must be an unencrypted PEM private key") from None
     now = int(time.time())
-    claims = {"iss": client_id, "sub": client_id, "aud": aud or _services().settings.issuer,
+    claims = {"iss": client_id, "sub": client_id, "aud": aud or current.services().settings.issuer,
               "jti": str(uuid.uuid4()), "iat": now, "exp": now + lifetime}
     try:
         click.echo(sign(key, alg or default_alg(key), claims, {"kid": kid} if kid else None))
@@ -197,14 +194,14 @@ def assertion_create(client_id, key_file, alg, kid, aud, lifetime):
 @jti_cli.command("purge")
 def jti_purge():
     """Delete expired IDN_OIDC_JTI rows in small batches."""
-    click.echo(f"deleted {_services().replay.purge_all()} expired rows")
+    click.echo(f"deleted {current.services().replay.purge_all()} expired rows")
 
 
 @db_cli.command("purge")
 def db_purge():
     """Delete expired rows in small batches: IDN_OIDC_JTI, access and refresh tokens, authorization
     codes (a day past expiry) and browser sessions."""
-    services = _services()
+    services = current.services()
     db = services.db
     sessions = purge_all(db, UserSession, UserSession.expires_at, int(time.time()))
     click.echo(f"deleted {services.replay.purge_all()} expired jti rows, "
@@ -216,7 +213,7 @@ def db_purge():
 @db_cli.command("upgrade")
 def db_upgrade():
     """Create missing tables and record the schema version."""
-    click.echo(f"schema version {upgrade(_services().db)}")
+    click.echo(f"schema version {upgrade(current.services().db)}")
 
 
 # --- users and admins --------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from keystore.certificates import certificate_key, x5c_problem
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
-from server.forms import SCOPE_TOKEN
-from storage.clients import AUTH_METHODS, RegisteredClient
+from core.request import SCOPE_TOKEN
+from storage.clients import AUTH_METHODS, MAX_CLIENT_ID, RegisteredClient, valid_client_id
 
 INVALID_CLIENT_METADATA = "invalid_client_metadata"
 INVALID_REDIRECT_URI = "invalid_redirect_uri"
@@ -46,7 +46,6 @@ LIFETIME_BOUNDS = {
     "refresh_token_lifetime": (60, 365 * 86400),
     "id_token_lifetime": (60, 86400),
 }
-MAX_CLIENT_ID = 255
 MAX_NAME = 255
 MAX_DESCRIPTION = 4096
 MAX_URI = 2048
@@ -97,7 +96,7 @@ def check_client_id(client_id: Any, field: str = "client_id") -> str:
     """1 to 255 printable characters: the id is an alias in the keystore and the sub of assertions."""
     if not isinstance(client_id, str):
         raise MetadataError(field, "The client_id must be a string")
-    if not 0 < len(client_id) <= MAX_CLIENT_ID or _CONTROL.search(client_id):
+    if not valid_client_id(client_id):
         raise MetadataError(field, f"The client_id must be 1 to {MAX_CLIENT_ID} printable characters")
     return client_id
 

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import FormDataParser
@@ -32,11 +32,11 @@ from handlers import failure_log
 from keystore.certificates import x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS
 from keystore.store import PRIVATE_KEY_ENTRY, TRUSTED_CERT_ENTRY, Entry, KeystoreError
+from server import current
 from server import client_metadata, web
 from server.client_metadata import MetadataError
 from core.errors import OAuthError
 from server.forms import MAX_BODY_BYTES, MAX_PARAMETERS, read_body
-from server.views import client_address
 from server.web import PageError
 from storage import clients as client_store
 
@@ -48,23 +48,15 @@ MAX_ALIAS_LENGTH = 255
 _NEXT = re.compile(r"/console/[A-Za-z0-9/_-]*(\?[A-Za-z0-9._~%=&+-]*)?")
 
 
-def _services():
-    return current_app.extensions["idp"].services
-
-
-def _chain():
-    return current_app.extensions["idp"].chain
-
-
 def _grant_types() -> list[str]:
     """The grant types a client may be registered for: those the handler chain serves (the
     built-in ones first, in their usual order, then drop-in grants)."""
-    served = _chain().grants
+    served = current.chain().grants
     return [g for g in client_metadata.GRANT_TYPES if g in served] + sorted(set(served) - set(client_metadata.GRANT_TYPES))
 
 
 def _validate(metadata: dict[str, Any], existing: client_store.RegisteredClient | None = None) -> dict[str, Any]:
-    return client_metadata.validate(metadata, _services().settings, existing=existing,
+    return client_metadata.validate(metadata, current.services().settings, existing=existing,
                                     grant_types_supported=_grant_types())
 
 
@@ -157,7 +149,7 @@ def login():
     username = form.get("username", "")
     next_url = _next_url(form.get("next"))
     try:
-        account = web.sign_in(username, form.get("password", ""), client_address(), "console")
+        account = web.sign_in(username, form.get("password", ""), current.client_address(), "console")
     except web.SignInError as exc:
         if exc.retry_after is not None:
             response = _signin_page(429, error=str(exc), username=username, next_url=next_url)
@@ -241,7 +233,7 @@ def _edit_page(client: client_store.RegisteredClient, status: int = 200, **conte
     if client.auth_method == "private_key_jwt" and not client.jwks and not client.jwks_uri:
         keystore_cert = _keystore_certificate(client.client_id)
     return _page("console/sp_edit.html", status, client=client, grant_types=list(client_metadata.GRANT_TYPES) + [g for g in _grant_types() if g not in client_metadata.GRANT_TYPES],
-                 enabled_grants=set(_chain().grants), auth_methods=client_store.AUTH_METHODS,
+                 enabled_grants=set(current.chain().grants), auth_methods=client_store.AUTH_METHODS,
                  algorithms=SIGNING_ALGORITHMS, lifetimes=client_metadata.LIFETIME_BOUNDS,
                  form=context.pop("form", None) or _form_of(client), keystore_cert=keystore_cert,
                  certificates=_registered_certificates(client.jwks), failures=failure_log.recent(client.client_id),
@@ -251,7 +243,7 @@ def _edit_page(client: client_store.RegisteredClient, status: int = 200, **conte
 def _failure_budget(client_id: str) -> dict[str, int] | None:
     """The client id's failed authentications in the current window, against its budget: a signal
     (an attack, or a client whose assertions go wrong), never a lock on the client."""
-    limiter = _services().limiter
+    limiter = current.services().limiter
     limit = limiter.limits["client"]
     if limit <= 0:
         return None
@@ -335,7 +327,7 @@ def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClien
 def _forget_jwks_uri(old: str | None, new: str | None) -> None:
     """A jwks_uri no longer registered leaves the fetcher's cache (README: a new one is fetched at once)."""
     if old and old != new:
-        _services().jwks_fetcher.invalidate(old)
+        current.services().jwks_fetcher.invalidate(old)
 
 
 @bp.post("/service-providers/regenerate-secret")
@@ -372,7 +364,7 @@ KEY_SOURCES = ("keystore", "certificate", "jwks", "jwks_uri")
 
 def _keystore_certificate(client_id: str) -> dict[str, Any] | None:
     """The certificate under the client id in the keystore, as the token endpoint finds it."""
-    cert = _services().keystore().trusted_certificate(client_id)
+    cert = current.services().keystore().trusted_certificate(client_id)
     if cert is None:
         return None
     der = cert.to_cryptography().public_bytes(Encoding.DER)
@@ -403,7 +395,7 @@ def _keys_page(client: client_store.RegisteredClient, status: int = 200, **conte
 def _registered_certificates(jwks: str | None) -> dict[str, dict[str, Any]]:
     """The certificates a registered JWKS carries (an uploaded certificate's x5c), by key
     thumbprint: notAfter, and "expired" or "not yet valid" as the token endpoint judges it now."""
-    now, skew = time.time(), _services().settings.timestamp_skew
+    now, skew = time.time(), current.services().settings.timestamp_skew
     return {thumbprint: {"not_after": validity.not_after, "lapse": validity.lapse(now, skew)}
             for thumbprint, validity in x5c_validity(jwks or "{}").items()}
 
@@ -446,8 +438,8 @@ def save_client_keys():
             metadata["jwks"] = json.loads(jwks)
         elif source == "jwks_uri":
             metadata["jwks_uri"] = form["jwks_uri"].strip()
-            _services().jwks_fetcher.invalidate(metadata["jwks_uri"])  # fetched now, not from a cache
-            keys = client_metadata.keys_from_jwks_uri(metadata["jwks_uri"], _services())
+            current.services().jwks_fetcher.invalidate(metadata["jwks_uri"])  # fetched now, not from a cache
+            keys = client_metadata.keys_from_jwks_uri(metadata["jwks_uri"], current.services())
         values = _validate(metadata, client)
         updated = client_store.update(client.client_id, **values)
     except (MetadataError, ValueError) as exc:
@@ -521,19 +513,19 @@ def _certificate_view(cert: x509.Certificate) -> dict[str, Any]:
 
 def _entry_view(entry: Entry) -> dict[str, Any]:
     return {"alias": entry.alias, "kind": entry.kind, **_certificate_view(entry.certificate),
-            "primary": entry.kind == PRIVATE_KEY_ENTRY and entry.alias == _services().keystore().alias}
+            "primary": entry.kind == PRIVATE_KEY_ENTRY and entry.alias == current.services().keystore().alias}
 
 
 def _find_entry(alias: str) -> Entry | None:
-    return next((e for e in _services().keystore().entries() if e.alias == alias), None)
+    return next((e for e in current.services().keystore().entries() if e.alias == alias), None)
 
 
 def _keystore_page(status: int = 200, **context: Any) -> Response:
-    entries = [_entry_view(e) for e in _services().keystore().entries()]
+    entries = [_entry_view(e) for e in current.services().keystore().entries()]
     entries.sort(key=lambda e: (not e["primary"], e["alias"].casefold()))
     clients = {c.client_id for c in client_store.all_clients()}
     return _page("console/keystore.html", status, entries=entries, clients=clients,
-                 store_type=_services().keystore().store_type, **context)
+                 store_type=current.services().keystore().store_type, **context)
 
 
 @bp.get("/keystore")
@@ -549,7 +541,7 @@ def check_alias(alias: str) -> str | None:
     if alias != alias.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in alias):
         return "An alias has no leading or trailing spaces and no control characters."
     # keytool compares aliases without case (and JKS stores them lower-cased).
-    if any(e.alias.casefold() == alias.casefold() for e in _services().keystore().entries()):
+    if any(e.alias.casefold() == alias.casefold() for e in current.services().keystore().entries()):
         return "The keystore already has an entry with this alias (aliases are compared ignoring case)."
     return None
 
@@ -590,7 +582,7 @@ def keystore_import():
             raise ValueError(problem)
         data = read_certificate(form, files)
         parse_certificate(data)
-        _services().keystore().import_certificate(alias, data)
+        current.services().keystore().import_certificate(alias, data)
     except (ValueError, KeystoreError) as exc:
         message = str(exc) if isinstance(exc, ValueError) else "The keystore could not be written."
         return _keystore_page(400, error=message, alias=alias)
@@ -599,7 +591,7 @@ def keystore_import():
 
 def _stored_alias(alias: str) -> str:
     """JKS keystores store aliases lower-cased (as keytool does)."""
-    return alias.lower() if _services().keystore().store_type == "JKS" else alias
+    return alias.lower() if current.services().keystore().store_type == "JKS" else alias
 
 
 def _entry_or_404(alias: str) -> Entry:
@@ -627,7 +619,7 @@ def keystore_delete():
     entry = _entry_or_404(form.get("alias", ""))
     _deletable(entry)
     try:
-        _services().keystore().delete_entry(entry.alias)
+        current.services().keystore().delete_entry(entry.alias)
     except KeystoreError:
         raise PageError(500, "Server error", "The keystore could not be written.") from None
     return _redirect("/console/keystore?" + urlencode({"deleted": entry.alias}))
@@ -643,7 +635,7 @@ def _deletable(entry: Entry) -> None:
 def _client_using(alias: str):
     """The private_key_jwt client that trusts this keystore certificate, if any."""
     client = client_store.get(alias)
-    if client is None and _services().keystore().store_type == "JKS":
+    if client is None and current.services().keystore().store_type == "JKS":
         client = next((c for c in client_store.all_clients() if c.client_id.lower() == alias), None)
     if client is not None and client.auth_method == "private_key_jwt" and not client.jwks and not client.jwks_uri:
         return client

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from keystore.jwk import _loads_strict, _StrictJSONError
+from server import current
 from server import web
 from server.client_metadata import MetadataError, check_client_id, metadata_of, validate
 from core.errors import OAuthError, invalid_request
 from server.forms import read_body
 from server.render import NO_STORE, json_response
-from server.views import client_address
 from storage import clients as client_store
 from storage.clients import RegisteredClient
 
@@ -59,13 +59,9 @@ class Caller:
         return self.admin or ("initial_access_token" if self.initial_token else "registration_access_token")
 
 
-def _services():
-    return current_app.extensions["idp"].services
-
-
 def _grant_types() -> list[str]:
     """The grant types the handler chain serves, drop-in handlers included."""
-    return sorted(current_app.extensions["idp"].chain.grants)
+    return sorted(current.chain().grants)
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -108,8 +104,8 @@ def _basic_admin(value: str) -> str:
         raise _unauthorized("The Basic credentials are malformed") from None
     if not colon or not username:
         raise _unauthorized("The Basic credentials are malformed")
-    limiter = _services().limiter
-    address = client_address()
+    limiter = current.services().limiter
+    address = current.client_address()
     retry = limiter.blocked("signin_address", address) or limiter.blocked("user", username)
     if retry is not None:
         raise OAuthError("access_denied", "Too many failed sign-ins; retry later", 429, {"Retry-After": str(retry)})
@@ -173,7 +169,7 @@ def _json_body() -> dict[str, Any]:
 # --- responses -------------------------------------------------------------------------------------
 
 def registration_client_uri(client_id: str) -> str:
-    return f"{_services().settings.base_url}{REGISTER_PATH}/{quote(client_id, safe='')}"
+    return f"{current.services().settings.base_url}{REGISTER_PATH}/{quote(client_id, safe='')}"
 
 
 def _client_information(client: RegisteredClient, secret: str | None = None,
@@ -193,8 +189,8 @@ def _client_information(client: RegisteredClient, secret: str | None = None,
 
 
 def _audit(action: str, client_id: str, caller: Caller) -> None:
-    current_app.extensions["idp"].chain.emit("client_registration", {
-        "action": action, "client_id": client_id, "by": caller.name, "remote_addr": client_address()})
+    current.chain().emit("client_registration", {
+        "action": action, "client_id": client_id, "by": caller.name, "remote_addr": current.client_address()})
 
 
 # --- the endpoints ---------------------------------------------------------------------------------
@@ -206,7 +202,7 @@ def register():
     metadata = _json_body()
     try:
         client_id = _requested_client_id(metadata, caller)
-        fields = validate(metadata, _services().settings, admin=caller.admin is not None,
+        fields = validate(metadata, current.services().settings, admin=caller.admin is not None,
                           grant_types_supported=_grant_types())
     except MetadataError as exc:
         raise _metadata_error(exc) from None
@@ -255,7 +251,7 @@ def replace(client_id: str):
         raise _not_found()
     metadata = _json_body()
     try:
-        fields = validate(metadata, _services().settings, existing=client, admin=caller.admin is not None,
+        fields = validate(metadata, current.services().settings, existing=client, admin=caller.admin is not None,
                           grant_types_supported=_grant_types())
         # RFC 7592 §2.2: a client_secret sent must be the current one; a client never chooses its secret.
         if "client_secret" in metadata and not (isinstance(metadata["client_secret"], str)
@@ -268,7 +264,7 @@ def replace(client_id: str):
         raise _not_found()
     updated, secret = result
     if client.jwks_uri and client.jwks_uri != updated.jwks_uri:
-        _services().jwks_fetcher.invalidate(client.jwks_uri)  # this process forgets the old key set now
+        current.services().jwks_fetcher.invalidate(client.jwks_uri)  # this process forgets the old key set now
     _audit("update", client_id, caller)
     return json_response(_client_information(updated, secret))
 
@@ -281,7 +277,7 @@ def remove(client_id: str):
     if client is None or not client_store.delete(client_id):
         raise _not_found()
     if client.jwks_uri:
-        _services().jwks_fetcher.invalidate(client.jwks_uri)
+        current.services().jwks_fetcher.invalidate(client.jwks_uri)
     _audit("delete", client_id, caller)
     response = Response(status=204, headers=NO_STORE)
     del response.headers["Content-Type"]  # RFC 9110 §15.3.5: no content
@@ -296,5 +292,5 @@ def openapi():
     if credentials is None or credentials[0] != "basic":
         raise _unauthorized("The API description needs an administrator's credentials")
     _basic_admin(credentials[1])
-    return json_response({**OPENAPI, "servers": [{"url": _services().settings.base_url}]}, cacheable=True,
+    return json_response({**OPENAPI, "servers": [{"url": current.services().settings.base_url}]}, cacheable=True,
                          headers={"Cache-Control": "private, max-age=300"})

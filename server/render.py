@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import Response
+from werkzeug.exceptions import HTTPException
 
-from core.errors import OAuthError
+from core.errors import OAuthError, temporarily_unavailable
+from storage.database import UNAVAILABLE
+
+log = logging.getLogger("server.render")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -35,3 +40,23 @@ def raw_error(status: int, reason: str) -> bytes:
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Cache-Control: no-store\r\nPragma: no-cache\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
+
+
+def as_oauth_error(exc: Exception) -> OAuthError:
+    """The OAuth error an exception other than OAuthError is answered with (logged when it is
+    the server's fault): Werkzeug's HTTP errors keep their status, a database that cannot
+    serve is 503, anything else 500."""
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        headers = {}
+        description = exc.name or "HTTP error"
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(exc.valid_methods)
+            description = "This endpoint accepts only " + headers["Allow"]
+        error = "not_found" if status == 404 else "invalid_request"
+        return OAuthError(error, description, status, headers)
+    if isinstance(exc, UNAVAILABLE):
+        log.error("database unavailable: %s", exc.__class__.__name__)
+        return temporarily_unavailable("The service is temporarily unavailable")
+    log.exception("unexpected error", exc_info=exc)
+    return OAuthError("server_error", "The server could not process the request", 500)

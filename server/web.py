@@ -14,11 +14,13 @@ import re
 import secrets
 from typing import Any
 
-from flask import Response, current_app, g, render_template, request
+from flask import Flask, Response, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from core.errors import OAuthError
+from server import current
 from server.forms import check_media_type, parse_form, read_body
+from server.render import as_oauth_error, error_response
 from storage import users as user_store
 from storage.users import Account
 
@@ -55,14 +57,6 @@ class SignInError(Exception):
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def _services():
-    return current_app.extensions["idp"].services
-
-
-def _chain():
-    return current_app.extensions["idp"].chain
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -127,7 +121,7 @@ def check_csrf(form: dict[str, str]) -> None:
     # A browser says where a form came from; a cross-site origin is refused even with a token.
     # Our pages send Referrer-Policy: same-origin, so their own forms never carry Origin: null.
     origin = request.headers.get("Origin")
-    if (origin is not None and origin != _services().settings.base_url) \
+    if (origin is not None and origin != current.services().settings.base_url) \
             or request.headers.get("Sec-Fetch-Site") == "cross-site":
         raise PageError(403, "Forbidden", "The form was sent from another site.")
 
@@ -150,7 +144,7 @@ def signed_in() -> tuple[Account, int] | None:
 
 def sign_in(username: str, password: str, remote_addr: str, purpose: str) -> Account:
     """Check a user name and password, with failures limited per user name and per address."""
-    limiter = _services().limiter
+    limiter = current.services().limiter
     # A name that cannot exist is counted against the address only: arbitrary strings must not
     # become keys of the (bounded, per-process) failure table.
     user_key = username if user_store.check_username(username) is None else None
@@ -173,7 +167,7 @@ def start_session(response: Response, account: Account, auth_time: int | None = 
     browser's previous session, if any, ends. `auth_time` (default: now) lets a caller that
     already used the time record the same value."""
     user_store.end_session(request.cookies.get(SESSION_COOKIE))
-    lifetime = _services().settings.session_lifetime
+    lifetime = current.services().settings.session_lifetime
     value = user_store.start_session(account, lifetime, auth_time)
     response.set_cookie(SESSION_COOKIE, value, max_age=lifetime, secure=True, httponly=True, samesite="Lax", path="/")
 
@@ -184,5 +178,33 @@ def end_session(response: Response) -> None:
 
 
 def _audit(username: str, remote_addr: str, purpose: str, outcome: str, reason: str | None) -> None:
-    _chain().emit("user_authentication", {"username": username[:255], "purpose": purpose, "outcome": outcome,
+    current.chain().emit("user_authentication", {"username": username[:255], "purpose": purpose, "outcome": outcome,
                                           "reason": reason, "remote_addr": remote_addr})
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves as JSON: OAuth errors, Werkzeug's HTTP errors, and anything unexpected."""
+
+    @app.errorhandler(OAuthError)
+    def oauth_error(exc: OAuthError):
+        if html_pages():
+            return error_page(PageError(exc.status, "Bad request", exc.description))
+        return error_response(exc)
+
+    @app.errorhandler(PageError)
+    def page_error(exc: PageError):
+        return error_page(exc)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if html_pages():
+            return http_error_page(exc)
+        return error_response(as_oauth_error(exc))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        error = as_oauth_error(exc)
+        if html_pages():
+            return error_page(PageError(error.status, "Service unavailable" if error.status == 503
+                                                else "Server error", error.description))
+        return error_response(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from storage.database import database_proxy
 from storage.hashing import sha256_hex as hash_secret
 from storage.models import (AccessToken, AuthFailure, AuthorizationCode, Client, Consent, InitialAccessToken,
                             RefreshToken, RegistrationAccessToken)
-from storage.sql import Statement
+from storage.sql import Param, Statement
 
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none")  # none: a public client (PKCE)
 
@@ -76,7 +77,7 @@ _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_typ
             "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "description", "first_party",
             "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at", "created_at")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
-                        .where(Client.client_id == "?"))
+                        .where(Client.client_id == Param("client_id")))
 
 
 def _from_row(row: tuple) -> RegisteredClient:
@@ -89,17 +90,28 @@ def _from_row(row: tuple) -> RegisteredClient:
     return RegisteredClient(**values)
 
 
+# A client id: 1 to 255 characters, none of them a control character (NUL above all: PostgreSQL
+# refuses it). The one definition: the keystore alias, the sub of assertions, the key of the
+# database, the failure budgets and the audit log all take what passes it, and nothing else.
+MAX_CLIENT_ID = 255
+CLIENT_ID = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_CLIENT_ID}}}")
+
+
+def valid_client_id(value: object) -> bool:
+    return isinstance(value, str) and CLIENT_ID.fullmatch(value) is not None
+
+
 def plausible_id(value: str) -> bool:
-    """Whether a string can be a stored identifier (client id, user name): 1–255 characters, no
-    NUL (PostgreSQL refuses NUL in text, so it must never reach a query)."""
+    """Whether a string can be a stored user name or subject: 1–255 characters, no NUL
+    (PostgreSQL refuses NUL in text, so it must never reach a query)."""
     return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
 
 
 def get(client_id: str) -> RegisteredClient | None:
     """The client, read on every request so that changes apply at once."""
-    if not plausible_id(client_id):
+    if not valid_client_id(client_id):
         return None
-    row = _SELECT_ONE.execute(client_id).fetchone()
+    row = _SELECT_ONE.execute(client_id=client_id).fetchone()
     # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
     if row is None or row[0] != client_id:
         return None

@@ -24,6 +24,9 @@ database_proxy = peewee.DatabaseProxy()
 # exhausted, or (PostgreSQL during a failover) read-only.
 UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError, MaxConnectionsExceeded)
 
+# The one definition of the pool parameters' defaults (URL query parameters of [database.identity_db]
+# url): stale_timeout and connect_timeout in seconds, statement_timeout in milliseconds. README.md
+# ("Running several nodes") states them; tests/test_defaults.py checks it.
 POOL_DEFAULTS = {"max_connections": 8, "stale_timeout": 300, "connect_timeout": 5, "statement_timeout": 5000}
 
 

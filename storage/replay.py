@@ -14,7 +14,7 @@ from collections import OrderedDict
 import peewee
 
 from storage.models import JTI
-from storage.sql import Statement
+from storage.sql import Param, Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 
@@ -48,14 +48,14 @@ class SeenCache:
                 self._items.popitem(last=False)
 
 
-_INSERT = Statement(lambda: JTI.insert(client_id="?", jwt_id="?", exp_time=0, time_created=0))
-_REPLACE_EXPIRED = Statement(lambda: JTI.update(exp_time=0, time_created=0).where(
-    (JTI.client_id == "?") & (JTI.jwt_id == "?") & (JTI.exp_time < 0)))
+_INSERT = Statement.insert(lambda: JTI, "client_id", "jwt_id", "exp_time", "time_created")
+_REPLACE_EXPIRED = Statement(lambda: JTI.update(exp_time=Param("exp_time"), time_created=Param("now")).where(
+    (JTI.client_id == Param("client_id")) & (JTI.jwt_id == Param("jwt_id")) & (JTI.exp_time < Param("now"))))
 # Reuse allowed: the record keeps the later expiry, so a switch to prevent-reuse still covers
 # every assertion of this jti that could be valid.
 _RECORD_REUSE = Statement(lambda: JTI.update(
-    exp_time=peewee.Case(None, [(JTI.exp_time < 0, 0)], JTI.exp_time), time_created=0).where(
-    (JTI.client_id == "?") & (JTI.jwt_id == "?")))
+    exp_time=peewee.Case(None, [(JTI.exp_time < Param("exp_time"), Param("exp_time"))], JTI.exp_time),
+    time_created=Param("now")).where((JTI.client_id == Param("client_id")) & (JTI.jwt_id == Param("jwt_id"))))
 
 
 class ReplayStore:
@@ -78,14 +78,15 @@ class ReplayStore:
         if prevent_reuse and self.cache is not None and self.cache.seen(key, now):
             return False
         try:
-            _INSERT.execute(client_id, jwt_id, exp_time, now)
+            _INSERT.execute(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time, time_created=now)
             accepted = True
         except peewee.IntegrityError:
             if prevent_reuse:
                 # One conditional UPDATE: of two concurrent replacements only one matches.
-                accepted = _REPLACE_EXPIRED.execute(exp_time, now, client_id, jwt_id, now).rowcount == 1
+                accepted = _REPLACE_EXPIRED.execute(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time,
+                                                    now=now).rowcount == 1
             else:
-                _RECORD_REUSE.execute(exp_time, exp_time, now, client_id, jwt_id)
+                _RECORD_REUSE.execute(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time, now=now)
                 accepted = True
         if accepted and self.cache is not None:
             self.cache.add(key, exp_time, now)

@@ -2,6 +2,21 @@
 parameter style stay peewee's), then executed with fresh parameters. Building a query object
 per request cost more than the database work itself.
 
+Values are bound by name, never by the position peewee gave their column: the query names each
+parameter with `Param(name)` (`params(*names)` for the values of an INSERT, one parameter per
+field) and `execute(name=value, ...)` passes the values. A statement may also state a positional
+order (`Statement.insert(lambda: Model, "a", "b")` states `a, b`; then `execute(a, b)` works
+too), which is checked against the names the SQL binds. When the SQL is generated, the names
+are read back in the order the SQL binds them — whatever order peewee chose for the columns
+(for an INSERT or an UPDATE's SET: primary key first, then the model's declaration order) — so
+reordering fields in storage/models.py can never put a value in another column. The hot path
+only reorders the values (operator.itemgetter); no query is built per call.
+
+A value peewee would fix at generation time (a model default or a NULL for a column the INSERT
+leaves out, a literal in a condition) is refused then, since every execution would bind that
+one value; so is a SELECT that does not name its columns, whose rows would follow the model's
+field order.
+
 Connections run in autocommit mode (peewee's default), so a single statement is its own
 transaction: no BEGIN/COMMIT round trips around one INSERT.
 """
@@ -9,23 +24,149 @@ transaction: no BEGIN/COMMIT round trips around one INSERT.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from operator import itemgetter
+from typing import Any, Callable, Sequence
 
 import peewee
 
 from storage.database import database_proxy
 
 
-class Statement:
-    def __init__(self, build: Callable[[], peewee.Query]) -> None:
-        # `build` returns the query with placeholder values in the order execute() passes them.
-        self.build = build
-        self._sql: weakref.WeakKeyDictionary[peewee.Database, str] = weakref.WeakKeyDictionary()
+class _Name:
+    """What peewee collects as the parameter value where a Param stands: its name."""
 
-    def execute(self, *params: Any):
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r})"
+
+
+class Param(peewee.Value):
+    """A placeholder for the value passed to Statement.execute() as `name=`; one name may stand
+    in several places. No field conversion is applied (the value is bound as passed)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(_Name(name), converter=False, unpack=False)
+
+
+def params(*names: str) -> dict[str, Param]:
+    """The values of an INSERT, each field bound to the parameter of its own name:
+    `Model.insert(params("a", "b"))`, executed with `execute(a=..., b=...)`."""
+    return {name: Param(name) for name in names}
+
+
+class Statement:
+    def __init__(self, build: Callable[[], peewee.Query], positional: Sequence[str] | None = None) -> None:
+        # `build` returns the query, its values given as Param placeholders. It is called when a
+        # database first executes the statement, so it names its model when the SQL is generated.
+        # `positional`: the parameter names in the order execute() may also take values
+        # positionally; checked against the names the SQL binds when it is generated.
+        self.build = build
+        self.positional = tuple(positional) if positional is not None else None
+        # Per database: (SQL, parameter names in binding order, how many distinct, the picker
+        # of keyword values, the picker of positional values or None).
+        self._sql: weakref.WeakKeyDictionary[peewee.Database, tuple] = weakref.WeakKeyDictionary()
+        # The database used last and its entry: one weak reference to call instead of a
+        # WeakKeyDictionary look-up (which creates one) per execution. One tuple, replaced whole.
+        self._last: tuple[Callable[[], Any], tuple | None] = (_nothing, None)
+
+    @classmethod
+    def insert(cls, model: Callable[[], type[peewee.Model]], *fields: str) -> Statement:
+        """INSERT of one row into `model()` (`lambda: Model`: looked up when the SQL is generated):
+        each of `fields` bound to the parameter of its name, positional values taken in the order
+        of `fields`. Every column the INSERT writes must be named (see the module docstring)."""
+        return cls(lambda: model().insert(params(*fields)), positional=fields)
+
+    def execute(self, *args: Any, **values: Any):
+        """Execute with each parameter's value given by name (or, for a statement that states a
+        positional order, by position in that order); returns the cursor."""
         db = database_proxy.obj
-        sql = self._sql.get(db)
-        if sql is None:
-            sql, _ = self.build().sql()
-            self._sql[db] = sql
-        return db.execute_sql(sql, params)
+        last_db, compiled = self._last
+        if last_db() is not db:
+            compiled = self._sql.get(db) or self._compile(db)
+            self._last = (weakref.ref(db), compiled)
+        sql, _, distinct, pick, pick_positional = compiled
+        if args:
+            if values or pick_positional is None or len(args) != len(self.positional):
+                self._refuse_positional(args, values)
+            bound = pick_positional(args)
+        else:
+            if len(values) != distinct:
+                self._refuse(compiled, values)
+            try:
+                bound = pick(values)
+            except KeyError:
+                self._refuse(compiled, values)
+        return db.execute_sql(sql, bound)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parameter names in the order the generated SQL binds them."""
+        db = database_proxy.obj
+        return (self._sql.get(db) or self._compile(db))[1]
+
+    def _compile(self, db: peewee.Database) -> tuple:
+        query = self.build()
+        if isinstance(query, peewee.ModelSelect) and getattr(query, "_is_default", False):
+            raise ValueError(f"name the selected columns of {query.model.__name__}.select(): "
+                             "the model's field order would decide what each row holds")
+        sql, bound = query.sql()
+        names = []
+        for position, value in enumerate(bound, 1):
+            if not isinstance(value, _Name):
+                raise ValueError(f"parameter {position} of {sql!r} is a fixed value ({value!r}): every execution "
+                                 "would bind it; name it with Param() (and every column of an INSERT with params())")
+            names.append(value.name)
+        pick_positional = None
+        if self.positional is not None:
+            if len(set(self.positional)) != len(self.positional) or set(self.positional) != set(names):
+                raise ValueError(f"the positional order {self.positional} does not name each parameter of "
+                                 f"{sql!r} once (it binds {tuple(names)})")
+            order = [self.positional.index(name) for name in names]
+            pick_positional = _picker(order) if order != list(range(len(self.positional))) else _same
+        compiled = (sql, tuple(names), len(set(names)), _picker(names), pick_positional)
+        self._sql[db] = compiled
+        return compiled
+
+    @staticmethod
+    def _refuse(compiled: tuple, values: dict[str, Any]):
+        expected = set(compiled[1])
+        problems = []
+        if expected - values.keys():
+            problems.append("missing parameters: " + ", ".join(map(repr, sorted(expected - values.keys()))))
+        if values.keys() - expected:
+            problems.append("unexpected parameters: " + ", ".join(map(repr, sorted(values.keys() - expected))))
+        raise TypeError(f"{'; '.join(problems)} (the statement binds {', '.join(sorted(expected)) or 'nothing'})")
+
+    def _refuse_positional(self, args: tuple, values: dict[str, Any]):
+        if self.positional is None:
+            raise TypeError("this statement takes its values by name only (it states no positional order)")
+        if values:
+            raise TypeError("pass the values either by position or by name, not both")
+        raise TypeError(f"{len(args)} values given by position for {len(self.positional)} parameters "
+                        f"({', '.join(self.positional)})")
+
+
+def _picker(keys: Sequence) -> Callable[[Any], tuple]:
+    """A function from the caller's values (a dict by name, a tuple by position) to the tuple of
+    parameters in the SQL's binding order."""
+    if len(keys) > 1:
+        return itemgetter(*keys)
+    if keys:
+        key = keys[0]
+        return lambda values: (values[key],)
+    return lambda values: ()
+
+
+def _same(values: tuple) -> tuple:
+    return values
+
+
+_NOTHING = object()
+
+
+def _nothing() -> object:
+    return _NOTHING

@@ -15,8 +15,8 @@ from storage.sql import Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
 
 
-_INSERT = Statement(lambda: AccessToken.insert(token_hash="?", client_id="?", scope="?", issued_at=0, expires_at=0,
-                                               revoked=False, user_sub="?", grant_id="?"))
+_INSERT = Statement.insert(lambda: AccessToken, "token_hash", "client_id", "scope", "issued_at", "expires_at",
+                           "revoked", "user_sub", "grant_id")
 
 
 class TokenStore:
@@ -31,7 +31,8 @@ class TokenStore:
         family), so that revoking the grant revokes it."""
         token = secrets.token_urlsafe(32)
         now = int(time.time())
-        _INSERT.execute(token_hash(token), client_id, scope, now, now + lifetime, False, user_sub, grant_id)
+        _INSERT.execute(token_hash=token_hash(token), client_id=client_id, scope=scope, issued_at=now,
+                        expires_at=now + lifetime, revoked=False, user_sub=user_sub, grant_id=grant_id)
         if self.periodic.tick():
             self.periodic.run(lambda: self.purge_batch(now))
         return token, lifetime

@@ -291,6 +291,19 @@ def wso2_body(assertion: str) -> str:
             f"&client_assertion={assertion}&redirect_uri=http://localhost:8080/playground2/oauth2client")
 
 
+def test_the_server_says_where_it_serves_once_it_listens(main):
+    directory = main.config_path.parent
+    lines = [line for line in main.log().splitlines() if line.startswith(("serving on", "  "))]
+    assert lines[:6] == [
+        f"serving on https://127.0.0.1:{main.port} (2 workers, 4 threads each)",
+        f"  issuer     https://localhost:{main.port}/oauth2/token",
+        f"  console    https://localhost:{main.port}/console",
+        f"  keystore   {directory / 'var' / 'primary.p12'}",
+        f"  database   {directory / 'var' / 'identity.db'}",
+        f"  config     {main.config_path}",
+    ]
+
+
 @pytest.fixture(scope="module")
 def wso2_client(main):
     client = client_files(main.config_path.parent / "clients", "wso2-doc-client", "k1")
@@ -531,21 +544,16 @@ def test_header_keys_are_never_fetched_or_used(main):
 # 6. Handler modules dropped into handlers/
 # =================================================================================================
 
-PING_GRANT = '''"""A grant type added by dropping a module into handlers/."""
-
-from handlers.base import GrantHandler
-from core.errors import unauthorized_client
-from core.request import Grant
-
-
-class PingGrantHandler(GrantHandler):
-    grant_type = "urn:example:ping"
-
-    def handle(self, request, client):
-        if self.grant_type not in client.client.grant_types:
-            raise unauthorized_client("The client is not registered for the ping grant")
-        return Grant(("ping",))
-'''
+def readme_example() -> tuple[str, str, str]:
+    """The README's "Adding a handler" example as written: the module's file name, its Python
+    code and the [[event_listener]] entry that names it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Adding a handler"):]
+    section = section[:section.index("\n## ")]
+    file_name = re.search(r"`handlers/(\w+\.py)`", section).group(1)
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    return file_name, python, toml
 
 
 def copy_project(destination: Path) -> Path:
@@ -560,8 +568,9 @@ def copy_project(destination: Path) -> Path:
 def test_drop_in_grant_handler(tmp_path_factory):
     base = tmp_path_factory.mktemp("dropin")
     tree = copy_project(base / "project")
-    (tree / "handlers" / "ping_grant.py").write_text(PING_GRANT)
-    listener = '\n[[event_listener]]\nid = "ping"\nname = "ping_grant.PingGrantHandler"\n'
+    file_name, python, listener = readme_example()
+    assert python.splitlines()[0] == "from handlers.base import Grant, GrantHandler, unauthorized_client"
+    (tree / "handlers" / file_name).write_text(python)
     with running(base / "idp", cwd=tree, listeners=listener) as server:
         client = client_files(base / "clients", "ping-client")
         plain = client_files(base / "clients", "plain-client")
@@ -574,7 +583,7 @@ def test_drop_in_grant_handler(tmp_path_factory):
         assert metadata["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token",
                                                      "urn:example:ping"]
     # The handler came from the copy, not from this checkout.
-    assert not (ROOT / "handlers" / "ping_grant.py").exists()
+    assert not (ROOT / "handlers" / file_name).exists()
 
 
 # =================================================================================================

@@ -729,7 +729,7 @@ def test_basic_credentials_are_form_urlencoded(idp):
     assert idp.post({"grant_type": "client_credentials"}, headers={"Authorization": header}).status_code == 200
 
 
-# --- POST /oauth2/token is answered outside Flask (server.views.TokenEndpoint) ----------------
+# --- POST /oauth2/token is answered outside Flask (server.endpoints.token.TokenEndpoint) ----------------
 
 
 def _chain_raises(idp, monkeypatch, exc: Exception) -> None:

@@ -1,0 +1,75 @@
+"""Discovery: the authorization server metadata (RFC 8414, OpenID Connect Discovery 1.0) and the
+server's JWK Set."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from flask import Blueprint
+from werkzeug.exceptions import NotFound
+
+from keystore import id_token
+from server import current
+from server.endpoints.userinfo import ID_TOKEN_CLAIMS, SCOPE_CLAIMS
+from server.render import json_response
+
+bp = Blueprint("discovery", __name__)
+
+
+@bp.get("/oauth2/jwks")
+def jwks():
+    # One key: the primary keystore's, which signs ID tokens (keystore.id_token names its kid).
+    return json_response({"keys": [id_token.public_jwk(current.idp().services.keystore())]}, cacheable=True,
+                         headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/.well-known/oauth-authorization-server/<path:issuer_path>")
+@bp.get("/.well-known/openid-configuration/<path:issuer_path>")
+def path_inserted_metadata(issuer_path: str):
+    """RFC 8414 §3.1: for an issuer with a path, the well-known segment goes between host and path
+    (/.well-known/oauth-authorization-server/oauth2/token); OpenID Connect clients that insert
+    the path the same way find openid-configuration there too. Only the issuer's own path."""
+    if "/" + issuer_path != unquote(urlsplit(current.idp().services.settings.issuer).path):
+        raise NotFound()
+    return metadata()
+
+
+@bp.get("/oauth2/token/.well-known/openid-configuration")  # WSO2's path
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def metadata():
+    idp = current.idp()
+    settings = idp.services.settings
+    body = {
+        "issuer": settings.issuer,
+        "authorization_endpoint": settings.base_url + "/oauth2/authorize",
+        "token_endpoint": settings.token_endpoint,
+        "userinfo_endpoint": settings.base_url + "/oauth2/userinfo",
+        "jwks_uri": settings.base_url + "/oauth2/jwks",
+        "introspection_endpoint": settings.base_url + "/oauth2/introspect",
+        "revocation_endpoint": settings.base_url + "/oauth2/revoke",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [id_token.ALGORITHM],
+        "scopes_supported": ["openid", *SCOPE_CLAIMS],
+        "claims_supported": [*ID_TOKEN_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims)],
+        # RFC 7636 §4.2; plain only when [oauth.pkce] allow_plain says so.
+        "code_challenge_methods_supported": ["S256", "plain"] if settings.pkce["allow_plain"] else ["S256"],
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        # OpenID Connect Discovery §3: request_uri_parameter_supported defaults to true; neither
+        # request objects nor request_uri are supported.
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        **idp.chain.metadata(),
+    }
+    # RFC 8414 §2: the same client authentication serves introspection and revocation, except
+    # that a public client (`none`) may revoke its own tokens but not introspect (handlers.public_client).
+    methods = body["token_endpoint_auth_methods_supported"]
+    body["introspection_endpoint_auth_methods_supported"] = [m for m in methods if m != "none"]
+    body["revocation_endpoint_auth_methods_supported"] = list(methods)
+    for endpoint in ("introspection", "revocation"):
+        if "token_endpoint_auth_signing_alg_values_supported" in body:
+            body[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] = \
+                body["token_endpoint_auth_signing_alg_values_supported"]
+    return json_response(body, cacheable=True, headers={"Cache-Control": "public, max-age=60"})

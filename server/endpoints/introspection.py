@@ -1,0 +1,51 @@
+"""Token introspection (RFC 7662)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from core.request import INTROSPECTION
+from server import current
+from server.endpoints import token_to_examine
+from server.render import json_response
+from storage import refresh
+
+bp = Blueprint("introspection", __name__)
+
+
+@bp.route("/oauth2/introspect", methods=["POST"], provide_automatic_options=False)
+def introspect():
+    """RFC 7662: whether a token is active. Any authenticated confidential client may ask about an
+    access token, whoever it was issued to: that is how a protected resource validates the opaque
+    tokens it receives (§1). A refresh token is described only to the client it was issued to; to
+    any other it is {"active": false} (§2.2: the answer for a token the caller may not know about).
+    A public client cannot introspect (handlers.public_client)."""
+    client_id, token, refresh_first = token_to_examine(INTROSPECTION)
+    lookups = [_introspect_refresh, _introspect_access] if refresh_first else [_introspect_access, _introspect_refresh]
+    for lookup in lookups:
+        body = lookup(token, client_id)
+        if body is not None:
+            return json_response({"active": True, **body, "iss": current.services().settings.issuer})
+    return json_response({"active": False})
+
+
+def _introspect_access(token: str, client_id: str) -> dict | None:
+    row = current.idp().services.tokens.active(token)
+    if row is None:
+        return None
+    body = {"client_id": row.client_id, "token_type": "Bearer", "exp": row.expires_at, "iat": row.issued_at}
+    if row.scope:
+        body["scope"] = row.scope
+    if row.user_sub:
+        body["sub"] = row.user_sub
+    return body
+
+
+def _introspect_refresh(token: str, client_id: str) -> dict | None:
+    found = refresh.find(token)
+    if found is None or found.client_id != client_id or not found.active():
+        return None
+    body = {"client_id": found.client_id, "exp": found.expires_at, "iat": found.issued_at, "sub": found.user_sub}
+    if found.scopes:
+        body["scope"] = " ".join(found.scopes)
+    return body

@@ -1,0 +1,47 @@
+"""The token endpoint (RFC 6749 §3.2): the handler chain behind POST /oauth2/token."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+from werkzeug.wrappers import Request
+
+from core.errors import OAuthError
+from core.request import TOKEN
+from server import current
+from server.forms import token_request
+from server.render import as_oauth_error, error_response, json_response
+
+bp = Blueprint("token", __name__)
+
+
+def token_response(req: Request, idp) -> Response:
+    return json_response(idp.chain.token(token_request(TOKEN, req, idp)))
+
+
+@bp.route("/oauth2/token", methods=["POST"], provide_automatic_options=False)
+def token():
+    # A POST reaches TokenEndpoint below first; this route gives other methods their 405.
+    return token_response(request, current.idp())
+
+
+class TokenEndpoint:
+    """WSGI middleware: POST /oauth2/token, the hot path, is answered without Flask's
+    per-request machinery (request context, routing, hooks: a fifth to a third of the request's
+    CPU, bench/README.md); everything else, other methods on this path included, goes to
+    Flask. The view, the errors and their rendering are the ones Flask uses."""
+
+    def __init__(self, flask_app, idp, release) -> None:
+        self.flask_app, self.idp, self.release = flask_app, idp, release
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/oauth2/token" or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask_app(environ, start_response)
+        try:
+            response = token_response(Request(environ), self.idp)
+        except OAuthError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # every failure leaves as JSON, as under Flask's handlers
+            response = error_response(as_oauth_error(exc))
+        finally:
+            self.release()
+        return response(environ, start_response)
