@@ -21,7 +21,7 @@ from server.cli import register_cli
 from server.render import raw_error
 from core.services import Services, build_services
 from server.endpoints import discovery, introspection, revocation, token, userinfo
-from storage.database import close_all, open_database, release
+from storage.database import close_all, describe, open_database, release
 from storage.schema import upgrade
 
 
@@ -96,18 +96,13 @@ def ready_message(settings: config.Settings, keystore_path) -> str:
     without user or password)."""
     server = settings.server
     scheme = "https" if server["tls"] else "http"
-    database = settings.database_url
-    if database.startswith("sqlite"):
-        database = str(settings.resolve(database.split(":///", 1)[1].split("?", 1)[0]))
-    else:
-        database = database.split("://", 1)[0] + "://" + database.rsplit("@", 1)[-1].split("?", 1)[0]
     return "\n".join([
         f"serving on {scheme}://{server['bind_address']}:{server['port']} ({server['workers']} workers, "
         f"{server['threads']} threads each)",
         f"  issuer     {settings.issuer}",
         f"  console    {settings.base_url}/console",
         f"  keystore   {keystore_path}",
-        f"  database   {database}",
+        f"  database   {describe(settings.database_url, settings.path.parent)}",
         f"  config     {settings.path}",
     ])
 

@@ -41,13 +41,14 @@ AREAS = [
     ("our keystore/ (JWS/JWK parsing, keys)", lambda t: t == "keystore"),
     ("our storage/", lambda t: t == "storage"),
     ("our handlers/ (chain, private_key_jwt, issuer)", lambda t: t == "handlers"),
-    ("our server/ (forms, views, render)", lambda t: t in ("server", "app")),
+    ("our core/ (errors, request, config, failure budgets)", lambda t: t == "core"),
+    ("our server/ (forms, endpoints, render)", lambda t: t in ("server", "app")),
     ("flask", lambda t: t == "flask"),
     ("werkzeug", lambda t: t == "werkzeug"),
     ("gunicorn (HTTP parsing, gthread I/O)", lambda t: t == "gunicorn"),
     ("stdlib other", lambda t: t in STDLIB_TOP),
 ]
-OURS = ("keystore", "storage", "handlers", "server", "app")
+OURS = ("keystore", "storage", "handlers", "core", "server", "app")
 
 
 def parse(path: Path) -> list[tuple[list[tuple[str, str]], int]]:

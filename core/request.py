@@ -18,7 +18,7 @@ SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 SCOPE = re.compile(rf"{SCOPE_TOKEN.pattern}(?: {SCOPE_TOKEN.pattern})*")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenRequest:
     form: Mapping[str, str]          # strictly parsed body (server.forms), one value per name
     headers: Mapping[str, str]       # lower-case header names
@@ -30,8 +30,9 @@ class TokenRequest:
     @staticmethod
     def build(form: dict[str, str], headers: dict[str, str], endpoint: str, endpoint_url: str,
               request_id: str, remote_addr: str = "") -> "TokenRequest":
-        return TokenRequest(MappingProxyType(dict(form)), MappingProxyType(dict(headers)),
-                            endpoint, endpoint_url, request_id, remote_addr)
+        return TokenRequest(form=MappingProxyType(dict(form)), headers=MappingProxyType(dict(headers)),
+                            endpoint=endpoint, endpoint_url=endpoint_url, request_id=request_id,
+                            remote_addr=remote_addr)
 
     def credential_kinds(self) -> set[str]:
         """Which client authentication methods the request carries, whatever handlers are enabled."""

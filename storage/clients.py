@@ -101,12 +101,6 @@ def valid_client_id(value: object) -> bool:
     return isinstance(value, str) and CLIENT_ID.fullmatch(value) is not None
 
 
-def plausible_id(value: str) -> bool:
-    """Whether a string can be a stored user name or subject: 1–255 characters, no NUL
-    (PostgreSQL refuses NUL in text, so it must never reach a query)."""
-    return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
-
-
 def get(client_id: str) -> RegisteredClient | None:
     """The client, read on every request so that changes apply at once."""
     if not valid_client_id(client_id):

@@ -41,17 +41,30 @@ def _pool_options(query: str) -> dict[str, int]:
     return options
 
 
+def sqlite_path(url: str, base_dir: Path) -> Path:
+    """The file of a sqlite:// URL: sqlite:///var/identity.db is relative to `base_dir`,
+    sqlite:////abs/path.db absolute (SQLAlchemy's rule)."""
+    raw = unquote(urlsplit(url).path)
+    path = Path(raw[1:]) if raw.startswith("/") else Path(raw)
+    return path if path.is_absolute() else base_dir / path
+
+
+def describe(url: str, base_dir: Path) -> str:
+    """Where the database is, for an operator: the SQLite file, or the server and database
+    without user, password or parameters."""
+    parts = urlsplit(url)
+    if parts.scheme.split("+", 1)[0] == "sqlite":
+        return str(sqlite_path(url, base_dir))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
 def open_database(url: str, base_dir: Path) -> peewee.Database:
     """Open the database named by `url`; a relative SQLite path is relative to `base_dir`.
     Raises ValueError for a URL this server cannot use."""
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme == "sqlite":
-        raw = unquote(parts.path)
-        # sqlite:///var/identity.db is relative, sqlite:////abs/path.db absolute (SQLAlchemy's rule).
-        path = Path(raw[1:]) if raw.startswith("/") else Path(raw)
-        if not path.is_absolute():
-            path = base_dir / path
+        path = sqlite_path(url, base_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         db: peewee.Database = peewee.SqliteDatabase(
             str(path),

@@ -18,7 +18,6 @@ from typing import Any
 
 import peewee
 
-from storage.clients import plausible_id
 from storage.hashing import sha256_hex as _session_hash
 from storage.models import AccessToken, Consent, RefreshToken, User, UserSession
 
@@ -34,6 +33,12 @@ class Account:
     username: str
     is_admin: bool
     claims: dict[str, Any]
+
+
+def plausible_id(value: str) -> bool:
+    """Whether a string can be a stored user name or subject: 1–255 characters, no NUL
+    (PostgreSQL refuses NUL in text, so it must never reach a query)."""
+    return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
 
 
 def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:

@@ -304,6 +304,18 @@ def test_the_server_says_where_it_serves_once_it_listens(main):
     ]
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("sqlite:///var/identity.db", "{dir}/var/identity.db"),
+    ("sqlite://localhost/var/identity.db", "{dir}/var/identity.db"),
+    ("sqlite:////srv/idp/identity.db", "/srv/idp/identity.db"),
+    ("postgresql://idp:secret@db.internal:5432/identity?max_connections=4", "postgresql://db.internal:5432/identity"),
+    ("mysql://idp@db.internal/identity", "mysql://db.internal/identity"),
+])
+def test_the_database_is_named_without_credentials(tmp_path, url, shown):
+    from storage.database import describe
+    assert describe(url, tmp_path) == shown.format(dir=tmp_path)
+
+
 @pytest.fixture(scope="module")
 def wso2_client(main):
     client = client_files(main.config_path.parent / "clients", "wso2-doc-client", "k1")
