@@ -23,6 +23,7 @@ from core.services import Services, build_services
 from server.endpoints import discovery, introspection, revocation, token, userinfo
 from storage.database import close_all, describe, open_database, release
 from storage.schema import upgrade
+from storage.sql import compile_all
 
 
 @dataclass
@@ -63,6 +64,7 @@ def build_app(deployment_toml: str | None = None) -> Flask:
                              f"max_connections ({pool}) must be at least [server] threads ({settings.server['threads']})")
     services = build_services(settings, db, open_keystore(settings))
     chain = handler_chain.build(settings, services)
+    compile_all()  # the hot statements' SQL, once, for this database (the chain's listeners included)
 
     app = Flask(__name__, template_folder="server/templates", static_folder=None)
     app.extensions["idp"] = IdP(services, chain)

@@ -296,19 +296,8 @@ class Run:
 
 def audit_events(node: Node, address: str, outcome: str) -> list[tuple[float, str | None]]:
     """(server timestamp, reason) of every client authentication with this outcome from `address`
-    in the node's audit log (one JSON object per line on stderr)."""
-    out = []
-    for line in node.log().splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "client_authentication" and record.get("outcome") == outcome \
-                and record.get("remote_addr") == address:
-            out.append((record["ts"], record.get("reason")))
-    return out
+    in the node's audit log."""
+    return [(r["ts"], r.get("reason")) for r in S.audit_records(node.log(), outcome=outcome, remote_addr=address)]
 
 
 def scan_log(node: Node) -> dict[str, list[str]]:

@@ -58,12 +58,26 @@ def params(*names: str) -> dict[str, Param]:
     return {name: Param(name) for name in names}
 
 
+# Every statement made, so that start-up can generate their SQL before the first request.
+_ALL: "weakref.WeakSet[Statement]" = weakref.WeakSet()
+
+
+def compile_all() -> None:
+    """Generate every statement's SQL for the open database now: a statement peewee cannot turn
+    into SQL with named parameters stops start-up instead of failing a request."""
+    db = database_proxy.obj
+    for statement in list(_ALL):
+        if statement._sql.get(db) is None:
+            statement._compile(db)
+
+
 class Statement:
     def __init__(self, build: Callable[[], peewee.Query], positional: Sequence[str] | None = None) -> None:
         # `build` returns the query, its values given as Param placeholders. It is called when a
         # database first executes the statement, so it names its model when the SQL is generated.
         # `positional`: the parameter names in the order execute() may also take values
         # positionally; checked against the names the SQL binds when it is generated.
+        _ALL.add(self)
         self.build = build
         self.positional = tuple(positional) if positional is not None else None
         # Per database: (SQL, parameter names in binding order, how many distinct, the picker

@@ -251,6 +251,22 @@ def session_from(address: str) -> requests.Session:
     return session
 
 
+def audit_records(log_text: str, **match) -> list[dict]:
+    """The client_authentication lines of a server's audit log (bare JSON objects among the other
+    log lines) whose members equal `match`."""
+    records = []
+    for line in log_text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "client_authentication" and all(record.get(k) == v for k, v in match.items()):
+            records.append(record)
+    return records
+
+
 def assert_oauth_error(response, status: int, error: str) -> dict:
     """The shape every error must have: status, JSON body, error code, safe description, no-store."""
     assert response.status_code == status, (response.status_code, response.text)

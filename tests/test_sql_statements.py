@@ -244,3 +244,16 @@ def test_a_stated_order_must_match_the_sql(probe_db):
     Statement.insert(lambda: Probe, "name", "first", "low", "high").execute("n", "f", 1, 2)
     assert update.execute("n", "g").rowcount == 1            # stated: name, first; the SQL binds first, name
     assert rows(probe_db, "SELECT name, first FROM sql_statement_probe") == [("n", "g")]
+
+
+def test_every_statement_is_generated_at_start_up(tmp_path):
+    """build_app() generates the SQL of every statement (the failure log's included), so a
+    statement peewee cannot bind by name stops start-up, not a request."""
+    from handlers import failure_log
+    from storage import clients, replay, tokens
+    from support import make_in_process
+    env = make_in_process(tmp_path)
+    db = database_proxy.obj
+    with env.app.app_context():
+        for statement in (failure_log._INSERT, replay._INSERT, tokens._INSERT, clients._SELECT_ONE):
+            assert statement._sql.get(db) is not None

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from hostile_support import assert_error
-from support import JWKSServer, free_port, jwks_of, rsa_key
+from support import JWKSServer, audit_records, free_port, jwks_of, rsa_key
 from x509_support import DAY, GOST_SPKI, NOW, OFF_CURVE_SPKI, certificate, certificate_with_spki, dsa_certificate
 
 KEYS_UNAVAILABLE = "The client's keys could not be obtained"
@@ -24,18 +24,8 @@ WORKERS = 2  # support.write_config: every worker has its own jwks_uri cache
 # --- what the operator sees -------------------------------------------------------------------------
 
 def audit_events(env, client_id: str) -> list[dict]:
-    """The audit log's client_authentication lines for this client (bare JSON in the server's log)."""
-    events = []
-    for line in env.server.log().splitlines():
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "client_authentication" and record.get("client_id") == client_id:
-            events.append(record)
-    return events
+    """The audit log's client_authentication lines for this client."""
+    return audit_records(env.server.log(), client_id=client_id)
 
 
 def failure_rows(env, client_id: str) -> list[tuple[str, str | None]]:
