@@ -20,7 +20,7 @@ from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
 from core.services import Services, build_services
-from server.endpoints import discovery, introspection, revocation, token, userinfo
+from server.endpoints import discovery, health, introspection, revocation, token, userinfo
 from storage.database import close_all, describe, open_database, release
 from storage.schema import upgrade
 from storage.sql import compile_all
@@ -68,7 +68,7 @@ def build_app(deployment_toml: str | None = None) -> Flask:
 
     app = Flask(__name__, template_folder="server/templates", static_folder=None)
     app.extensions["idp"] = IdP(services, chain)
-    for module in (token, introspection, revocation, userinfo, discovery, authorize, console, registration):
+    for module in (token, introspection, revocation, userinfo, discovery, health, authorize, console, registration):
         app.register_blueprint(module.bp)
     app.after_request(web.set_cookies)
     web.register_error_handlers(app)

@@ -163,6 +163,10 @@ class RedisCounters:
             return None
         return [(int(flat[i]), max(0.0, int(flat[i + 1]) / 1000)) for i in range(0, len(flat), 2)]
 
+    def ping(self) -> bool:
+        """Whether Redis answers now (health checks); a failure is handled like any other."""
+        return self._run(0, []) is not None
+
     def read(self, keys: list[Key]) -> list[tuple[int, float]]:
         found = self._run(0, keys)
         return self.fallback.read(keys) if found is None else found

@@ -59,6 +59,12 @@ class TCPProxy:
     def cut(self) -> None:
         """Stop listening and reset every open connection."""
         if self._listener is not None:
+            # Shut down first: close() alone leaves the socket listening while the accept thread
+            # is blocked in accept(), and the next connection would still get through.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -152,10 +152,13 @@ def test_database_outage_fails_closed_and_recovers(cluster, tmp_path_factory, tm
     stop, results = threading.Event(), []
     try:
         workers = _load(node, cluster, stop, results)
+        assert node.get("/health/ready").status_code == 200
         time.sleep(1.5)
         proxy.cut()
         time.sleep(3)
         during = len(results)
+        # What a load balancer polling the node sees.
+        polls = [node.get("/health/ready") for _ in range(4)]
         proxy.restore()
         deadline = time.time() + 20
         while time.time() < deadline and not any(s == 200 for s, _, _ in results[during:]):
@@ -167,6 +170,8 @@ def test_database_outage_fails_closed_and_recovers(cluster, tmp_path_factory, tm
         stop.set()
         node.stop()
         proxy.stop()
+    assert [p.status_code for p in polls] == [503] * 4, [p.text for p in polls]
+    assert polls[-1].json()["checks"][0] == {"name": "database", "status": "DOWN"}
     statuses = {s for s, _, _ in results}
     assert statuses <= {200, 503}, [r for r in results if r[0] is None][:3]  # never a 500, never a hang
     assert 503 in statuses                            # the outage was seen and reported as such
