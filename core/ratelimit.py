@@ -40,6 +40,8 @@ def _digest(value: str) -> str:
 
 
 class Counters(Protocol):
+    """What MemoryCounters and RedisCounters both are to the limiter."""
+
     def read(self, keys: list[Key]) -> list[tuple[int, float]]:
         """(count, seconds left in the window) per key; (0, 0) for a key without failures."""
 
@@ -199,7 +201,7 @@ class FailureLimiter:
         self.limits = {kind: limits.get(kind, 0) for kind in KINDS}
         self.window = window
         memory = MemoryCounters(window, capacity)
-        self.counters: MemoryCounters | RedisCounters = (
+        self.counters: Counters = (
             memory if store == "memory" else RedisCounters(store, window, pool_size, memory))
 
     # --- client authentication ---------------------------------------------------------------

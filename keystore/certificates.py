@@ -54,18 +54,29 @@ def certificate_key(cert: x509.Certificate) -> PublicKey:
     return PublicKey.from_cryptography(key)
 
 
+def _leaf(chain: list) -> x509.Certificate:
+    """The first x5c certificate, the one holding the key (RFC 7517 §4.7: base64, not base64url,
+    DER). ValueError when it cannot be read (binascii.Error is one)."""
+    return x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+
+
+def _chain(member: object) -> list | None:
+    chain = member.get("x5c") if isinstance(member, dict) else None
+    return chain if isinstance(chain, list) and chain and isinstance(chain[0], str) else None
+
+
 def x5c_problem(jwks: str) -> str | None:
     """Why a JWK Set's x5c members cannot be trusted, or None: each first certificate must be
     readable and hold the very key its JWK states (RFC 7517 §4.7 "MUST"), otherwise its validity
     would be checked against another key's certificate."""
     for index, member in enumerate(json.loads(jwks).get("keys") or ()):
-        chain = member.get("x5c") if isinstance(member, dict) else None
-        if chain is None:
+        if not isinstance(member, dict) or "x5c" not in member:
             continue
-        if not (isinstance(chain, list) and chain and isinstance(chain[0], str)):
+        chain = _chain(member)
+        if chain is None:
             return f"key {index}: x5c must be a non-empty array of base64 certificates"
         try:
-            cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+            cert = _leaf(chain)
             stated = parse_jwk(member)  # None: a key type this server ignores
             if stated is not None and certificate_key(cert).thumbprint != stated.thumbprint:
                 return f"key {index}: the x5c certificate holds another key than the JWK"
@@ -84,12 +95,11 @@ def x5c_validity(jwks: str) -> dict[str, Validity]:
         return {}
     out: dict[str, Validity] = {}
     for member in members if isinstance(members, list) else ():
-        chain = member.get("x5c") if isinstance(member, dict) else None
-        if not (isinstance(chain, list) and chain and isinstance(chain[0], str)):
+        chain = _chain(member)
+        if chain is None:
             continue
         try:
-            # RFC 7517 §4.7: base64 (not base64url) DER; binascii.Error is a ValueError.
-            cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+            cert = _leaf(chain)
             out[certificate_key(cert).thumbprint] = Validity.of(cert)
         except ValueError:  # InvalidKey included
             continue
