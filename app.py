@@ -63,6 +63,10 @@ def build_app(deployment_toml: str | None = None) -> Flask:
         raise settings.error(("database", "identity_db", "url"),
                              f"max_connections ({pool}) must be at least [server] threads ({settings.server['threads']})")
     services = build_services(settings, db, open_keystore(settings))
+    try:
+        services.keys()  # the access token signing key exists and fits [oauth.token] signing_alg
+    except KeystoreError as exc:
+        raise settings.error(("oauth", "token", "signing_key_alias"), str(exc)) from None
     chain = handler_chain.build(settings, services)
     compile_all()  # the hot statements' SQL, once, for this database (the chain's listeners included)
 

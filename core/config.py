@@ -110,6 +110,19 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "signin_failures_per_address": (int, 100),
         "window": (int, 60),
     },
+    ("oauth", "token"): {
+        "access_token_format": (("opaque", "jwt"), "opaque"),   # per client too
+        "signing_alg": (("RS256", "PS256", "ES256", "EdDSA"), "RS256"),  # of JWT access tokens
+        "signing_key_alias": (str, ""),  # a key entry in the keystore; "" = the primary key (RSA)
+        "persist": (bool, True),         # false: JWT access tokens are not stored (revocation: a deny-list)
+    },
+    ("oauth", "dpop"): {
+        "proof_lifetime": (int, 60),     # seconds a proof is accepted after its iat
+        "timestamp_skew": (int, 5),      # seconds of clock difference tolerated in iat
+        "require_nonce": (bool, False),  # per client too (require_dpop_nonce)
+        "nonce_lifetime": (int, 300),    # a nonce is accepted for one to two of these periods
+        "signing_algorithms": (list, ["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA", "RS256"]),
+    },
     ("oauth", "pkce"): {
         "mandatory": (bool, False),      # public clients always need PKCE, whatever this says
         "allow_plain": (bool, False),
@@ -128,6 +141,8 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "refresh_interval": (int, 60),
     },
 }
+# RFC 9449 §4.2: asymmetric algorithms only ("none" and MACs never).
+DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA")
 # The arrays of tables. Keys without a default here: `id` and `name` are required, `type` is
 # WSO2's handler type (kept, not used) and `order` defaults to the handler's `default_order`.
 ARRAYS = {("event_listener",), ("cache", "manager")}
@@ -181,6 +196,8 @@ class Settings:
     session_lifetime: int                                    # [session] lifetime, seconds
     validity: dict[str, int] = field(default_factory=dict)   # [oauth.token_validation], seconds
     pkce: dict[str, bool] = field(default_factory=dict)
+    token: dict[str, Any] = field(default_factory=dict)      # [oauth.token]
+    dpop: dict[str, Any] = field(default_factory=dict)       # [oauth.dpop]
     listeners: list[ListenerEntry] = field(default_factory=list)
     caches: dict[str, CacheEntry] = field(default_factory=dict)
 
@@ -387,6 +404,20 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     if limits["store"] != "memory" and not _redis_url(limits["store"]):
         raise fail(("oauth", "rate_limit", "store"), 'must be "memory" or a redis://, rediss:// or unix:// URL')
 
+    token = values[("oauth", "token")]
+    if token["signing_alg"] != "RS256" and not token["signing_key_alias"]:
+        raise fail(("oauth", "token", "signing_alg"), "needs signing_key_alias: a key entry that can sign "
+                                                      f"{token['signing_alg']} (the primary key is RSA, for RS256)")
+    dpop = values[("oauth", "dpop")]
+    if not 1 <= dpop["proof_lifetime"] <= 3600:
+        raise fail(("oauth", "dpop", "proof_lifetime"), "must be between 1 and 3600 seconds")
+    if not 0 <= dpop["timestamp_skew"] <= 300:
+        raise fail(("oauth", "dpop", "timestamp_skew"), "must be between 0 and 300 seconds")
+    if not 10 <= dpop["nonce_lifetime"] <= 86400:
+        raise fail(("oauth", "dpop", "nonce_lifetime"), "must be between 10 and 86400 seconds")
+    if not dpop["signing_algorithms"] or any(alg not in DPOP_ALGORITHMS for alg in dpop["signing_algorithms"]):
+        raise fail(("oauth", "dpop", "signing_algorithms"), "each value must be one of " + ", ".join(DPOP_ALGORITHMS))
+
     settings = Settings(
         path=path,
         server=server,
@@ -397,6 +428,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         issuer="",
         validity=validity,
         pkce=values[("oauth", "pkce")],
+        token=token,
+        dpop=dpop,
         session_lifetime=values[("session",)]["lifetime"],
         jwks_fetch=fetch,
         rate_limit=limits,

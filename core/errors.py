@@ -67,3 +67,19 @@ def unsupported_grant_type(description: str) -> OAuthError:
 
 def temporarily_unavailable(description: str) -> OAuthError:
     return OAuthError("temporarily_unavailable", description, 503, {"Retry-After": "5"})
+
+
+def invalid_dpop_proof(description: str, reason: str = "invalid_dpop_proof") -> OAuthError:
+    """RFC 9449 §5: the DPoP proof at the token endpoint is missing where required, or fails a check."""
+    return OAuthError("invalid_dpop_proof", description, 400, reason=reason)
+
+
+def use_dpop_nonce(nonce: str) -> OAuthError:
+    """RFC 9449 §8: the proof must carry the server's nonce, sent in the DPoP-Nonce header."""
+    return OAuthError("use_dpop_nonce", "The DPoP proof must carry the nonce the server provides", 400,
+                      {"DPoP-Nonce": nonce}, reason="dpop_nonce")
+
+
+def invalid_target(description: str) -> OAuthError:
+    """RFC 8707 §2: a `resource` the client may not ask for, or one that is not an absolute URI."""
+    return OAuthError("invalid_target", description, 400)

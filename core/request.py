@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from keystore.dpop import Proof as DPoPProof
+from core.errors import invalid_target
 from storage.clients import RegisteredClient
 
 # The endpoints that run the client authentication chain (TokenRequest.endpoint).
@@ -18,6 +20,20 @@ SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 SCOPE = re.compile(rf"{SCOPE_TOKEN.pattern}(?: {SCOPE_TOKEN.pattern})*")
 
 
+# RFC 8707 §2: an absolute URI (RFC 3986 §4.3) without a fragment; printable ASCII, no spaces.
+_RESOURCE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x22\x24-\x7e]+")
+MAX_RESOURCES = 20
+
+
+def check_resources(resources: tuple[str, ...]) -> None:
+    """The form of `resource` parameters; which ones a client may ask for is its registration's."""
+    if len(resources) > MAX_RESOURCES:
+        raise invalid_target(f"At most {MAX_RESOURCES} resource parameters are accepted")
+    for resource in resources:
+        if len(resource) > 2048 or not _RESOURCE.fullmatch(resource):
+            raise invalid_target("A resource must be an absolute URI without a fragment")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenRequest:
     form: Mapping[str, str]          # strictly parsed body (server.forms), one value per name
@@ -26,13 +42,15 @@ class TokenRequest:
     endpoint_url: str                # the URL that received the request (scheme://host/path)
     request_id: str
     remote_addr: str = ""
+    resources: tuple[str, ...] = ()  # RFC 8707 §2: the `resource` parameters, which may repeat
+    dpop: DPoPProof | None = None    # RFC 9449: the verified proof, set by the chain (handlers.chain)
 
     @staticmethod
     def build(form: dict[str, str], headers: dict[str, str], endpoint: str, endpoint_url: str,
-              request_id: str, remote_addr: str = "") -> "TokenRequest":
+              request_id: str, remote_addr: str = "", resources: tuple[str, ...] = ()) -> "TokenRequest":
         return TokenRequest(form=MappingProxyType(dict(form)), headers=MappingProxyType(dict(headers)),
                             endpoint=endpoint, endpoint_url=endpoint_url, request_id=request_id,
-                            remote_addr=remote_addr)
+                            remote_addr=remote_addr, resources=tuple(dict.fromkeys(resources)))
 
     def credential_kinds(self) -> set[str]:
         """Which client authentication methods the request carries, whatever handlers are enabled."""
@@ -74,6 +92,7 @@ class Grant:
     itself is the client's own (client_credentials): no user, no refresh token, no ID token."""
 
     scopes: tuple[str, ...]
+    resources: tuple[str, ...] = ()  # RFC 8707: the access token's audience (none: the client id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +105,7 @@ class UserGrant(Grant):
     auth_time: int
     refresh_scopes: tuple[str, ...]  # what a refresh token carries: the whole grant, however narrowed
     nonce: str | None = None         # OpenID Connect Core §3.1.3.6: into the ID token of a code grant
+    grant_resources: tuple[str, ...] = ()  # what a refresh token may address: the whole grant's resources
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 
 import peewee
 
+from keystore.dpop import Nonces
 from keystore.jwk import parse_jwks
 from keystore.jwks_uri import JWKSFetcher
+from keystore.signing_keys import KeySet, KeySets
 from keystore.store import Keystore
+from core.access_tokens import AccessTokens
 from core.config import Settings
+from core.dpop import DPoP
 from core.ratelimit import FailureLimiter
+from storage.models import DPoPJTI
 from storage.replay import ReplayStore, SeenCache
 from storage.tokens import TokenStore
 
@@ -30,10 +35,20 @@ class Services:
     tokens: TokenStore
     limiter: FailureLimiter
     jwks_fetcher: JWKSFetcher
+    dpop: DPoP
     _keystore: Keystore
+    _key_sets: KeySets
+    access_tokens: AccessTokens = field(init=False)
     _keystore_mtime: float = 0.0
     _keystore_checked: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.access_tokens = AccessTokens(self.settings, self.tokens, self.keys)
+
+    def keys(self) -> KeySet:
+        """The server's signing keys, from the keystore as it is now."""
+        return self._key_sets.get(self.keystore())
 
     def keystore(self) -> Keystore:
         """The primary keystore, reloaded when its file changes (e.g. `keytool -import`), so a
@@ -77,10 +92,12 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
     fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
                           timeout=fetch["timeout"], max_bytes=fetch["max_bytes"],
                           refetch_interval_seconds=fetch["refresh_interval"])
+    dpop = DPoP(settings.dpop, ReplayStore(db, model=DPoPJTI, owner="jkt"), Nonces.secret_from(keystore.private_key))
     services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
-                        limiter=_limiter(settings),
-                        _keystore=keystore)
+                        limiter=_limiter(settings), dpop=dpop,
+                        _keystore=keystore, _key_sets=KeySets(settings.token["signing_alg"],
+                                                              settings.token["signing_key_alias"]))
     try:
         services._keystore_mtime = os.stat(keystore.path).st_mtime
     except OSError:

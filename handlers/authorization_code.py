@@ -16,7 +16,7 @@ import re
 
 from handlers.base import (AuthenticatedClient, Grant, GrantHandler, RegisteredClient, TokenRequest, UserGrant,
                            invalid_grant, invalid_request, unauthorized_client)
-from handlers.client_credentials import narrowed, requested_scopes, still_registered
+from handlers.client_credentials import narrowed, narrowed_resources, requested_scopes, still_registered
 from storage import codes, users
 from storage.codes import CodeGrant
 
@@ -61,13 +61,19 @@ class AuthorizationCodeGrantHandler(GrantHandler):
             raise invalid_grant(_CODE_ERRORS[exc.reason], reason=f"code_{exc.reason}") from None
         self._check_redirect_uri(form.get("redirect_uri"), grant, registered)
         self._check_pkce(verifier, grant, client.method == "none")
+        if grant.dpop_jkt is not None:  # RFC 9449 §10
+            proof = request.dpop
+            if proof is None or proof.jkt != grant.dpop_jkt:
+                raise invalid_grant("The authorization code is bound to another DPoP key", reason="dpop_jkt")
+        resources = narrowed_resources(grant.resources, request.resources)
 
         granted = still_registered(grant.scopes, registered)
         scopes = narrowed(granted, requested, "authorization code")
         if users.get_by_sub(grant.user_sub) is None:
             raise invalid_grant("The user of the authorization code no longer exists", reason="code_user")
         return UserGrant(scopes=scopes, user_sub=grant.user_sub, grant_id=grant.grant_id, auth_time=grant.auth_time,
-                         refresh_scopes=granted, nonce=grant.nonce)
+                         refresh_scopes=granted, nonce=grant.nonce, resources=resources,
+                         grant_resources=grant.resources)
 
     def after_issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> None:
         # RFC 6749 §4.1.2: a second redemption running at the same time may have revoked the grant

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from core.errors import (OAuthError, invalid_client, invalid_grant, invalid_request, invalid_scope,
-                         temporarily_unavailable, unauthorized_client, unsupported_grant_type)
-from core.request import (INTROSPECTION, REVOCATION, SCOPE_TOKEN, TOKEN, AuthAttempt, AuthenticatedClient, Grant,
-                          RefreshTokenGrant, TokenRequest, UserGrant)
+from core.errors import (OAuthError, invalid_client, invalid_dpop_proof, invalid_grant, invalid_request,
+                         invalid_scope, invalid_target, temporarily_unavailable, unauthorized_client,
+                         unsupported_grant_type)
+from core.request import (INTROSPECTION, REVOCATION, SCOPE_TOKEN, TOKEN, AuthAttempt, AuthenticatedClient, DPoPProof,
+                          Grant, RefreshTokenGrant, TokenRequest, UserGrant)
 from storage.clients import CLIENT_ID, RegisteredClient, valid_client_id
 
 if TYPE_CHECKING:
@@ -26,10 +27,10 @@ __all__ = [
     "STAGES", "Property", "Handler", "ClientAuthenticator", "GrantHandler", "TokenIssuer", "Listener",
     # what flows through the chain
     "TokenRequest", "TOKEN", "INTROSPECTION", "REVOCATION", "AuthAttempt", "AuthenticatedClient",
-    "RegisteredClient", "Grant", "UserGrant", "RefreshTokenGrant", "CLIENT_ID", "SCOPE_TOKEN",
+    "RegisteredClient", "Grant", "UserGrant", "RefreshTokenGrant", "CLIENT_ID", "SCOPE_TOKEN", "DPoPProof",
     # errors: raise them where a rule fails; the web layer renders them
-    "OAuthError", "invalid_client", "invalid_grant", "invalid_request", "invalid_scope",
-    "temporarily_unavailable", "unauthorized_client", "unsupported_grant_type",
+    "OAuthError", "invalid_client", "invalid_dpop_proof", "invalid_grant", "invalid_request", "invalid_scope",
+    "invalid_target", "temporarily_unavailable", "unauthorized_client", "unsupported_grant_type",
 ]
 
 STAGES = ("client_authentication", "grant", "issuer", "listener")

@@ -11,13 +11,16 @@ import importlib
 import inspect
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from handlers.base import STAGES, ClientAuthenticator, GrantHandler, Handler, Listener, TokenIssuer
 from core import config
-from core.errors import OAuthError, invalid_client, invalid_request, rate_limited, unsupported_grant_type
-from core.request import AuthAttempt, AuthenticatedClient, TokenRequest
+from core.dpop import claimed_client_id
+from core.errors import (OAuthError, invalid_client, invalid_dpop_proof, invalid_request, invalid_target, rate_limited,
+                         unsupported_grant_type)
+from core.request import AuthAttempt, AuthenticatedClient, TokenRequest, check_resources
+from storage import clients
 
 log = logging.getLogger("handlers.chain")
 
@@ -107,17 +110,39 @@ class Chain:
 
     # --- the token request ------------------------------------------------------------
 
-    def token(self, request: TokenRequest) -> dict[str, Any]:
+    def token(self, request: TokenRequest) -> tuple[dict[str, Any], dict[str, str]]:
+        """The token response's body and headers."""
         grant_type = request.form.get("grant_type")
         if not grant_type:
             raise invalid_request("The grant_type parameter is missing")
         handler = self.grants.get(grant_type)
         # Checked before authentication, so that a request that cannot succeed never uses up
-        # the jti of a valid client assertion.
+        # the jti of a valid client assertion: the grant type, the resources' form, the DPoP
+        # proof and its nonce.
         if handler is None:
             raise unsupported_grant_type("This grant type is not supported")
+        check_resources(request.resources)
+        dpop = self.services.dpop
+        proof = None
+        if "dpop" in request.headers:
+            proof = dpop.verify(request.headers["dpop"], "POST", request.endpoint_url)
+            claimed = None
+            if not dpop.require_nonce and not dpop.nonce_valid(proof):  # does this client want one?
+                wanted = claimed_client_id(request.form, request.headers)
+                claimed = clients.get(wanted) if wanted else None
+            dpop.check_nonce(proof, claimed)
         client = self.authenticate(request)
+        registered = client.client
+        headers = {"DPoP-Nonce": dpop.current_nonce()} if proof and dpop.nonce_required(registered) else {}
         try:
+            if proof is not None:
+                dpop.check_nonce(proof, registered)
+                dpop.record(proof)
+                request = replace(request, dpop=proof)
+            elif registered.dpop_bound_access_tokens:  # RFC 9449 §5.2
+                raise invalid_dpop_proof("The client must send a DPoP proof", reason="dpop_required")
+            if any(resource not in registered.resources for resource in request.resources):
+                raise invalid_target("A requested resource is not registered for the client")  # RFC 8707 §2
             grant = handler.handle(request, client)
             assert self.issuer is not None
             response = self.issuer.issue(request, client, grant)
@@ -127,8 +152,9 @@ class Chain:
                                       "grant_type": grant_type, "error": exc.error, "reason": exc.reason})
             raise
         self.emit("token_issued", {"request_id": request.request_id, "client_id": client.client.client_id,
-                                   "grant_type": grant_type, "scope": response.get("scope", "")})
-        return response
+                                   "grant_type": grant_type, "scope": response.get("scope", ""),
+                                   "token_type": response.get("token_type")})
+        return response, headers
 
     def authenticate(self, request: TokenRequest) -> AuthenticatedClient:
         """Exactly one authentication method per request (RFC 6749 §2.3).

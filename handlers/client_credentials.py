@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import (SCOPE_TOKEN, AuthenticatedClient, Grant, GrantHandler, RegisteredClient, TokenRequest,
-                           invalid_request, invalid_scope, unauthorized_client)
+                           invalid_request, invalid_scope, invalid_target, unauthorized_client)
 
 
 def requested_scopes(request: TokenRequest) -> tuple[str, ...] | None:
@@ -37,6 +37,17 @@ def narrowed(granted: tuple[str, ...], requested: tuple[str, ...] | None, what: 
     return requested
 
 
+def narrowed_resources(granted: tuple[str, ...], requested: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 8707 §2.2: a token from a user's grant addresses the resources the authorization
+    request named, or some of them; a grant that named none leaves the choice to the token
+    request (within the client's registration, handlers.chain)."""
+    if not granted:
+        return requested
+    if any(resource not in granted for resource in requested):
+        raise invalid_target("A requested resource was not part of the grant")
+    return requested or granted
+
+
 class ClientCredentialsGrantHandler(GrantHandler):
     grant_type = "client_credentials"
     default_order = 100
@@ -49,7 +60,7 @@ class ClientCredentialsGrantHandler(GrantHandler):
         scopes = requested_scopes(request)
         if scopes is None:
             # RFC 6749 §3.3: no scope requested → the client's registered scopes.
-            return Grant(scopes=registered.scopes)
+            return Grant(scopes=registered.scopes, resources=request.resources)
         if any(s not in registered.scopes for s in scopes):
             raise invalid_scope("A requested scope is not allowed for this client")
-        return Grant(scopes=scopes)
+        return Grant(scopes=scopes, resources=request.resources)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from handlers.base import (AuthenticatedClient, Grant, GrantHandler, RefreshTokenGrant, TokenRequest, invalid_grant,
                            invalid_request, unauthorized_client)
-from handlers.client_credentials import narrowed, requested_scopes, still_registered
+from handlers.client_credentials import narrowed, narrowed_resources, requested_scopes, still_registered
 from storage import refresh, users
 
 
@@ -43,6 +43,10 @@ class RefreshTokenGrantHandler(GrantHandler):
             raise invalid_grant("The refresh token has been revoked", reason="refresh_revoked")
         if not found.active():
             raise invalid_grant("The refresh token has expired", reason="refresh_expired")
+        if found.jkt is not None and (request.dpop is None or request.dpop.jkt != found.jkt):
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
+            raise invalid_grant("The refresh token is bound to another DPoP key", reason="dpop_jkt")
+        resources = narrowed_resources(found.resources, request.resources)
 
         # The refresh token keeps the grant's scope (less what the client is no longer registered for).
         granted = still_registered(found.scopes, registered)
@@ -50,7 +54,8 @@ class RefreshTokenGrantHandler(GrantHandler):
         if users.get_by_sub(found.user_sub) is None:
             raise invalid_grant("The user of the refresh token no longer exists", reason="refresh_user")
         return RefreshTokenGrant(scopes=scopes, user_sub=found.user_sub, grant_id=found.grant_id,
-                                 auth_time=found.auth_time, refresh_scopes=granted, presented_hash=found.token_hash)
+                                 auth_time=found.auth_time, refresh_scopes=granted, presented_hash=found.token_hash,
+                                 resources=resources, grant_resources=found.resources)
 
     def after_issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> None:
         # After the new tokens exist: a concurrent use of the same refresh token that lost this

@@ -1,8 +1,9 @@
-"""Issues the token response (RFC 6749 §5.1): an opaque bearer access token (only its hash is
-stored), and for a user's grant (UserGrant) a refresh token (when the client is registered for
-the refresh_token grant) and an ID token (when `openid` is in the scope, OpenID Connect Core
-§3.1.3.3). Checks that must follow the issue (rotation, code reuse) belong to the grant handler
-(GrantHandler.after_issue).
+"""Issues the token response (RFC 6749 §5.1): an access token in the client's format (opaque and
+stored hashed, or a JWT per RFC 9068: core.access_tokens), DPoP-bound when the request carried a
+proof (RFC 9449 §5: `token_type` DPoP), addressed to the requested resources (RFC 8707); and for a
+user's grant (UserGrant) a refresh token (when the client is registered for the refresh_token
+grant) and an ID token (when `openid` is in the scope, OpenID Connect Core §3.1.3.3). Checks that
+must follow the issue (rotation, code reuse) belong to the grant handler (GrantHandler.after_issue).
 """
 
 from __future__ import annotations
@@ -15,28 +16,37 @@ from keystore.id_token import at_hash, sign_id_token
 from storage import refresh
 
 
-class OpaqueTokenIssuer(TokenIssuer):
+class DefaultTokenIssuer(TokenIssuer):
     default_order = 100
 
     def issue(self, request: TokenRequest, client: AuthenticatedClient, grant: Grant) -> dict:
         registered = client.client
         settings = self.services.settings
         scope = " ".join(grant.scopes)
-        if not isinstance(grant, UserGrant):  # the client's own token (client_credentials)
-            token, expires_in = self.services.tokens.issue(
-                registered.client_id, scope, registered.access_token_lifetime or settings.access_token_lifetime)
-            return _response(token, expires_in, scope)
-
+        jkt = request.dpop.jkt if request.dpop is not None else None
+        user = isinstance(grant, UserGrant)
         validity = settings.validity
-        token, expires_in = self.services.tokens.issue(
-            registered.client_id, scope, registered.access_token_lifetime or validity["user_access_token_validity"],
-            user_sub=grant.user_sub, grant_id=grant.grant_id)
-        response = _response(token, expires_in, scope)
+        token, expires_in = self.services.access_tokens.issue(
+            client=registered, scope=scope,
+            lifetime=registered.access_token_lifetime or (validity["user_access_token_validity"] if user
+                                                          else settings.access_token_lifetime),
+            user_sub=grant.user_sub if user else None, grant_id=grant.grant_id if user else None,
+            auth_time=grant.auth_time if user else None, jkt=jkt, audience=grant.resources)
+        response: dict[str, Any] = {"access_token": token, "token_type": "DPoP" if jkt else "Bearer",
+                                    "expires_in": expires_in}
+        if scope:
+            response["scope"] = scope
+        if not isinstance(grant, UserGrant):  # the client's own token (client_credentials)
+            return response
+
         if "refresh_token" in registered.grant_types:
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key; a confidential
+            # client's is bound to the client (its authentication) instead.
             response["refresh_token"] = refresh.issue(
                 grant_id=grant.grant_id, client_id=registered.client_id, user_sub=grant.user_sub,
                 scopes=grant.refresh_scopes, auth_time=grant.auth_time,
-                lifetime=registered.refresh_token_lifetime or validity["refresh_token_validity"])
+                lifetime=registered.refresh_token_lifetime or validity["refresh_token_validity"],
+                jkt=jkt if client.method == "none" else None, resources=grant.grant_resources)
         if "openid" in grant.scopes:
             response["id_token"] = self._id_token(registered.client_id, grant, token,
                                                   registered.id_token_lifetime or validity["id_token_validity"])
@@ -57,11 +67,4 @@ class OpaqueTokenIssuer(TokenIssuer):
         }
         if grant.nonce:
             claims["nonce"] = grant.nonce
-        return sign_id_token(self.services.keystore(), claims)
-
-
-def _response(token: str, expires_in: int, scope: str) -> dict[str, Any]:
-    response: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
-    if scope:
-        response["scope"] = scope
-    return response
+        return sign_id_token(self.services.keys().primary, claims)

@@ -1,31 +1,15 @@
-"""ID tokens (OpenID Connect Core §2): compact JWS signed with the primary keystore's private key.
-
-The `kid` is the RFC 7638 thumbprint of the key, computed here for both the ID token header and
-the key published at /oauth2/jwks, so the two can never disagree.
-"""
+"""ID tokens (OpenID Connect Core §2): compact JWS signed with the primary keystore's private key
+(keystore.signing_keys)."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-from keystore.jwk import PublicKey
 from keystore.jws import b64url_encode
-from keystore.signing import sign
-from keystore.store import Keystore
+from keystore.signing_keys import PRIMARY_ALGORITHM, SigningKey
 
-ALGORITHM = "RS256"  # the primary key is RSA (keystore.store); RS256 is what OIDC Core §15.1 requires
-
-
-def signing_key(keystore: Keystore) -> PublicKey:
-    """The public half of the primary key, as published."""
-    return PublicKey.from_cryptography(keystore.certificate.public_key())
-
-
-def public_jwk(keystore: Keystore) -> dict[str, Any]:
-    """The JWK served at /oauth2/jwks (RFC 7517 §4)."""
-    key = signing_key(keystore)
-    return {**key.to_jwk(), "kid": key.thumbprint, "use": "sig", "alg": ALGORITHM}
+ALGORITHM = PRIMARY_ALGORITHM
 
 
 def at_hash(access_token: str) -> str:
@@ -34,6 +18,6 @@ def at_hash(access_token: str) -> str:
     return b64url_encode(digest[: len(digest) // 2])
 
 
-def sign_id_token(keystore: Keystore, claims: dict[str, Any]) -> str:
-    """The ID token: `claims` signed with RS256, header `kid` (the published key's) and `typ` JWT."""
-    return sign(keystore.private_key, ALGORITHM, claims, {"kid": signing_key(keystore).thumbprint})
+def sign_id_token(key: SigningKey, claims: dict[str, Any]) -> str:
+    """The ID token: `claims` signed with the primary key (RS256), header `kid` and `typ` JWT."""
+    return key.sign(claims)

@@ -442,6 +442,16 @@ class Keystore:
     def entries(self) -> list[Entry]:
         return [Entry(r.alias, r.kind, r.certificates[0]) for r in self._records]
 
+    def private_keys(self) -> list[tuple[str, PrivateKeyTypes]]:
+        """(alias, private key) of every key entry, the primary first."""
+        others = [(r.alias, r.key) for r in self._records if r.kind == PRIVATE_KEY_ENTRY and r is not self._primary]
+        return [(self._primary.alias, self.private_key), *others]
+
+    def private_key_entry(self, alias: str) -> PrivateKeyTypes | None:
+        """The private key of the key entry `alias` (matched as the primary alias is), or None."""
+        record = _find(self._records, alias, PRIVATE_KEY_ENTRY)
+        return record.key if record is not None else None
+
     def trusted_certificate(self, alias: str) -> crypto.X509 | None:
         """The certificate entry stored under exactly this alias. JKS keystores store aliases
         lower-cased (ASCII), so there "MyApp" is looked up as "myapp"; PKCS12 keeps the case,

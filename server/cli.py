@@ -18,7 +18,7 @@ from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
 from keystore.signing import default_alg, sign
 from keystore.store import TRUSTED_CERT_ENTRY, KeystoreError
 from server import current
-from server.client_metadata import MetadataError, check_client_id, keys_from_jwks, validate
+from server.client_metadata import ACCESS_TOKEN_FORMATS, MetadataError, check_client_id, keys_from_jwks, validate
 from storage import clients as client_store
 from storage import codes as code_store
 from storage import consents as consent_store
@@ -47,7 +47,9 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
                    "response_types": "--grant-type", "scope": "--scope", "redirect_uris": "--redirect-uri",
                    "token_endpoint_auth_method": "--auth-method", "jwks": "--jwks-file", "jwks_uri": "--jwks-uri",
                    "token_endpoint_auth_signing_alg": "--signing-alg", "audience_policy": "--audience-policy",
-                   "token_reuse": "--token-reuse"}
+                   "token_reuse": "--token-reuse", "dpop_bound_access_tokens": "--dpop-bound-access-tokens",
+                   "require_dpop_nonce": "--require-dpop-nonce", "access_token_format": "--access-token-format",
+                   "resources": "--resource"}
 
 
 @clients_cli.command("create")
@@ -62,8 +64,16 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
 @click.option("--signing-alg", type=click.Choice(SIGNING_ALGORITHMS), help="Pin token_endpoint_auth_signing_alg.")
 @click.option("--audience-policy", type=click.Choice(["strict", "legacy"]))
 @click.option("--token-reuse", type=click.Choice(["allow", "prevent"]))
+@click.option("--dpop-bound-access-tokens", is_flag=True,
+              help="Every access token is DPoP-bound; a token request without a DPoP proof is refused (RFC 9449).")
+@click.option("--require-dpop-nonce", is_flag=True, help="DPoP proofs must carry a server nonce (RFC 9449 §8).")
+@click.option("--access-token-format", type=click.Choice(ACCESS_TOKEN_FORMATS),
+              help="Opaque or RFC 9068 JWT access tokens. Default: [oauth.token] access_token_format.")
+@click.option("--resource", "resources", multiple=True,
+              help="An absolute URI the client may ask tokens for (RFC 8707); without any, it may send no resource.")
 def clients_create(client_id, auth_method, client_name, grant_types, scopes, redirect_uris, jwks_file, jwks_uri,
-                   signing_alg, audience_policy, token_reuse):
+                   signing_alg, audience_policy, token_reuse, dpop_bound_access_tokens, require_dpop_nonce,
+                   access_token_format, resources):
     """Register a client and print it as JSON (with the generated secret, once, for secret methods).
 
     A private_key_jwt client with neither --jwks-file nor --jwks-uri uses the certificate stored in
@@ -72,7 +82,9 @@ def clients_create(client_id, auth_method, client_name, grant_types, scopes, red
     metadata = {"token_endpoint_auth_method": auth_method, "client_name": client_name,
                 "grant_types": list(grant_types), "scope": " ".join(scopes), "redirect_uris": list(redirect_uris),
                 "jwks_uri": jwks_uri, "token_endpoint_auth_signing_alg": signing_alg,
-                "audience_policy": audience_policy, "token_reuse": token_reuse}
+                "audience_policy": audience_policy, "token_reuse": token_reuse,
+                "dpop_bound_access_tokens": dpop_bound_access_tokens, "require_dpop_nonce": require_dpop_nonce,
+                "access_token_format": access_token_format, "resources": list(resources)}
     try:
         check_client_id(client_id)
         if jwks_file:

@@ -16,8 +16,8 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
-from urllib.parse import urlsplit
+from typing import Any, Callable, Iterable
+from urllib.parse import SplitResult, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from keystore.certificates import certificate_key, x5c_problem
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
+from core.config import SCHEMA
 from core.request import SCOPE_TOKEN
 from storage.clients import AUTH_METHODS, MAX_CLIENT_ID, RegisteredClient, valid_client_id
 
@@ -39,7 +40,11 @@ STANDARD_SCOPES = ("openid", "profile", "email", "address", "phone", "offline_ac
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 # Extension fields that change the server's own policy for a client: an administrator's to set.
 ADMIN_FIELDS = ("first_party", "audience_policy", "token_reuse", "access_token_lifetime",
-                "refresh_token_lifetime", "id_token_lifetime")
+                "refresh_token_lifetime", "id_token_lifetime", "resources")
+# What ADMIN_FIELDS hold when nothing is set (a new client's "current" values).
+ADMIN_DEFAULTS: dict[str, Any] = {"first_party": False, "resources": ()}
+# [oauth.token] access_token_format's values (an opaque handle, or an RFC 9068 JWT), per client too.
+ACCESS_TOKEN_FORMATS: tuple[str, ...] = SCHEMA[("oauth", "token")]["access_token_format"][0]
 # Bounds of the per-client lifetimes, in seconds.
 LIFETIME_BOUNDS = {
     "access_token_lifetime": (60, 86400),
@@ -50,6 +55,7 @@ MAX_NAME = 255
 MAX_DESCRIPTION = 4096
 MAX_URI = 2048
 MAX_REDIRECT_URIS = 20
+MAX_RESOURCES = 20
 MAX_SCOPES = 100
 MAX_SCOPE_TOKEN = 128
 MAX_CERTIFICATE_BYTES = 64 * 1024
@@ -209,30 +215,36 @@ def _check_jwks_uri(uri: Any, settings) -> str:
 
 # --- redirect URIs -----------------------------------------------------------------------------
 
+def _absolute_uri(uri: Any, noun: str, refuse: Callable[[str], MetadataError]) -> SplitResult:
+    """RFC 3986 §4.3 absolute-URI: a scheme, no fragment; at most MAX_URI characters of the URI
+    character set (so never whitespace: lists are stored space-separated)."""
+    if not isinstance(uri, str) or not uri:
+        raise refuse(f"Each {noun} must be a non-empty string")
+    if len(uri) > MAX_URI:
+        raise refuse(f"A {noun} has at most {MAX_URI} characters")
+    if not _URI_CHARS.fullmatch(uri):
+        raise refuse(f"A {noun} contains characters not allowed in a URI (spaces, non-ASCII, control characters)")
+    if "#" in uri:
+        raise refuse(f"A {noun} must not contain a fragment")
+    scheme, colon, _ = uri.partition(":")
+    if not colon or not _SCHEME.fullmatch(scheme):
+        raise refuse(f"A {noun} must be an absolute URI")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018  (raises ValueError for an invalid port)
+    except ValueError:
+        raise refuse(f"A {noun} is not a valid URI") from None
+    return parts
+
+
 def check_redirect_uri(uri: Any) -> str:
     """RFC 6749 §3.1.2: absolute, no fragment. https; http only on a loopback host (RFC 8252 §7.3);
     or a private-use scheme in reverse domain notation for native apps (RFC 8252 §7.1)."""
     def refuse(message: str) -> MetadataError:
         return MetadataError("redirect_uris", message, INVALID_REDIRECT_URI)
 
-    if not isinstance(uri, str) or not uri:
-        raise refuse("Each redirect URI must be a non-empty string")
-    if len(uri) > MAX_URI:
-        raise refuse(f"A redirect URI has at most {MAX_URI} characters")
-    if not _URI_CHARS.fullmatch(uri):
-        raise refuse("A redirect URI contains characters not allowed in a URI (spaces, non-ASCII, control "
-                     "characters)")
-    if "#" in uri:
-        raise refuse("A redirect URI must not contain a fragment")
-    scheme, colon, _ = uri.partition(":")
-    if not colon or not _SCHEME.fullmatch(scheme):
-        raise refuse("A redirect URI must be an absolute URI")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018  (raises ValueError for an invalid port)
-    except ValueError:
-        raise refuse("A redirect URI is not a valid URI") from None
-    scheme = scheme.lower()
+    parts = _absolute_uri(uri, "redirect URI", refuse)
+    scheme = uri.partition(":")[0].lower()
     if scheme in ("http", "https"):
         if not uri[len(scheme):].startswith("://") or not parts.hostname:
             raise refuse("A redirect URI must name a host")
@@ -245,6 +257,13 @@ def check_redirect_uri(uri: Any) -> str:
         return uri
     raise refuse("A redirect URI must use https, http on a loopback address, or a private-use scheme "
                  "such as com.example.app")
+
+
+def check_resource(uri: Any) -> str:
+    """RFC 8707 §2: a resource indicator is an absolute URI without a fragment (any scheme: an
+    https URL or a URN alike)."""
+    _absolute_uri(uri, "resource in resources", lambda message: MetadataError("resources", message))
+    return uri
 
 
 def _is_loopback(host: str) -> bool:
@@ -323,6 +342,38 @@ def _grants(metadata: dict, supported: Iterable[str]) -> tuple[tuple[str, ...], 
     return tuple(grants), expected
 
 
+def _flag(metadata: dict, name: str) -> bool:
+    """A JSON boolean; absent or null is false."""
+    value = metadata.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise MetadataError(name, f"{name} must be true or false")
+    return value
+
+
+def _resources(metadata: dict) -> tuple[str, ...]:
+    """RFC 8707 resource indicators the client may ask tokens for; none: it may send no `resource`."""
+    resources = _string_list(metadata, "resources") or []
+    if len(resources) > MAX_RESOURCES:
+        raise MetadataError("resources", f"resources may list at most {MAX_RESOURCES} URIs")
+    for uri in resources:
+        check_resource(uri)
+    return tuple(resources)
+
+
+def _token_fields(metadata: dict) -> dict[str, Any]:
+    """How the client's access tokens are made. Each only binds the client itself, so it may set them."""
+    return {
+        # RFC 9449 §5.2: every access token DPoP-bound; a token request without a proof is refused.
+        "dpop_bound_access_tokens": _flag(metadata, "dpop_bound_access_tokens"),
+        # RFC 9449 §8: a server nonce in every proof, whatever [oauth.dpop] require_nonce says.
+        "require_dpop_nonce": _flag(metadata, "require_dpop_nonce"),
+        # RFC 9068 JWT or opaque; absent: [oauth.token] access_token_format.
+        "access_token_format": _choice(metadata, "access_token_format", ACCESS_TOKEN_FORMATS),
+    }
+
+
 def _lifetime(metadata: dict, name: str) -> int | None:
     value = metadata.get(name)
     if value is None:
@@ -334,16 +385,12 @@ def _lifetime(metadata: dict, name: str) -> int | None:
 
 
 def _admin_fields(metadata: dict) -> dict[str, Any]:
-    first_party = metadata.get("first_party", False)
-    if first_party is None:
-        first_party = False
-    if not isinstance(first_party, bool):
-        raise MetadataError("first_party", "first_party must be true or false")
     return {
-        "first_party": first_party,
+        "first_party": _flag(metadata, "first_party"),
         "audience_policy": _choice(metadata, "audience_policy", ("strict", "legacy")),
         "token_reuse": _choice(metadata, "token_reuse", ("allow", "prevent")),
         **{name: _lifetime(metadata, name) for name in LIFETIME_BOUNDS},
+        "resources": _resources(metadata),
     }
 
 
@@ -394,6 +441,7 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
     out["redirect_uris"] = tuple(redirect_uris)
 
     out.update(_keys(metadata, settings, method))
+    out.update(_token_fields(metadata))
     fields = _admin_fields(metadata)
     if not admin:
         fields = _keep_admin_fields(metadata, fields, existing)
@@ -459,8 +507,7 @@ def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:
 
 
 def _keep_admin_fields(metadata: dict, fields: dict[str, Any], existing: RegisteredClient | None) -> dict[str, Any]:
-    current = {name: getattr(existing, name) if existing else (False if name == "first_party" else None)
-               for name in ADMIN_FIELDS}
+    current = {name: getattr(existing, name) if existing else ADMIN_DEFAULTS.get(name) for name in ADMIN_FIELDS}
     for name in ADMIN_FIELDS:
         if name in metadata and fields[name] != current[name]:
             raise MetadataError(name, f"Only an administrator may set {name}")
@@ -488,8 +535,12 @@ def metadata_of(client: RegisteredClient) -> dict[str, Any]:
         if client.signing_alg:
             body["token_endpoint_auth_signing_alg"] = client.signing_alg
     body["first_party"] = client.first_party
-    for name in ("audience_policy", "token_reuse", *LIFETIME_BOUNDS):
+    body["dpop_bound_access_tokens"] = client.dpop_bound_access_tokens
+    body["require_dpop_nonce"] = client.require_dpop_nonce
+    for name in ("audience_policy", "token_reuse", *LIFETIME_BOUNDS, "access_token_format"):
         value = getattr(client, name)
         if value is not None:
             body[name] = value
+    if client.resources:
+        body["resources"] = list(client.resources)
     return body

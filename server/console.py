@@ -260,6 +260,10 @@ def _form_of(client: client_store.RegisteredClient) -> dict[str, Any]:
         "token_endpoint_auth_signing_alg": client.signing_alg or "",
         "audience_policy": client.audience_policy or "", "token_reuse": client.token_reuse or "",
         "first_party": "on" if client.first_party else "",
+        "dpop_bound_access_tokens": "on" if client.dpop_bound_access_tokens else "",
+        "require_dpop_nonce": "on" if client.require_dpop_nonce else "",
+        "access_token_format": client.access_token_format or "",
+        "resources": "\n".join(client.resources),
     }
     for grant in client.grant_types:
         form["grant_type." + grant] = "on"
@@ -306,8 +310,11 @@ def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClien
         "scope": " ".join(form.get("scope", "").split()),
         "token_endpoint_auth_method": form.get("token_endpoint_auth_method", client.auth_method),
         "first_party": bool(form.get("first_party")),
+        "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens")),
+        "require_dpop_nonce": bool(form.get("require_dpop_nonce")),
+        "resources": [line.strip() for line in form.get("resources", "").splitlines() if line.strip()],
     }
-    for name in ("token_endpoint_auth_signing_alg", "audience_policy", "token_reuse"):
+    for name in ("token_endpoint_auth_signing_alg", "audience_policy", "token_reuse", "access_token_format"):
         if form.get(name):
             metadata[name] = form[name]
     for name in client_metadata.LIFETIME_BOUNDS:

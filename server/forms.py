@@ -14,7 +14,7 @@ from typing import BinaryIO
 from flask import request
 from werkzeug.wrappers import Request
 
-from core.errors import OAuthError, invalid_request
+from core.errors import OAuthError, invalid_dpop_proof, invalid_request
 from core.request import TokenRequest
 from server import current
 
@@ -64,10 +64,17 @@ def _decode(raw: bytes) -> str:
 
 def parse_form(body: bytes) -> dict[str, str]:
     """Parse the body; refuse duplicates, bad encodings, odd names and floods."""
+    return parse_form_lists(body)[0]
+
+
+def parse_form_lists(body: bytes, repeatable: tuple[str, ...] = ()) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """parse_form, where the names in `repeatable` may occur more than once (RFC 8707 §2:
+    `resource`); their values are returned apart, in order, and are not in the form."""
     form: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
     seen: set[str] = set()
     if not body:
-        return form
+        return form, {}
     pairs = body.split(b"&")
     if len(pairs) > MAX_PARAMETERS:
         raise invalid_request("The request has too many parameters", reason="form_flood")
@@ -78,13 +85,17 @@ def parse_form(body: bytes) -> dict[str, str]:
         name, value = _decode(raw_name), _decode(raw_value)
         if not _NAME.fullmatch(name):
             raise invalid_request("The request has a malformed parameter name", reason="form_name")
+        if name in repeatable:
+            if value:
+                lists.setdefault(name, []).append(value)
+            continue
         if name in seen:
             # RFC 6749 §3.2: parameters MUST NOT be included more than once.
             raise invalid_request("A parameter was sent more than once", reason="form_duplicate")
         seen.add(name)
         if value:
             form[name] = value
-    return form
+    return form, {name: tuple(values) for name, values in lists.items()}
 
 
 def token_request(endpoint: str, req: Request | None = None, server=None) -> TokenRequest:
@@ -96,10 +107,13 @@ def token_request(endpoint: str, req: Request | None = None, server=None) -> Tok
     if req.query_string:
         raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
     check_media_type(req.headers.get("Content-Type"))
-    form = parse_form(read_body(req.stream))
+    form, lists = parse_form_lists(read_body(req.stream), ("resource",))
+    if len(req.headers.getlist("DPoP")) > 1:  # RFC 9449 §4.3 item 1
+        raise invalid_dpop_proof("Exactly one DPoP header is allowed", reason="dpop_headers")
     return TokenRequest.build(
         form,
         {k.lower(): v for k, v in req.headers.items()},
+        resources=lists.get("resource", ()),
         endpoint=endpoint,
         endpoint_url=server.services.settings.base_url + req.path,  # never the Host header
         request_id=req.environ.setdefault("idp.request_id", os.urandom(8).hex()),

@@ -42,6 +42,10 @@ class RegisteredClient:
     id_token_lifetime: int | None
     updated_at: int
     created_at: int = 0
+    dpop_bound_access_tokens: bool = False
+    require_dpop_nonce: bool = False
+    access_token_format: str | None = None      # None: [oauth.token] access_token_format
+    resources: tuple[str, ...] = ()              # RFC 8707: the resources it may ask tokens for
 
     def public_view(self) -> dict:
         """What `clients show` prints: never the secret hash."""
@@ -62,6 +66,10 @@ class RegisteredClient:
             "access_token_lifetime": self.access_token_lifetime,
             "refresh_token_lifetime": self.refresh_token_lifetime,
             "id_token_lifetime": self.id_token_lifetime,
+            "dpop_bound_access_tokens": self.dpop_bound_access_tokens,
+            "require_dpop_nonce": self.require_dpop_nonce,
+            "access_token_format": self.access_token_format,
+            "resources": list(self.resources),
             "key_source": ("jwks" if self.jwks else "jwks_uri" if self.jwks_uri else "keystore")
             if self.auth_method == "private_key_jwt" else None,
         }
@@ -75,7 +83,8 @@ def secret_matches(client: RegisteredClient, secret: str) -> bool:
 
 _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_types", "scopes", "redirect_uris",
             "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "description", "first_party",
-            "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at", "created_at")
+            "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at", "created_at",
+            "dpop_bound_access_tokens", "require_dpop_nonce", "access_token_format", "resources")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
                         .where(Client.client_id == Param("client_id")))
 
@@ -83,9 +92,10 @@ _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COL
 def _from_row(row: tuple) -> RegisteredClient:
     """A row of _COLUMNS; lists are stored space-separated."""
     values = dict(zip(_COLUMNS, row))
-    for key in ("grant_types", "scopes", "redirect_uris"):
-        values[key] = tuple(values[key].split())
-    values["first_party"] = bool(values["first_party"])
+    for key in ("grant_types", "scopes", "redirect_uris", "resources"):
+        values[key] = tuple((values[key] or "").split())
+    for key in ("first_party", "dpop_bound_access_tokens", "require_dpop_nonce"):
+        values[key] = bool(values[key])
     values["description"] = values["description"] or ""
     return RegisteredClient(**values)
 
@@ -122,7 +132,9 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            signing_alg: str | None = None, audience_policy: str | None = None,
            token_reuse: str | None = None, description: str = "", first_party: bool = False,
            access_token_lifetime: int | None = None, refresh_token_lifetime: int | None = None,
-           id_token_lifetime: int | None = None) -> tuple[RegisteredClient, str | None]:
+           id_token_lifetime: int | None = None, dpop_bound_access_tokens: bool = False,
+           require_dpop_nonce: bool = False, access_token_format: str | None = None,
+           resources=()) -> tuple[RegisteredClient, str | None]:
     """Insert a client; returns it and, for secret methods, the secret (shown once)."""
     # Ids differing only in case would share a certificate in a JKS keystore (aliases are
     # lower-cased there) and confuse operators everywhere else: refuse them.
@@ -138,7 +150,9 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       signing_alg=signing_alg, audience_policy=audience_policy,
                       token_reuse=token_reuse, description=description, first_party=first_party,
                       access_token_lifetime=access_token_lifetime, refresh_token_lifetime=refresh_token_lifetime,
-                      id_token_lifetime=id_token_lifetime, created_at=now, updated_at=now)
+                      id_token_lifetime=id_token_lifetime, dpop_bound_access_tokens=dpop_bound_access_tokens,
+                      require_dpop_nonce=require_dpop_nonce, access_token_format=access_token_format,
+                      resources=" ".join(resources or ()), created_at=now, updated_at=now)
     except peewee.IntegrityError:
         raise ValueError("a client with this client id already exists") from None
     return get(client_id), secret
@@ -149,7 +163,9 @@ def update(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            signing_alg: str | None = None, audience_policy: str | None = None,
            token_reuse: str | None = None, description: str = "", first_party: bool = False,
            access_token_lifetime: int | None = None, refresh_token_lifetime: int | None = None,
-           id_token_lifetime: int | None = None) -> tuple[RegisteredClient, str | None] | None:
+           id_token_lifetime: int | None = None, dpop_bound_access_tokens: bool = False,
+           require_dpop_nonce: bool = False, access_token_format: str | None = None,
+           resources=()) -> tuple[RegisteredClient, str | None] | None:
     """Replace a client's registration (RFC 7592 §2.2); None when there is no such client.
     Returns the client and, when it moves to a secret method from another, its new secret
     (shown once); a client that keeps a secret method keeps its secret."""
@@ -170,7 +186,9 @@ def update(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       signing_alg=signing_alg, audience_policy=audience_policy, token_reuse=token_reuse,
                       description=description, first_party=first_party,
                       access_token_lifetime=access_token_lifetime, refresh_token_lifetime=refresh_token_lifetime,
-                      id_token_lifetime=id_token_lifetime, updated_at=int(time.time())
+                      id_token_lifetime=id_token_lifetime, dpop_bound_access_tokens=dpop_bound_access_tokens,
+                      require_dpop_nonce=require_dpop_nonce, access_token_format=access_token_format,
+                      resources=" ".join(resources or ()), updated_at=int(time.time())
                       ).where(Client.client_id == client_id).execute()
     return get(client_id), secret
 

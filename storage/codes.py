@@ -34,6 +34,8 @@ class CodeGrant:
     code_challenge_method: str | None
     auth_time: int
     expires_at: int
+    dpop_jkt: str | None = None       # RFC 9449 §10: redeemable with a proof of this key only
+    resources: tuple[str, ...] = ()   # RFC 8707 §2.1: the resources the authorization request named
 
 
 class CodeError(Exception):
@@ -47,7 +49,7 @@ class CodeError(Exception):
 
 def issue(*, client_id: str, user_sub: str, redirect_uri: str, scopes: tuple[str, ...], nonce: str | None,
           code_challenge: str | None, code_challenge_method: str | None, auth_time: int, lifetime: int,
-          redirect_uri_sent: bool = True) -> str:
+          redirect_uri_sent: bool = True, dpop_jkt: str | None = None, resources: tuple[str, ...] = ()) -> str:
     """Store a new code and return it (256 random bits; only its SHA-256 is stored)."""
     code = secrets.token_urlsafe(32)
     now = int(time.time())
@@ -55,7 +57,8 @@ def issue(*, client_id: str, user_sub: str, redirect_uri: str, scopes: tuple[str
                              user_sub=user_sub, redirect_uri=redirect_uri, redirect_uri_sent=redirect_uri_sent,
                              scope=" ".join(scopes), nonce=nonce,
                              code_challenge=code_challenge, code_challenge_method=code_challenge_method,
-                             auth_time=auth_time, issued_at=now, expires_at=now + lifetime, used=False)
+                             auth_time=auth_time, issued_at=now, expires_at=now + lifetime, used=False,
+                             dpop_jkt=dpop_jkt, resources=" ".join(resources) or None)
     return code
 
 
@@ -89,7 +92,8 @@ def redeem(code: str, client_id: str) -> CodeGrant:
         raise CodeError("expired")
     return CodeGrant(row.grant_id, row.client_id, row.user_sub, row.redirect_uri, bool(row.redirect_uri_sent),
                      tuple(row.scope.split()),
-                     row.nonce, row.code_challenge, row.code_challenge_method, row.auth_time, row.expires_at)
+                     row.nonce, row.code_challenge, row.code_challenge_method, row.auth_time, row.expires_at,
+                     row.dpop_jkt, tuple((row.resources or "").split()))
 
 
 def was_reused(grant_id: str) -> bool:

@@ -7,7 +7,7 @@ import peewee
 
 from storage.database import database_proxy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class BaseModel(peewee.Model):
@@ -28,6 +28,32 @@ class JTI(BaseModel):
     class Meta:
         table_name = "IDN_OIDC_JTI"
         primary_key = peewee.CompositeKey("client_id", "jwt_id")
+
+
+class DPoPJTI(BaseModel):
+    """DPoP proof `jti`s seen, keyed by (key thumbprint, jti) (RFC 9449 §11.1): the same
+    discipline as IDN_OIDC_JTI, in its own table."""
+
+    jkt = peewee.CharField(max_length=64, column_name="JKT")
+    jwt_id = peewee.CharField(max_length=255, column_name="JWT_ID")
+    exp_time = peewee.BigIntegerField(column_name="EXP_TIME", index=True)
+    time_created = peewee.BigIntegerField(column_name="TIME_CREATED")
+
+    class Meta:
+        table_name = "IDN_OAUTH_DPOP_JTI"
+        primary_key = peewee.CompositeKey("jkt", "jwt_id")
+
+
+class RevokedJWT(BaseModel):
+    """JWT access tokens revoked while not persisted ([oauth.token] persist = false): a deny-list
+    by `jti`, kept until the token's own expiry."""
+
+    jti = peewee.CharField(max_length=64, primary_key=True)
+    client_id = peewee.CharField(max_length=255)
+    exp_time = peewee.BigIntegerField(index=True)
+
+    class Meta:
+        table_name = "oauth_revoked_jwt"
 
 
 class Client(BaseModel):
@@ -55,6 +81,12 @@ class Client(BaseModel):
     id_token_lifetime = peewee.IntegerField(null=True)
     created_at = peewee.BigIntegerField()
     updated_at = peewee.BigIntegerField()
+    # Schema version 3 (nullable or with a database default, added to existing tables):
+    # RFC 9449 §5.2: every access token of this client is DPoP-bound.
+    dpop_bound_access_tokens = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
+    require_dpop_nonce = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
+    access_token_format = peewee.CharField(max_length=10, null=True)  # None: [oauth.token] access_token_format
+    resources = peewee.TextField(null=True)                          # RFC 8707 resources it may ask for
 
     class Meta:
         table_name = "oauth_client"
@@ -71,6 +103,8 @@ class AccessToken(BaseModel):
     revoked = peewee.BooleanField(default=False)
     user_sub = peewee.CharField(max_length=64, null=True, index=True)  # None: a client's own token
     grant_id = peewee.CharField(max_length=64, null=True, index=True)  # the code / refresh family
+    jkt = peewee.CharField(max_length=64, null=True)                   # RFC 9449 §6: bound to this DPoP key
+    audience = peewee.TextField(null=True)                             # RFC 8707 resources, space-separated
 
     class Meta:
         table_name = "oauth_access_token"
@@ -134,6 +168,8 @@ class AuthorizationCode(BaseModel):
     expires_at = peewee.BigIntegerField(index=True)
     used = peewee.BooleanField(default=False)
     reused = peewee.BooleanField(default=False)                    # a second redemption was attempted
+    dpop_jkt = peewee.CharField(max_length=64, null=True)          # RFC 9449 §10: redeemed with this key only
+    resources = peewee.TextField(null=True)                        # RFC 8707 §2.1, space-separated
 
     class Meta:
         table_name = "oauth_authorization_code"
@@ -152,6 +188,8 @@ class RefreshToken(BaseModel):
     issued_at = peewee.BigIntegerField()
     expires_at = peewee.BigIntegerField(index=True)
     state = peewee.CharField(max_length=10, default="active")      # active, rotated, revoked
+    jkt = peewee.CharField(max_length=64, null=True)               # RFC 9449 §5: a public client's, bound
+    resources = peewee.TextField(null=True)                        # RFC 8707: what the grant may address
 
     class Meta:
         table_name = "oauth_refresh_token"
@@ -208,5 +246,5 @@ class RegistrationAccessToken(BaseModel):
         table_name = "oauth_registration_access_token"
 
 
-TABLES = [JTI, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
+TABLES = [JTI, DPoPJTI, RevokedJWT, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
           SchemaVersion, InitialAccessToken, RegistrationAccessToken]

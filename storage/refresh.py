@@ -36,19 +36,21 @@ class RefreshGrant:
     issued_at: int
     expires_at: int
     state: str
+    jkt: str | None = None            # RFC 9449 §5: usable with a proof of this key only
+    resources: tuple[str, ...] = ()   # RFC 8707: what the grant may address
 
     def active(self, now: int | None = None) -> bool:
         return self.state == ACTIVE and self.expires_at > (int(time.time()) if now is None else now)
 
 
 def issue(*, grant_id: str, client_id: str, user_sub: str, scopes: tuple[str, ...], auth_time: int,
-          lifetime: int) -> str:
+          lifetime: int, jkt: str | None = None, resources: tuple[str, ...] = ()) -> str:
     """Store a new active refresh token in the family `grant_id`; returns it (256 random bits)."""
     token = secrets.token_urlsafe(32)
     now = int(time.time())
     RefreshToken.insert(token_hash=token_hash(token), grant_id=grant_id, client_id=client_id, user_sub=user_sub,
                         scope=" ".join(scopes), auth_time=auth_time, issued_at=now, expires_at=now + lifetime,
-                        state=ACTIVE).execute()
+                        state=ACTIVE, jkt=jkt, resources=" ".join(resources) or None).execute()
     return token
 
 
@@ -60,7 +62,8 @@ def find(token: str) -> RefreshGrant | None:
     if row is None:
         return None
     return RefreshGrant(row.token_hash, row.grant_id, row.client_id, row.user_sub, tuple(row.scope.split()),
-                        row.auth_time, row.issued_at, row.expires_at, row.state)
+                        row.auth_time, row.issued_at, row.expires_at, row.state, row.jkt,
+                        tuple((row.resources or "").split()))
 
 
 def rotate(hashed: str) -> bool:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import peewee
 
-from storage.models import JTI
+from storage.models import JTI, DPoPJTI  # noqa: F401  (DPoPJTI: the other table it keeps)
 from storage.sql import Param, Statement
 from storage.purge import PeriodicPurge, purge_all, purge_expired
 
@@ -48,21 +48,34 @@ class SeenCache:
                 self._items.popitem(last=False)
 
 
-_INSERT = Statement.insert(lambda: JTI, "client_id", "jwt_id", "exp_time", "time_created")
-_REPLACE_EXPIRED = Statement(lambda: JTI.update(exp_time=Param("exp_time"), time_created=Param("now")).where(
-    (JTI.client_id == Param("client_id")) & (JTI.jwt_id == Param("jwt_id")) & (JTI.exp_time < Param("now"))))
-# Reuse allowed: the record keeps the later expiry, so a switch to prevent-reuse still covers
-# every assertion of this jti that could be valid.
-_RECORD_REUSE = Statement(lambda: JTI.update(
-    exp_time=peewee.Case(None, [(JTI.exp_time < Param("exp_time"), Param("exp_time"))], JTI.exp_time),
-    time_created=Param("now")).where((JTI.client_id == Param("client_id")) & (JTI.jwt_id == Param("jwt_id"))))
+class _Statements:
+    """The three statements of a replay table keyed by (`owner`, jwt_id): IDN_OIDC_JTI (owner:
+    the client id) or IDN_OAUTH_DPOP_JTI (owner: the DPoP key's thumbprint)."""
+
+    def __init__(self, model: type[peewee.Model], owner: str) -> None:
+        def key():
+            return (getattr(model, owner) == Param("owner")) & (model.jwt_id == Param("jwt_id"))
+        self.insert = Statement(lambda: model.insert({getattr(model, owner): Param("owner"),
+                                                      model.jwt_id: Param("jwt_id"),
+                                                      model.exp_time: Param("exp_time"),
+                                                      model.time_created: Param("now")}))
+        self.replace_expired = Statement(lambda: model.update(exp_time=Param("exp_time"), time_created=Param("now"))
+                                         .where(key() & (model.exp_time < Param("now"))))
+        # Reuse allowed: the record keeps the later expiry, so a switch to prevent-reuse still
+        # covers every assertion of this jti that could be valid.
+        self.record_reuse = Statement(lambda: model.update(
+            exp_time=peewee.Case(None, [(model.exp_time < Param("exp_time"), Param("exp_time"))], model.exp_time),
+            time_created=Param("now")).where(key()))
 
 
 class ReplayStore:
     def __init__(self, db: peewee.Database, cache: SeenCache | None = None,
-                 purge_every: int = 1000, purge_batch: int = 500) -> None:
+                 purge_every: int = 1000, purge_batch: int = 500,
+                 model: type[peewee.Model] = JTI, owner: str = "client_id") -> None:
         self.db = db
         self.cache = cache
+        self.model = model
+        self.sql = _Statements(model, owner)
         self.periodic = PeriodicPurge(purge_every, purge_batch)
 
     def use(self, client_id: str, jwt_id: str, exp_time: int, prevent_reuse: bool,
@@ -78,15 +91,15 @@ class ReplayStore:
         if prevent_reuse and self.cache is not None and self.cache.seen(key, now):
             return False
         try:
-            _INSERT.execute(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time, time_created=now)
+            self.sql.insert.execute(owner=client_id, jwt_id=jwt_id, exp_time=exp_time, now=now)
             accepted = True
         except peewee.IntegrityError:
             if prevent_reuse:
                 # One conditional UPDATE: of two concurrent replacements only one matches.
-                accepted = _REPLACE_EXPIRED.execute(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time,
-                                                    now=now).rowcount == 1
+                accepted = self.sql.replace_expired.execute(owner=client_id, jwt_id=jwt_id, exp_time=exp_time,
+                                                            now=now).rowcount == 1
             else:
-                _RECORD_REUSE.execute(client_id=client_id, jwt_id=jwt_id, exp_time=exp_time, now=now)
+                self.sql.record_reuse.execute(owner=client_id, jwt_id=jwt_id, exp_time=exp_time, now=now)
                 accepted = True
         if accepted and self.cache is not None:
             self.cache.add(key, exp_time, now)
@@ -99,7 +112,7 @@ class ReplayStore:
 
     def purge(self, now: int | None = None, limit: int = 500) -> int:
         """Delete at most `limit` expired rows; returns how many were deleted."""
-        return purge_expired(self.db, JTI, JTI.exp_time, int(time.time()) if now is None else now, limit)
+        return purge_expired(self.db, self.model, self.model.exp_time, int(time.time()) if now is None else now, limit)
 
     def purge_all(self, now: int | None = None, batch: int = 1000) -> int:
-        return purge_all(self.db, JTI, JTI.exp_time, int(time.time()) if now is None else now, batch)
+        return purge_all(self.db, self.model, self.model.exp_time, int(time.time()) if now is None else now, batch)

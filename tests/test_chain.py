@@ -19,7 +19,7 @@ def test_builtins_run_with_defaults(tmp_path):
     assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "ClientSecretAuthenticator",
                                                                 "PublicClientAuthenticator"]
     assert list(chain.grants) == ["client_credentials", "authorization_code", "refresh_token"]
-    assert type(chain.issuer).__name__ == "OpaqueTokenIssuer"
+    assert type(chain.issuer).__name__ == "DefaultTokenIssuer"
     assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener", "AuthFailureLogListener"]
     pkjwt = chain.authenticators[0]
     assert pkjwt.props["PreventTokenReuse"] is True and pkjwt.props["AudiencePolicy"] == "strict"

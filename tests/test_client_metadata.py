@@ -79,7 +79,8 @@ def test_rfc7591_defaults(settings):
         "auth_method": "client_secret_basic", "redirect_uris": ("https://app.example.com/cb",),
         "jwks": None, "jwks_uri": None, "signing_alg": None, "first_party": False, "audience_policy": None,
         "token_reuse": None, "access_token_lifetime": None, "refresh_token_lifetime": None,
-        "id_token_lifetime": None,
+        "id_token_lifetime": None, "dpop_bound_access_tokens": False, "require_dpop_nonce": False,
+        "access_token_format": None, "resources": (),
     }
 
 
@@ -299,15 +300,98 @@ def test_a_certificate_becomes_a_jwks(settings):
     assert key["kty"] == "RSA" and key["kid"] == cm.keys_from_jwks(out["jwks"])[1][0].thumbprint
 
 
+# --- token settings: DPoP (RFC 9449), access token format (RFC 9068), resources (RFC 8707) -------------------
+
+def test_token_settings_are_read_and_given_back(tmp_path, settings):
+    from support import make_in_process
+    from storage import clients
+    metadata = pkjwt(dpop_bound_access_tokens=True, require_dpop_nonce=True, access_token_format="jwt",
+                     resources=["https://api.example.com/", "urn:example:payments", "https://api.example.com/v2?x=1"])
+    out = validate(metadata, settings)
+    assert (out["dpop_bound_access_tokens"], out["require_dpop_nonce"], out["access_token_format"]) == \
+        (True, True, "jwt")
+    assert out["resources"] == ("https://api.example.com/", "urn:example:payments", "https://api.example.com/v2?x=1")
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, _ = clients.create("tokens", **out)
+        assert clients.get("tokens") == client
+        assert (client.dpop_bound_access_tokens, client.require_dpop_nonce, client.access_token_format) == \
+            (True, True, "jwt")
+        assert client.resources == out["resources"]
+        view = client.public_view()
+        assert (view["dpop_bound_access_tokens"], view["require_dpop_nonce"], view["access_token_format"],
+                view["resources"]) == (True, True, "jwt", list(out["resources"]))
+        given = cm.metadata_of(client)
+        assert (given["dpop_bound_access_tokens"], given["require_dpop_nonce"], given["access_token_format"],
+                given["resources"]) == (True, True, "jwt", list(out["resources"]))
+        # What metadata_of gives back validates to the same registration, for the client itself too.
+        assert validate(given, settings, existing=client) == out
+        assert validate(given, settings, existing=client, admin=False) == out
+        # Absent: back to the defaults, and metadata_of says so.
+        plain, _ = clients.update("tokens", **validate(pkjwt(), settings, existing=client))
+        assert (plain.dpop_bound_access_tokens, plain.require_dpop_nonce, plain.access_token_format,
+                plain.resources) == (False, False, None, ())
+        given = cm.metadata_of(plain)
+        assert (given["dpop_bound_access_tokens"], given["require_dpop_nonce"]) == (False, False)
+        assert "access_token_format" not in given and "resources" not in given
+
+
+def test_token_settings_null_and_opaque(settings):
+    out = validate(pkjwt(dpop_bound_access_tokens=None, require_dpop_nonce=False, access_token_format=None,
+                         resources=None), settings)
+    assert (out["dpop_bound_access_tokens"], out["require_dpop_nonce"], out["access_token_format"],
+            out["resources"]) == (False, False, None, ())
+    assert validate(pkjwt(access_token_format="opaque"), settings)["access_token_format"] == "opaque"
+    assert validate(pkjwt(resources=[]), settings)["resources"] == ()
+    twenty = [f"https://api.example.com/{i}" for i in range(20)]
+    assert validate(pkjwt(resources=twenty), settings)["resources"] == tuple(twenty)
+
+
+@pytest.mark.parametrize("metadata, words", [
+    ({"dpop_bound_access_tokens": "true"}, "dpop_bound_access_tokens must be true or false"),
+    ({"dpop_bound_access_tokens": 1}, "dpop_bound_access_tokens must be true or false"),
+    ({"require_dpop_nonce": "yes"}, "require_dpop_nonce must be true or false"),
+    ({"access_token_format": "reference"}, "access_token_format must be one of opaque, jwt"),
+    ({"access_token_format": "JWT"}, "access_token_format must be one of opaque, jwt"),
+    ({"access_token_format": True}, "access_token_format must be one of opaque, jwt"),
+    ({"resources": "https://api.example.com/"}, "resources must be an array of strings"),
+    ({"resources": [42]}, "resources must be an array of strings"),
+    ({"resources": [{"uri": "https://api.example.com/"}]}, "resources must be an array of strings"),
+    ({"resources": ["https://api.example.com/", "https://api.example.com/"]}, "resources lists a value twice"),
+    ({"resources": ["/api"]}, "must be an absolute URI"),
+    ({"resources": ["api.example.com"]}, "must be an absolute URI"),
+    ({"resources": ["https://api.example.com/#section"]}, "must not contain a fragment"),
+    ({"resources": ["https://api.example.com/a b"]}, "characters not allowed"),
+    ({"resources": ["https://api.example.com/\x00"]}, "characters not allowed"),
+    ({"resources": ["https://api.example.com/é"]}, "characters not allowed"),
+    ({"resources": ["https://api.example.com:99999/"]}, "not a valid URI"),
+    ({"resources": [""]}, "non-empty string"),
+    ({"resources": ["https://" + "a" * 2048 + ".com/"]}, "at most 2048 characters"),
+    ({"resources": [f"https://api.example.com/{i}" for i in range(21)]}, "at most 20"),
+])
+def test_token_setting_refusals(settings, metadata, words):
+    field = next(iter(metadata))
+    error = refused(pkjwt(**metadata), settings)
+    assert error.field == field and field in error.message and words in error.message, error.message
+    assert "example" not in error.message  # the input is never echoed
+
+
 # --- administrator-only fields --------------------------------------------------------------------------
 
 def test_non_admins_cannot_set_policy_fields(settings):
     for field, value in (("first_party", True), ("audience_policy", "legacy"), ("token_reuse", "allow"),
-                         ("access_token_lifetime", 600), ("refresh_token_lifetime", 600), ("id_token_lifetime", 600)):
-        assert refused(pkjwt(**{field: value}), settings, admin=False).field == field
+                         ("access_token_lifetime", 600), ("refresh_token_lifetime", 600), ("id_token_lifetime", 600),
+                         ("resources", ["https://api.example.com/"])):
+        error = refused(pkjwt(**{field: value}), settings, admin=False)
+        assert error.field == field and error.message == f"Only an administrator may set {field}"
     # The defaults may be sent back as they are.
-    out = validate(pkjwt(first_party=False), settings, admin=False)
-    assert out["first_party"] is False and out["audience_policy"] is None
+    out = validate(pkjwt(first_party=False, resources=[]), settings, admin=False)
+    assert out["first_party"] is False and out["audience_policy"] is None and out["resources"] == ()
+    # The token settings only bind the client itself: they are its own to choose.
+    out = validate(pkjwt(dpop_bound_access_tokens=True, require_dpop_nonce=True, access_token_format="jwt"), settings,
+                   admin=False)
+    assert (out["dpop_bound_access_tokens"], out["require_dpop_nonce"], out["access_token_format"]) == \
+        (True, True, "jwt")
 
 
 def test_a_client_updating_itself_keeps_the_administrators_choices(tmp_path, settings):
@@ -316,9 +400,16 @@ def test_a_client_updating_itself_keeps_the_administrators_choices(tmp_path, set
     env = make_in_process(tmp_path)
     with env.app.app_context():
         client, _ = clients.create("managed", **validate(pkjwt(token_reuse="allow", first_party=True,
-                                                              access_token_lifetime=600), settings))
+                                                              access_token_lifetime=600,
+                                                              resources=["https://api.example.com/"]), settings))
     out = validate(pkjwt(client_name="renamed"), settings, existing=client, admin=False)
     assert (out["token_reuse"], out["first_party"], out["access_token_lifetime"]) == ("allow", True, 600)
+    assert out["resources"] == ("https://api.example.com/",)
+    # Its resources may be sent back unchanged, never changed.
+    assert validate(pkjwt(resources=["https://api.example.com/"]), settings, existing=client,
+                    admin=False)["resources"] == ("https://api.example.com/",)
+    for resources in ([], ["https://api.example.com/", "https://other.example.com/"], ["https://other.example.com/"]):
+        assert refused(pkjwt(resources=resources), settings, existing=client, admin=False).field == "resources"
     assert validate(pkjwt(token_reuse="allow"), settings, existing=client, admin=False)["token_reuse"] == "allow"
     assert refused(pkjwt(token_reuse="prevent"), settings, existing=client, admin=False).field == "token_reuse"
     # An administrator's replace is complete: what is absent returns to the default.

@@ -778,7 +778,7 @@ def test_https_metadata(server):
 
 def test_https_userinfo_errors(server):
     r = server.get("/oauth2/userinfo")
-    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Bearer realm="oauth2"'
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith('Bearer realm="oauth2", DPoP algs=')
     assert r.headers["Content-Type"] == "application/json" and r.json()["error"] == "invalid_token"
     r = server.post("/oauth2/userinfo", headers={"Authorization": "Bearer unknown"})
     assert r.status_code == 401 and r.headers["WWW-Authenticate"] == 'Bearer realm="oauth2", error="invalid_token"'

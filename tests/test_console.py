@@ -461,6 +461,45 @@ def test_oauth_configuration_is_saved_and_used_by_the_token_endpoint(browser):
             client.first_party, client.redirect_uris) == (None, None, None, None, False, ())
 
 
+def test_token_settings_are_saved_and_shown(browser):
+    """DPoP binding and nonce (RFC 9449), the access token format (RFC 9068) and the RFC 8707
+    resources: set on the configuration form, stored, shown again, and cleared."""
+    env = browser.env
+    register(env, "app-1", jwks=jwks_of((rsa_key(), "k1")))
+    page = browser.get("/console/service-providers/edit?client_id=app-1")
+    assert 'id="dpop_bound_access_tokens" name="dpop_bound_access_tokens">' in page.text   # unchecked
+    assert '<option value="jwt" selected>' not in page.text and by_id(page.text, "resources") == ""
+    response = browser.post("/console/service-providers/edit", {
+        "client_id": "app-1", "client_name": "Reports", "grant_type.client_credentials": "on",
+        "token_endpoint_auth_method": "private_key_jwt", "dpop_bound_access_tokens": "on",
+        "require_dpop_nonce": "on", "access_token_format": "jwt",
+        "resources": "https://api.example.com/\r\n\r\n  urn:example:payments \r\n"})
+    assert response.status_code == 303, error_text(response.text)
+    client = stored(env, "app-1")
+    assert (client.dpop_bound_access_tokens, client.require_dpop_nonce, client.access_token_format,
+            client.resources) == (True, True, "jwt", ("https://api.example.com/", "urn:example:payments"))
+    page = browser.get(response.headers["Location"])
+    assert 'id="dpop_bound_access_tokens" name="dpop_bound_access_tokens" checked' in page.text
+    assert 'id="require_dpop_nonce" name="require_dpop_nonce" checked' in page.text
+    assert '<option value="jwt" selected>' in page.text
+    assert by_id(page.text, "resources") == "https://api.example.com/\nurn:example:payments"
+    # Saving the keys keeps them (the key form goes through the same metadata).
+    assert browser.save_keys("app-1", {"key_source": "jwks", "jwks": jwks_of((rsa_key(), "k2"))}).status_code == 200
+    assert stored(env, "app-1").resources == client.resources
+    assert stored(env, "app-1").access_token_format == "jwt"
+    response = browser.post("/console/service-providers/edit", {
+        "client_id": "app-1", "client_name": "Reports", "grant_type.client_credentials": "on",
+        "token_endpoint_auth_method": "private_key_jwt", "access_token_format": "opaque"})
+    assert response.status_code == 303, error_text(response.text)
+    client = stored(env, "app-1")
+    assert (client.dpop_bound_access_tokens, client.require_dpop_nonce, client.access_token_format,
+            client.resources) == (False, False, "opaque", ())
+    response = browser.post("/console/service-providers/edit", {
+        "client_id": "app-1", "client_name": "Reports", "grant_type.client_credentials": "on",
+        "token_endpoint_auth_method": "private_key_jwt"})
+    assert response.status_code == 303 and stored(env, "app-1").access_token_format is None
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"redirect_uris": "http://app.example.com/cb", "grant_type.authorization_code": "on"}, "must use https"),
     ({"redirect_uris": "https://app.example.com/cb#x", "grant_type.authorization_code": "on"}, "fragment"),
@@ -476,6 +515,14 @@ def test_oauth_configuration_is_saved_and_used_by_the_token_endpoint(browser):
      "token_endpoint_auth_signing_alg must be one of"),
     ({"grant_type.client_credentials": "on", "audience_policy": "loose"}, "audience_policy must be one of"),
     ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "none"}, "only for authorization_code"),
+    ({"grant_type.client_credentials": "on", "access_token_format": "reference"},
+     "access_token_format must be one of opaque, jwt"),
+    ({"grant_type.client_credentials": "on", "resources": "/relative"},
+     "A resource in resources must be an absolute URI"),
+    ({"grant_type.client_credentials": "on", "resources": "https://api.example.com/#x"},
+     "A resource in resources must not contain a fragment"),
+    ({"grant_type.client_credentials": "on", "resources": "urn:example:a\r\nurn:example:a"},
+     "resources lists a value twice"),
 ])
 def test_oauth_configuration_refusals_save_nothing(browser, fields, message):
     register(browser.env, "app-1", jwks=jwks_of((rsa_key(), "k1")))
@@ -559,7 +606,7 @@ def test_delete_service_provider(browser):
     assert "doomed" in by_id(listing.text, "notice")
     # Its tokens are revoked and its recorded failures gone.
     with env.app.app_context():
-        assert env.app.extensions["idp"].services.tokens.active(issued.json["access_token"]) is None
+        assert env.app.extensions["idp"].services.access_tokens.active(issued.json["access_token"]) is None
         from handlers import failure_log
         assert failure_log.recent("doomed") == []
     assert browser.post("/console/service-providers/delete", {"client_id": "doomed"}).status_code == 404

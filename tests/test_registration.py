@@ -294,11 +294,22 @@ def test_client_ids_with_slashes_and_spaces_have_a_working_configuration_uri(api
     ({"first_party": "true"}, "invalid_client_metadata", "first_party"),
     ({"access_token_lifetime": 10}, "invalid_client_metadata", "access_token_lifetime"),
     ({"token_reuse": "never"}, "invalid_client_metadata", "token_reuse"),
+    ({"dpop_bound_access_tokens": "true"}, "invalid_client_metadata", "dpop_bound_access_tokens must be true or false"),
+    ({"require_dpop_nonce": 1}, "invalid_client_metadata", "require_dpop_nonce must be true or false"),
+    ({"access_token_format": "reference"}, "invalid_client_metadata", "access_token_format must be one of opaque, jwt"),
+    ({"resources": ["/api"]}, "invalid_client_metadata", "A resource in resources must be an absolute URI"),
+    ({"resources": ["https://api.example.com/#x"]}, "invalid_client_metadata",
+     "A resource in resources must not contain a fragment"),
+    ({"resources": [7]}, "invalid_client_metadata", "resources must be an array of strings"),
+    ({"resources": "https://api.example.com/"}, "invalid_client_metadata", "resources must be an array of strings"),
+    ({"resources": ["https://api.example.com/"] * 2}, "invalid_client_metadata", "resources lists a value twice"),
 ], ids=["rsa-1024", "private-jwk", "oct-with-k", "oct", "expired-certificate", "jwks-and-jwks_uri",
         "private-jwks_uri", "alg-does-not-fit", "hs256", "none-with-client_credentials", "jwks-with-secret",
         "code-without-redirect", "http-redirect", "fragment", "relative-redirect", "javascript-redirect",
         "refresh-without-code", "response-types", "unsupported-grant", "grant-types-string", "name-type",
-        "scope-tab", "first-party-string", "lifetime-too-short", "token-reuse-value"])
+        "scope-tab", "first-party-string", "lifetime-too-short", "token-reuse-value", "dpop-bound-string",
+        "dpop-nonce-number", "token-format-unknown", "resource-relative", "resource-fragment", "resource-number",
+        "resources-string", "resource-twice"])
 def test_every_refusal_is_a_400_with_the_rfc7591_error(api, change, error, words):
     metadata = {k: v for k, v in {**pkjwt(rsa_key()), **change}.items() if v is not None}
     before = _client_count(api)
@@ -306,6 +317,56 @@ def test_every_refusal_is_a_400_with_the_rfc7591_error(api, change, error, words
     assert set(body) == {"error", "error_description"}
     assert words in body["error_description"], body
     assert _client_count(api) == before  # nothing was registered
+
+
+def test_token_settings_round_trip(api):
+    """RFC 9449 §5.2 dpop_bound_access_tokens, require_dpop_nonce, access_token_format (RFC 9068) and
+    RFC 8707 resources: registered, read back, replaced, and returned to their defaults."""
+    settings = {"dpop_bound_access_tokens": True, "require_dpop_nonce": True, "access_token_format": "jwt",
+                "resources": ["https://api.example.com/", "urn:example:payments"]}
+    created = api.register(pkjwt(rsa_key(), **settings))
+    cid = created["client_id"]
+    read = assert_client_information(api.get(cid))
+    for body in (created, read):
+        assert {name: body[name] for name in settings} == settings
+    from storage import clients
+    with api.env.app.app_context():
+        stored = clients.get(cid)
+    assert (stored.dpop_bound_access_tokens, stored.require_dpop_nonce, stored.access_token_format,
+            stored.resources) == (True, True, "jwt", ("https://api.example.com/", "urn:example:payments"))
+    # A replace with what was read changes nothing; a replace without them returns to the defaults.
+    assert assert_client_information(api.put(cid, read)) == read
+    changed = assert_client_information(api.put(cid, pkjwt(rsa_key(), access_token_format="opaque",
+                                                           resources=["https://api.example.com/"])))
+    assert (changed["dpop_bound_access_tokens"], changed["require_dpop_nonce"], changed["access_token_format"],
+            changed["resources"]) == (False, False, "opaque", ["https://api.example.com/"])
+    plain = assert_client_information(api.put(cid, pkjwt(rsa_key())))
+    assert (plain["dpop_bound_access_tokens"], plain["require_dpop_nonce"]) == (False, False)
+    assert "access_token_format" not in plain and "resources" not in plain
+    assert assert_client_information(api.get(cid)) == plain
+
+
+def test_a_client_sets_its_own_token_settings_but_not_its_resources(api):
+    token = _initial_token(api, "--uses", "2")
+    body = assert_oauth_error(api.post(pkjwt(rsa_key(), scope="openid", resources=["https://api.example.com/"]),
+                                       headers=bearer(token)), 400, "invalid_client_metadata")
+    assert body["error_description"] == "Only an administrator may set resources"
+    own = {"dpop_bound_access_tokens": True, "require_dpop_nonce": True, "access_token_format": "jwt"}
+    created = api.register(pkjwt(rsa_key(), scope="openid", resources=[], **own), headers=bearer(token))
+    assert {name: created[name] for name in own} == own and "resources" not in created
+    # An administrator gives it resources; the client keeps them when it replaces its registration
+    # and may change its own settings, but not the resources.
+    cid, registration = created["client_id"], bearer(created["registration_access_token"])
+    given = assert_client_information(api.put(cid, pkjwt(rsa_key(), scope="openid", resources=["urn:example:a"])))
+    assert given["resources"] == ["urn:example:a"] and given["dpop_bound_access_tokens"] is False
+    kept = assert_client_information(api.put(cid, pkjwt(rsa_key(), scope="openid", access_token_format="opaque"),
+                                             headers=registration))
+    assert (kept["resources"], kept["access_token_format"]) == (["urn:example:a"], "opaque")
+    for resources in (["urn:example:a", "urn:example:b"], []):
+        body = assert_oauth_error(api.put(cid, pkjwt(rsa_key(), scope="openid", resources=resources),
+                                          headers=registration), 400, "invalid_client_metadata")
+        assert body["error_description"] == "Only an administrator may set resources"
+    assert assert_client_information(api.get(cid)) == kept
 
 
 def _client_count(api) -> int:
@@ -388,7 +449,7 @@ def test_an_initial_access_token_holder_is_not_an_administrator(api):
     token = _initial_token(api, "--uses", "10")
     for extra in ({"client_id": "chosen"}, {"ext_param_client_id": "chosen"}, {"first_party": True},
                   {"token_reuse": "allow"}, {"audience_policy": "legacy"}, {"access_token_lifetime": 600},
-                  {"scope": "openid read"}, {"scope": "payments:write"}):
+                  {"resources": ["https://api.example.com/"]}, {"scope": "openid read"}, {"scope": "payments:write"}):
         body = assert_oauth_error(api.post(pkjwt(rsa_key(), **{"scope": "openid", **extra}), headers=bearer(token)),
                                   400, "invalid_client_metadata")
         assert "administrator" in body["error_description"]
@@ -547,7 +608,7 @@ def test_deleting_a_client_ends_its_registration_access_token_and_tokens(api):
     assert_unauthorized(api.get("short-lived", headers=bearer(created["registration_access_token"])),
                         BEARER_CHALLENGE)
     with api.env.app.app_context():
-        assert api.env.app.extensions["idp"].services.tokens.active(access_token) is None
+        assert api.env.app.extensions["idp"].services.access_tokens.active(access_token) is None
     # A new client with the same id does not inherit the old registration access token.
     api.register(pkjwt(rsa_key(), client_id="short-lived"))
     assert_unauthorized(api.get("short-lived", headers=bearer(created["registration_access_token"])),

@@ -826,6 +826,32 @@ def test_cli_clients_list_show_delete(main):
     assert missing.returncode != 0 and "no such client" in missing.stderr
 
 
+def test_cli_clients_create_token_settings(main):
+    """--dpop-bound-access-tokens, --require-dpop-nonce, --access-token-format and --resource go
+    through the registration API's rules; `clients show` prints them."""
+    client = client_files(main.config_path.parent / "clients", "token-settings-client")
+    created = main.cli(*create_args(client, "--dpop-bound-access-tokens", "--require-dpop-nonce",
+                                    "--access-token-format", "jwt", "--resource", "https://api.example.com/",
+                                    "--resource", "urn:example:payments"))
+    shown = json.loads(main.cli("clients", "show", client.client_id).stdout)
+    for view in (json.loads(created.stdout), shown):
+        assert (view["dpop_bound_access_tokens"], view["require_dpop_nonce"], view["access_token_format"],
+                view["resources"]) == (True, True, "jwt", ["https://api.example.com/", "urn:example:payments"])
+    plain = client_files(main.config_path.parent / "clients", "token-defaults-client")
+    view = json.loads(main.cli(*create_args(plain)).stdout)
+    assert (view["dpop_bound_access_tokens"], view["require_dpop_nonce"], view["access_token_format"],
+            view["resources"]) == (False, False, None, [])
+    for extra, words in ((("--resource", "/relative"), "--resource: A resource in resources must be an absolute URI"),
+                         (("--resource", "https://api.example.com/#x"),
+                          "--resource: A resource in resources must not contain a fragment"),
+                         (("--resource", "urn:a", "--resource", "urn:a"), "--resource: resources lists a value twice"),
+                         (("--access-token-format", "reference"), "'reference' is not one of 'opaque', 'jwt'")):
+        refused = main.cli(*create_args(client_files(main.config_path.parent / "clients", "refused-client"), *extra),
+                           check=False)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+    assert main.cli("clients", "show", "refused-client", check=False).returncode != 0
+
+
 def test_cli_keystore_list_shows_primary_key_entry(main):
     entries = json.loads(main.cli("keystore", "list").stdout)
     primary = next(e for e in entries if e["alias"] == "wso2carbon")

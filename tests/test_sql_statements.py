@@ -250,10 +250,12 @@ def test_every_statement_is_generated_at_start_up(tmp_path):
     """build_app() generates the SQL of every statement (the failure log's included), so a
     statement peewee cannot bind by name stops start-up, not a request."""
     from handlers import failure_log
-    from storage import clients, replay, tokens
+    from storage import clients, tokens
     from support import make_in_process
     env = make_in_process(tmp_path)
     db = database_proxy.obj
+    services = env.app.extensions["idp"].services
     with env.app.app_context():
-        for statement in (failure_log._INSERT, replay._INSERT, tokens._INSERT, clients._SELECT_ONE):
+        for statement in (failure_log._INSERT, services.replay.sql.insert, services.dpop.replay.sql.insert,
+                          tokens._INSERT, clients._SELECT_ONE):
             assert statement._sql.get(db) is not None

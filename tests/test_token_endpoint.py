@@ -673,9 +673,9 @@ def test_deleting_a_client_revokes_its_tokens(idp):
     token = idp.token(idp.assertion()).json["access_token"]
     services = idp.app.extensions["idp"].services
     with idp.app.app_context():
-        assert services.tokens.active(token) is not None
+        assert services.access_tokens.active(token) is not None
         clients.delete("client-1")
-        assert services.tokens.active(token) is None
+        assert services.access_tokens.active(token) is None
 
 
 def test_reuse_record_keeps_the_later_expiry(make_idp):

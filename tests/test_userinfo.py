@@ -9,7 +9,8 @@ import pytest
 from oidc_support import ALICE_CLAIMS, FORM, make_oidc
 
 PATH = "/oauth2/userinfo"
-NO_TOKEN = 'Bearer realm="oauth2"'
+# RFC 6750 §3 and RFC 9449 §7.1: no error code when there was no token; both schemes offered.
+NO_TOKEN = 'Bearer realm="oauth2", DPoP algs="ES256 ES384 ES512 PS256 PS384 PS512 EdDSA RS256"'
 INVALID_TOKEN = 'Bearer realm="oauth2", error="invalid_token"'
 INVALID_REQUEST = 'Bearer realm="oauth2", error="invalid_request"'
 

@@ -18,8 +18,9 @@ bp = Blueprint("discovery", __name__)
 
 @bp.get("/oauth2/jwks")
 def jwks():
-    # One key: the primary keystore's, which signs ID tokens (keystore.id_token names its kid).
-    return json_response({"keys": [id_token.public_jwk(current.idp().services.keystore())]}, cacheable=True,
+    # Every key entry of the keystore: the primary (ID tokens), the access token key, and any
+    # other kept for tokens it signed (keystore.signing_keys).
+    return json_response(current.services().keys().jwks(), cacheable=True,
                          headers={"Cache-Control": "public, max-age=300"})
 
 
@@ -61,6 +62,7 @@ def metadata():
         # request objects nor request_uri are supported.
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
+        "dpop_signing_alg_values_supported": list(idp.services.dpop.algorithms),  # RFC 9449 §5.1
         **idp.chain.metadata(),
     }
     # RFC 8414 §2: the same client authentication serves introspection and revocation, except

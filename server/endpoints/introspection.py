@@ -30,14 +30,20 @@ def introspect():
 
 
 def _introspect_access(token: str, client_id: str) -> dict | None:
-    row = current.idp().services.tokens.active(token)
-    if row is None:
+    found = current.services().access_tokens.active(token)
+    if found is None:
         return None
-    body = {"client_id": row.client_id, "token_type": "Bearer", "exp": row.expires_at, "iat": row.issued_at}
-    if row.scope:
-        body["scope"] = row.scope
-    if row.user_sub:
-        body["sub"] = row.user_sub
+    # RFC 9449 §6.2: token_type and cnf.jkt of a DPoP-bound token; RFC 8707: its audience.
+    body: dict = {"client_id": found.client_id, "token_type": found.token_type, "exp": found.expires_at,
+                  "iat": found.issued_at}
+    if found.scope:
+        body["scope"] = found.scope
+    if found.user_sub:
+        body["sub"] = found.user_sub
+    if found.audience:
+        body["aud"] = found.audience[0] if len(found.audience) == 1 else list(found.audience)
+    if found.jkt:
+        body["cnf"] = {"jkt": found.jkt}
     return body
 
 

@@ -20,7 +20,7 @@ def revoke():
     same authorization code (§2.1). A public client may revoke its own tokens too (§2.1
     authenticates confidential clients only)."""
     client_id, token, refresh_first = token_to_examine(REVOCATION)
-    revokers = [current.services().tokens.revoke, refresh.revoke]
+    revokers = [current.services().access_tokens.revoke, refresh.revoke]
     if refresh_first:
         revokers.reverse()
     for revoke_one in revokers:

@@ -15,7 +15,8 @@ bp = Blueprint("token", __name__)
 
 
 def token_response(req: Request, idp) -> Response:
-    return json_response(idp.chain.token(token_request(TOKEN, req, idp)))
+    body, headers = idp.chain.token(token_request(TOKEN, req, idp))
+    return json_response(body, headers=headers)
 
 
 @bp.route("/oauth2/token", methods=["POST"], provide_automatic_options=False)

@@ -1,4 +1,5 @@
-"""The userinfo endpoint (OpenID Connect Core §5.3) with bearer tokens (RFC 6750)."""
+"""The userinfo endpoint (OpenID Connect Core §5.3) with bearer tokens (RFC 6750) and DPoP-bound
+tokens (RFC 9449 §7)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from core.errors import OAuthError
 from server import current
 from server.forms import parse_form, read_body
 from server.render import json_response
-from storage import users
+from core.access_tokens import ActiveToken
+from storage import clients, users
 
 bp = Blueprint("userinfo", __name__)
 
@@ -28,36 +30,51 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1
 
 
 def bearer_error(status: int, error: str | None, description: str, scope: str | None = None) -> OAuthError:
-    """RFC 6750 §3: the challenge names the error, except when the request had no token at all."""
+    """RFC 6750 §3: the challenge names the error, except when the request had no token at all;
+    then the DPoP scheme is offered too (RFC 9449 §7.1)."""
     challenge = 'Bearer realm="oauth2"'
     if error:
         challenge += f', error="{error}"'
     if scope:
         challenge += f', scope="{scope}"'
+    if not error:
+        challenge += ", " + _dpop_challenge(None)
     return OAuthError(error or "invalid_token", description, status, {"WWW-Authenticate": challenge})
 
 
-def _bearer_token() -> str:
-    """The access token from the Authorization header or, on POST, the form body (RFC 6750 §2.1,
-    §2.2); never from the URL (§2.3 is not supported: URLs end up in logs and Referer headers)."""
+def _dpop_challenge(error: str | None) -> str:
+    algs = " ".join(current.services().dpop.algorithms)
+    return f'DPoP error="{error}", algs="{algs}"' if error else f'DPoP algs="{algs}"'
+
+
+def dpop_error(error: str, description: str, headers: dict[str, str] | None = None, **_) -> OAuthError:
+    """RFC 9449 §7.1: a protected resource's error in the DPoP scheme."""
+    return OAuthError(error, description, 400 if error == "invalid_request" else 401,
+                      {"WWW-Authenticate": _dpop_challenge(error), **(headers or {})})
+
+
+def _presented_token() -> tuple[str, str]:
+    """The access token and the scheme it came with ("bearer" or "dpop"): from the Authorization
+    header or, on POST, the form body (RFC 6750 §2.1, §2.2; RFC 9449 §7.1); never from the URL
+    (§2.3 is not supported: URLs end up in logs and Referer headers)."""
     if "access_token" in request.args:
         raise bearer_error(400, "invalid_request", "The access token must not be sent in the URL")
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer":
+        if scheme.lower() in ("bearer", "dpop"):
             value = value.strip(" ")
             if not _B64TOKEN.fullmatch(value):
                 raise bearer_error(401, "invalid_token", "The access token is malformed")
-            found.append(value)
+            found.append((value, scheme.lower()))
     if request.method == "POST" and request.mimetype == "application/x-www-form-urlencoded":
         try:
             form = parse_form(read_body(request.stream))
         except OAuthError as exc:
             raise bearer_error(exc.status, "invalid_request", exc.description) from None
         if "access_token" in form:
-            found.append(form["access_token"])
+            found.append((form["access_token"], "bearer"))
     if len(found) > 1:  # §2: exactly one method
         raise bearer_error(400, "invalid_request", "The access token was sent in more than one way")
     if not found:
@@ -65,15 +82,49 @@ def _bearer_token() -> str:
     return found[0]
 
 
+def _usable_token() -> ActiveToken:
+    """The presented access token if it is active and presented as its binding requires: a
+    DPoP-bound token only with the DPoP scheme and a proof of its key carrying its hash
+    (RFC 9449 §7), a bearer token only as a bearer token."""
+    token, scheme = _presented_token()
+    services = current.services()
+    proof = None
+    if scheme == "dpop":
+        proofs = request.headers.getlist("DPoP")
+        if len(proofs) != 1:
+            raise dpop_error("invalid_dpop_proof", "Exactly one DPoP header is required with the DPoP scheme")
+        proof = services.dpop.verify(proofs[0], request.method, services.settings.base_url + request.path,
+                                     access_token=token, error=lambda d, **_: dpop_error("invalid_dpop_proof", d))
+    found = services.access_tokens.active(token)
+    if found is None:
+        if scheme == "dpop":
+            raise dpop_error("invalid_token", "The access token is invalid, expired or revoked")
+        raise bearer_error(401, "invalid_token", "The access token is invalid, expired or revoked")
+    if found.jkt is None:
+        if proof is not None:
+            raise dpop_error("invalid_token", "The access token is not DPoP-bound: send it as a Bearer token")
+        return found
+    if proof is None:  # RFC 9449 §7.2: a bound token is not a bearer token
+        raise dpop_error("invalid_token", "The access token is DPoP-bound: send it with the DPoP scheme and a proof")
+    if proof.jkt != found.jkt:
+        raise dpop_error("invalid_dpop_proof", "The DPoP proof is not signed by the key the token is bound to")
+    dpop = services.dpop
+    dpop.check_nonce(proof, clients.get(found.client_id),
+                     error=lambda nonce: dpop_error("use_dpop_nonce", "The DPoP proof must carry the nonce the "
+                                                    "server provides", {"DPoP-Nonce": nonce}))
+    dpop.record(proof, error=lambda d, **_: dpop_error("invalid_dpop_proof", d))
+    return found
+
+
 @bp.route("/oauth2/userinfo", methods=["GET", "POST"], provide_automatic_options=False)
 def userinfo():
     """OpenID Connect Core §5.3: the signed-in user's claims, as far as the token's scopes allow."""
-    row = current.idp().services.tokens.active(_bearer_token())
-    # Only a user's token (not a client's own) that is active.
-    account = users.get_by_sub(row.user_sub) if row is not None and row.user_sub else None
+    found = _usable_token()
+    # Only a user's token (not a client's own).
+    account = users.get_by_sub(found.user_sub) if found.user_sub else None
     if account is None:
         raise bearer_error(401, "invalid_token", "The access token is invalid, expired or revoked")
-    scopes = row.scope.split()
+    scopes = found.scope.split()
     if "openid" not in scopes:
         raise bearer_error(403, "insufficient_scope", "The access token does not have the openid scope",
                            scope="openid")

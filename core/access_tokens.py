@@ -1,0 +1,143 @@
+"""Access tokens in the two formats a client may get ([oauth.token] access_token_format, per
+client access_token_format): opaque strings, stored hashed (storage.tokens), or JWTs (RFC 9068)
+signed with the access token key (keystore.signing_keys). A JWT is recorded like an opaque token
+unless [oauth.token] persist = false; then nothing is written when it is issued, and revoking it
+puts its jti on a deny-list until it expires.
+
+`active()` is the one answer to "may this token be used now?" for introspection, revocation and
+the userinfo endpoint, whatever the format.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from keystore.jws import MalformedJWS, parse_compact_jws
+from keystore.signing_keys import KeySet
+from storage import clients
+from storage.tokens import MAX_TOKEN, TokenStore
+
+AT_JWT = "at+jwt"  # RFC 9068 §2.1; also application/at+jwt
+
+
+@dataclass(frozen=True)
+class ActiveToken:
+    """What an active access token says, whatever its format."""
+
+    client_id: str
+    scope: str
+    issued_at: int
+    expires_at: int
+    user_sub: str | None = None
+    jkt: str | None = None                 # RFC 9449 §6: bound to this DPoP key
+    audience: tuple[str, ...] = ()         # RFC 8707 resources
+    format: str = "opaque"
+
+    @property
+    def token_type(self) -> str:
+        """RFC 9449 §5, §6.2: how the token is presented and described."""
+        return "DPoP" if self.jkt else "Bearer"
+
+
+class AccessTokens:
+    def __init__(self, settings, store: TokenStore, keys: Callable[[], KeySet]) -> None:
+        self.issuer = settings.issuer
+        self.default_format = settings.token["access_token_format"]
+        self.persist = settings.token["persist"]
+        self.store = store
+        self.keys = keys
+
+    def issue(self, *, client: clients.RegisteredClient, scope: str, lifetime: int, user_sub: str | None = None,
+              grant_id: str | None = None, auth_time: int | None = None, jkt: str | None = None,
+              audience: tuple[str, ...] = ()) -> tuple[str, int]:
+        """A new access token for `client`; returns (token, expires_in)."""
+        if (client.access_token_format or self.default_format) != "jwt":
+            return self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
+                                    jkt=jkt, audience=audience)
+        now = int(time.time())
+        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope, auth_time and cnf when they apply.
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "exp": now + lifetime,
+            "aud": (audience[0] if len(audience) == 1 else list(audience)) if audience else client.client_id,
+            "sub": user_sub or client.client_id,   # §2.2: the client's own token names the client
+            "client_id": client.client_id,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+        }
+        if scope:
+            claims["scope"] = scope
+        if auth_time is not None:
+            claims["auth_time"] = auth_time
+        if jkt:
+            claims["cnf"] = {"jkt": jkt}
+        token = self.keys().access_token.sign(claims, typ=AT_JWT)
+        if self.persist:
+            return self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
+                                    jkt=jkt, audience=audience, token=token, now=now)
+        self.store.tick(now)
+        return token, lifetime
+
+    def active(self, token: str) -> ActiveToken | None:
+        """The token if it may be used now: known or validly signed by us, not expired, not revoked."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
+            return None
+        if token.count(".") == 2:
+            return self._active_jwt(token)
+        row = self.store.find(token)
+        if not self.store.usable(row):
+            return None
+        return ActiveToken(client_id=row.client_id, scope=row.scope, issued_at=row.issued_at,
+                           expires_at=row.expires_at, user_sub=row.user_sub, jkt=row.jkt,
+                           audience=tuple((row.audience or "").split()))
+
+    def _active_jwt(self, token: str) -> ActiveToken | None:
+        claims = self.verify(token)
+        if claims is None:
+            return None
+        row = self.store.find(token)
+        if row is not None:   # recorded (persist = true when it was issued): the record decides
+            if not self.store.usable(row):
+                return None
+        elif self.store.denied(claims["jti"]) or clients.get(claims["client_id"]) is None:
+            return None       # revoked, or its client deleted since
+        audience = claims["aud"]
+        cnf = claims.get("cnf")
+        return ActiveToken(client_id=claims["client_id"], scope=claims.get("scope", ""), issued_at=claims["iat"],
+                           expires_at=claims["exp"],
+                           user_sub=claims["sub"] if "auth_time" in claims else None,  # a user's token
+                           jkt=cnf.get("jkt") if isinstance(cnf, dict) else None,
+                           audience=tuple(audience) if isinstance(audience, list) else
+                           (() if audience == claims["client_id"] else (audience,)),
+                           format="jwt")
+
+    def verify(self, token: str) -> dict[str, Any] | None:
+        """The claims of a JWT access token this server signed and that has not expired, or None."""
+        try:
+            jws = parse_compact_jws(token, MAX_TOKEN)
+        except MalformedJWS:
+            return None
+        header, claims = jws.header, jws.payload
+        key = self.keys().published.get(header.get("kid"))  # type: ignore[arg-type]
+        if (key is None or header.get("typ") != AT_JWT or header.get("alg") != key.alg
+                or not key.verifier().verify(jws.signing_input, jws.signature)):
+            return None
+        if claims.get("iss") != self.issuer or not all(isinstance(claims.get(name), str)
+                                                       for name in ("client_id", "sub", "jti")):
+            return None
+        if not all(type(claims.get(name)) is int for name in ("exp", "iat")) or claims["exp"] <= int(time.time()):
+            return None
+        return claims
+
+    def revoke(self, token: str, client_id: str) -> bool:
+        """RFC 7009 §2.1: only the client the token was issued to may revoke it."""
+        if token.count(".") == 2 and self.store.find(token) is None:
+            claims = self.verify(token)
+            if claims is None or claims["client_id"] != client_id:
+                return False
+            self.store.deny(claims["jti"], client_id, claims["exp"])
+            return True
+        return self.store.revoke(token, client_id)
