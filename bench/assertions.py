@@ -8,6 +8,11 @@ assertions file is one compact JWS with its own jti, prefixed by a one-letter ki
     r <jws>   replay of an earlier good line of the same file: must be rejected
     e <jws>   expired (exp in the past): must be rejected
 
+With a DPoP key (RFC 9449) every line gets a third field, `<kind> <jws> <proof>`: a fresh proof
+(typ dpop+jwt, ES256, the key's public JWK in the header; jti, htm POST, htu, iat = signing time)
+that token.lua sends as the `DPoP` header. A replay line carries its own fresh proof, so its
+rejection is the assertion's.
+
 Signing runs in a process pool with `cryptography` directly. Keys are cached on disk and
 reused, so a client registered once keeps matching the assertions generated later.
 """
@@ -123,9 +128,33 @@ def client_keys(cache_dir: Path, family: str, client_ids: list[str], procs: int)
 _STATE: dict = {}
 
 
-def _init_signer(alg: str, keys: dict[str, bytes], kids: dict[str, str | None], aud: str) -> None:
+def dpop_header(jwk: dict) -> str:
+    """The encoded protected header of every proof made with the P-256 key `jwk` (RFC 9449 §4.2)."""
+    public = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    return b64url(json.dumps({"typ": "dpop+jwt", "alg": "ES256", "jwk": public}, separators=(",", ":")).encode())
+
+
+def dpop_proof(key, header: str, htu: str, iat: int | None = None) -> str:
+    """One fresh proof for POST `htu`; `key` a cryptography EC private key, `header` from dpop_header."""
+    claims = {"jti": str(uuid.uuid4()), "htm": "POST", "htu": htu, "iat": int(time.time()) if iat is None else iat}
+    signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
+    return signing_input + "." + b64url(_signature(key, "ES256", signing_input.encode("ascii")))
+
+
+def fresh_proof(dpop: "ClientKey", htu: str) -> str:
+    """A proof made now, in this process (the sanity and replay requests of run.py)."""
+    key = serialization.load_pem_private_key(dpop.private_pem, password=None)
+    return dpop_proof(key, dpop_header(dpop.jwk), htu)
+
+
+def _init_signer(alg: str, keys: dict[str, bytes], kids: dict[str, str | None], aud: str,
+                 dpop: tuple[bytes, dict, str] | None = None) -> None:
     _STATE["alg"] = alg
     _STATE["aud"] = aud
+    _STATE["dpop"] = None
+    if dpop:
+        pem, jwk, htu = dpop
+        _STATE["dpop"] = (serialization.load_pem_private_key(pem, password=None), dpop_header(jwk), htu)
     _STATE["keys"] = {c: serialization.load_pem_private_key(pem, password=None) for c, pem in keys.items()}
     _STATE["headers"] = {
         c: b64url(json.dumps({"alg": alg, "typ": "JWT", **({"kid": kid} if kid else {})},
@@ -143,10 +172,15 @@ def _signature(key, alg: str, data: bytes) -> bytes:
 
 
 def _sign_batch(batch: list[tuple[str, str, int, int]]) -> list[str]:
-    """batch items: (kind, client_id, iat, exp) -> '<kind> <jws>' lines."""
-    alg, aud = _STATE["alg"], _STATE["aud"]
+    """batch items: (kind, client_id, iat, exp) -> '<kind> <jws>' lines, '<kind> <jws> <proof>'
+    with a DPoP key; a replay item gets '-' for its jws (filled in by generate) and its own proof."""
+    alg, aud, dpop = _STATE["alg"], _STATE["aud"], _STATE["dpop"]
+    proof = (lambda: " " + dpop_proof(dpop[0], dpop[1], dpop[2])) if dpop else (lambda: "")
     out = []
     for kind, client_id, iat, exp in batch:
+        if kind == "r":
+            out.append(f"r -{proof()}")
+            continue
         claims = {"iss": client_id, "sub": client_id, "aud": aud, "jti": str(uuid.uuid4()), "iat": iat, "exp": exp}
         signing_input = _STATE["headers"][client_id] + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
         sig = b64url(_signature(_STATE["keys"][client_id], alg, signing_input.encode("ascii")))
@@ -154,7 +188,7 @@ def _sign_batch(batch: list[tuple[str, str, int, int]]) -> list[str]:
             # Change one character in the middle: still canonical base64url, wrong signature.
             i = len(sig) // 2
             sig = sig[:i] + ("A" if sig[i] != "A" else "B") + sig[i + 1:]
-        out.append(f"{kind} {signing_input}.{sig}")
+        out.append(f"{kind} {signing_input}.{sig}{proof()}")
     return out
 
 
@@ -172,8 +206,10 @@ def plan_kinds(count: int, hostile: float, seed: int = 7) -> list[str]:
 
 
 def generate(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], use_kid: dict[str, bool],
-             count: int, hostile: float, ttl: int = 3600, procs: int | None = None) -> dict:
-    """Write `count` lines to `path` (+ `path`.meta.json) and return the metadata."""
+             count: int, hostile: float, ttl: int = 3600, procs: int | None = None,
+             dpop: ClientKey | None = None, htu: str = "") -> dict:
+    """Write `count` lines to `path` (+ `path`.meta.json) and return the metadata. With `dpop`
+    (a P-256 key), every line carries a proof for POST `htu` as its third field."""
     procs = procs or os.cpu_count() or 1
     client_ids = list(keys)
     now = int(time.time())
@@ -187,12 +223,13 @@ def generate(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], use_
             items.append(("r", client_id, 0, 0))  # filled from the good line REPLAY_DISTANCE back
         else:
             items.append((kind, client_id, now, now + ttl))
-    to_sign = [it for it in items if it[0] != "r"]
+    to_sign = items if dpop else [it for it in items if it[0] != "r"]
     batches = [to_sign[i:i + 1000] for i in range(0, len(to_sign), 1000)]
     t0 = time.time()
     signed: list[str] = []
     init = (alg, {c: k.private_pem for c, k in keys.items()},
-            {c: (k.jwk["kid"] if use_kid[c] else None) for c, k in keys.items()}, aud)
+            {c: (k.jwk["kid"] if use_kid[c] else None) for c, k in keys.items()}, aud,
+            (dpop.private_pem, dpop.jwk, htu) if dpop else None)
     with mp.Pool(procs, initializer=_init_signer, initargs=init) as pool:
         for lines in pool.imap(_sign_batch, batches):
             signed.extend(lines)
@@ -203,7 +240,8 @@ def generate(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], use_
             j = i - REPLAY_DISTANCE
             while not lines[j].startswith("g "):
                 j -= 1
-            lines.append("r " + lines[j][2:])
+            jws = lines[j].split(" ")[1]
+            lines.append(f"r {jws} {next(it).split(' ')[2]}" if dpop else f"r {jws}")
         else:
             lines.append(next(it))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +249,7 @@ def generate(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], use_
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
     meta = {"alg": alg, "aud": aud, "count": count, "clients": len(client_ids), "hostile": hostile,
-            "replay_distance": REPLAY_DISTANCE,
+            "replay_distance": REPLAY_DISTANCE, "dpop_jkt": dpop.jwk["kid"] if dpop else None, "htu": htu,
             "iat": now, "exp": now + ttl, "kinds": {k: kinds.count(k) for k in "gsre"},
             "seconds": round(time.time() - t0, 1), "key_ids": hashlib.sha256(
                 "".join(k.jwk["kid"] for k in keys.values()).encode()).hexdigest()[:16]}
@@ -220,7 +258,7 @@ def generate(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], use_
 
 
 def usable(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], count: int, hostile: float,
-           margin: int) -> bool:
+           margin: int, dpop: ClientKey | None = None, htu: str = "") -> bool:
     """Whether an existing file fits this run (same keys, audience, mix; enough lines; not expiring)."""
     meta_path = Path(str(path) + ".meta.json")
     if not path.exists() or not meta_path.exists():
@@ -233,4 +271,5 @@ def usable(path: Path, *, alg: str, aud: str, keys: dict[str, ClientKey], count:
     return (meta.get("alg") == alg and meta.get("aud") == aud and meta.get("count", 0) >= count
             and meta.get("hostile") == hostile and meta.get("clients") == len(keys)
             and meta.get("replay_distance") == REPLAY_DISTANCE
+            and meta.get("dpop_jkt") == (dpop.jwk["kid"] if dpop else None) and meta.get("htu", "") == htu
             and meta.get("key_ids") == key_ids and meta.get("exp", 0) > time.time() + margin)

@@ -43,6 +43,10 @@ FLASK = REPO / ".venv" / "bin" / "flask"
 LUA = BENCH / "token.lua"
 ASSERTION_TYPE = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
 OUR_PORT, NODE_PORT, AUTHLIB_PORT = 9780, 3000, 5000
+# Our issuer and token endpoint as the server computes them from [server] hostname and port (always
+# https: tls = false means a TLS-terminating proxy): the assertions' aud and the DPoP proofs' htu.
+OUR_ENDPOINT = f"https://127.0.0.1:{OUR_PORT}/oauth2/token"
+KEYSTORE_PASSWORD = "wso2carbon"
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE_KB = 1
 EXPECTED_REASONS = {"s": "signature is invalid", "r": "already been used", "e": "has expired"}
@@ -106,14 +110,15 @@ def machine_ticks() -> list[int]:
 # --------------------------------------------------------------------------- HTTP helpers
 
 
-def post_assertion(url: str, jws: str) -> tuple[int, str]:
+def post_assertion(url: str, jws: str, proof: str | None = None) -> tuple[int, str]:
     body = f"grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}&client_assertion={jws}".encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **({"DPoP": proof} if proof else {})}
+    req = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read(300).decode(errors="replace")
+            return resp.status, resp.read(4000).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(300).decode(errors="replace")
+        return exc.code, exc.read(4000).decode(errors="replace")
     except OSError as exc:
         return 0, str(exc)
 
@@ -171,6 +176,38 @@ class JWKSServer:
 # --------------------------------------------------------------------------- targets
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What our server runs with beyond the common settings: DPoP proofs on every request, the
+    access token format, whether JWT access tokens are stored, their signing algorithm."""
+    name: str = "default"
+    dpop: bool = False
+    token_format: str = "opaque"
+    persist: bool = True
+    token_alg: str = "RS256"
+
+
+VARIANT_PARTS = {"default": {}, "dpop": {"dpop": True}, "jwt": {"token_format": "jwt"},
+                 "nopersist": {"token_format": "jwt", "persist": False},
+                 "es256": {"token_format": "jwt", "token_alg": "ES256"}}
+
+
+def parse_variant(name: str) -> Variant:
+    """`default`, or parts joined by `+`: dpop, jwt, nopersist (implies jwt), es256 (implies jwt)."""
+    fields: dict = {}
+    for part in name.split("+"):
+        if part not in VARIANT_PARTS:
+            raise ValueError(f"unknown variant part {part!r} in {name!r} (parts: {', '.join(VARIANT_PARTS)})")
+        fields.update(VARIANT_PARTS[part])
+    return Variant(name, **fields)
+
+
+def variant_from_flags(args) -> Variant:
+    parts = (["dpop"] if args.dpop else []) + (["jwt"] if args.token_format == "jwt" else []) + \
+            ([] if args.persist else ["nopersist"]) + (["es256"] if args.token_alg == "ES256" else [])
+    return Variant("+".join(parts) or "default", args.dpop, args.token_format, args.persist, args.token_alg)
+
+
 @dataclass
 class Target:
     name: str            # ours | node-oidc-provider | authlib
@@ -187,9 +224,31 @@ class Target:
     cleanup: object = None
     notes: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)   # merged into the result (e.g. the jti fill)
+    dpop: object = None      # ClientKey: every line carries a DPoP proof made with it
+    variant: Variant = Variant()
 
 
-def our_toml(path: Path, args, threads: int, db_url: str) -> None:
+def variant_toml(v: Variant, token_key: bool = True) -> str:
+    """The variant's [oauth.dpop] and [oauth.token] (token_key = False leaves out the ES256 key
+    entry, which does not exist before the keystore does)."""
+    text = ""
+    if v.dpop:
+        # The proofs are signed before the run (up to an hour before): accept them that long after
+        # their iat. Only the window changes; every proof is still fully checked and its jti recorded.
+        text += "[oauth.dpop]\nproof_lifetime = 3600\n\n"
+    token = []
+    if v.token_format != "opaque":
+        token.append(f'access_token_format = "{v.token_format}"')
+    if not v.persist:
+        token.append("persist = false")
+    if v.token_alg != "RS256" and token_key:
+        token += [f'signing_alg = "{v.token_alg}"', 'signing_key_alias = "tokens"']
+    if token:
+        text += "[oauth.token]\n" + "\n".join(token) + "\n\n"
+    return text
+
+
+def our_toml(path: Path, args, threads: int, db_url: str, variant: Variant = Variant(), token_key: bool = True) -> None:
     reuse = "true" if args.reuse == "prevent" else "false"
     path.write_text(f"""[server]
 hostname = "127.0.0.1"
@@ -205,7 +264,7 @@ url = "{db_url}"
 [keystore.primary]
 file_name = "var/wso2carbon.p12"
 type = "PKCS12"
-password = "wso2carbon"
+password = "{KEYSTORE_PASSWORD}"
 alias = "wso2carbon"
 
 [oauth.jwks_fetch]
@@ -217,8 +276,9 @@ allowed_hosts = ["127.0.0.1"]
 [oauth.rate_limit]
 failures_per_client = 0
 failures_per_address = 0
+failures_per_client_address = 0
 
-[[event_listener]]
+{variant_toml(variant, token_key)}[[event_listener]]
 id = "private_key_jwt_authenticator"
 type = "org.wso2.carbon.identity.core.handler.AbstractIdentityHandler"
 name = "org.wso2.carbon.identity.oauth2.token.handler.clientauth.jwt.PrivateKeyJWTClientAuthenticator"
@@ -242,7 +302,8 @@ def psql(sql: str) -> str:
     return run_checked(PSQL + ["-d", "test", "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
 
 
-def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, server_cpus: str) -> Target:
+def make_ours(args, threads: int, variant: Variant, keys: dict, dpop_key, jwks_server: JWKSServer | None,
+              server_cpus: str) -> Target:
     work = Path(tempfile.mkdtemp(prefix="pkjwt-bench-"))
     schema = None
     if args.db == "postgres":
@@ -252,7 +313,9 @@ def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, se
     else:
         db_url = "sqlite:///var/identity.db"
     toml = work / "deployment.toml"
-    our_toml(toml, args, threads, db_url)
+    es_key = variant.token_alg != "RS256"
+    # Without the token key entry until it exists: the CLI's first start creates the keystore.
+    our_toml(toml, args, threads, db_url, variant, token_key=not es_key)
     env = {**os.environ, "DEPLOYMENT_TOML": str(toml), "PYTHONUNBUFFERED": "1"}
     env.pop("FLASK_APP", None)
     client_ids = list(keys)
@@ -260,8 +323,17 @@ def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, se
 
     def prepare():
         register()
+        if es_key:
+            add_token_key()
         if args.jti_rows:
             fill()
+
+    def add_token_key():
+        # A P-256 key entry beside the primary key in the keystore the server created (db upgrade).
+        run_checked(["keytool", "-genkeypair", "-alias", "tokens", "-keyalg", "EC", "-groupname", "secp256r1",
+                     "-dname", "CN=tokens", "-keystore", str(work / "var" / "wso2carbon.p12"), "-storetype", "PKCS12",
+                     "-storepass", KEYSTORE_PASSWORD, "-keypass", KEYSTORE_PASSWORD, "-noprompt"])
+        our_toml(toml, args, threads, db_url, variant)
 
     def fill():
         # After the schema exists (db upgrade above), before the server starts.
@@ -320,14 +392,19 @@ def make_ours(args, threads: int, keys: dict, jwks_server: JWKSServer | None, se
             shutil.rmtree(work, ignore_errors=True)
 
     base = f"http://127.0.0.1:{OUR_PORT}"
-    desc = (f"gunicorn gthread {args.workers} worker(s) x {threads} threads, CPU {server_cpus}, "
+    desc = (f"{variant.name}: gunicorn gthread {args.workers} worker(s) x {threads} threads, CPU {server_cpus}, "
             f"{args.db}, reuse={args.reuse}, {len(client_ids)} client(s)")
+    if variant.dpop:
+        desc += ", DPoP proof per request"
+    if variant.token_format != "opaque":
+        desc += f", {variant.token_format.upper()} access tokens ({variant.token_alg}{'' if variant.persist else ', not stored'})"
     if args.jti_rows:
         desc += f", {args.jti_rows:,} jti rows ({args.jti_expired_share:.0%} expired)"
     # The issuer is https even without TLS in the server (a TLS-terminating proxy is assumed).
     return Target("ours", desc, base + "/oauth2/token", base + "/.well-known/openid-configuration",
-                  f"https://127.0.0.1:{OUR_PORT}/oauth2/token", ["taskset", "-c", server_cpus, str(VENV_PY), "app.py", str(toml)],
-                  REPO, env, server_cpus, keys, prepare, cleanup, [f"work dir {work}"], extra)
+                  OUR_ENDPOINT, ["taskset", "-c", server_cpus, str(VENV_PY), "app.py", str(toml)],
+                  REPO, env, server_cpus, keys, prepare, cleanup, [f"work dir {work}"], extra,
+                  dpop_key if variant.dpop else None, variant)
 
 
 def make_node(args, keys: dict, server_cpus: str) -> Target:
@@ -368,22 +445,27 @@ def make_authlib(args, keys: dict, server_cpus: str) -> Target:
 def assertions_for(t: Target, args) -> Path:
     count = args.count or int(RATE_BUDGET[t.name] * (args.warmup + args.duration + 2))
     hostile = args.hostile_share if args.hostile else 0.0
-    key = f"{t.name}-{args.alg}-c{len(t.keys)}-h{int(hostile * 100)}"
+    key = f"{t.name}-{args.alg}-c{len(t.keys)}-h{int(hostile * 100)}{'-dpop' if t.dpop else ''}"
     path = CACHE / "assertions" / f"{key}.txt"
     margin = 900 + int(args.warmup + args.duration) * 4
-    if not A.usable(path, alg=args.alg, aud=t.aud, keys=t.keys, count=count, hostile=hostile, margin=margin):
-        log(f"   signing {count} {args.alg} assertions for {t.name} (aud {t.aud}) ...")
+    htu = OUR_ENDPOINT if t.dpop else ""
+    if not A.usable(path, alg=args.alg, aud=t.aud, keys=t.keys, count=count, hostile=hostile, margin=margin,
+                    dpop=t.dpop, htu=htu):
+        log(f"   signing {count} {args.alg} assertions for {t.name} (aud {t.aud})"
+            f"{f', each with a DPoP proof for {htu}' if t.dpop else ''} ...")
         meta = A.generate(path, alg=args.alg, aud=t.aud, keys=t.keys, use_kid={c: True for c in t.keys},
-                          count=count, hostile=hostile)
+                          count=count, hostile=hostile, dpop=t.dpop, htu=htu)
         log(f"   signed in {meta['seconds']} s")
     return path
 
 
-def line(path: Path, n: int) -> tuple[str, str]:
+def line(path: Path, n: int) -> tuple[str, str, str | None]:
+    """Line n: kind, assertion, DPoP proof (None without one)."""
     with open(path) as f:
         for i, text in enumerate(f):
             if i == n:
-                return text[0], text[2:].strip()
+                fields = text.split()
+                return fields[0], fields[1], (fields[2] if len(fields) > 2 else None)
     raise IndexError(n)
 
 
@@ -419,8 +501,9 @@ def run_wrk(t: Target, args, afile: Path, start: int, seconds: float, out_json: 
     return res
 
 
-def judge(res: dict, ours: bool, hostile: bool, connections: int) -> dict:
-    """Errors of a wrk result: anything but the expected answer, from the totals."""
+def judge(res: dict, ours: bool, hostile: bool, connections: int, dpop: bool = False) -> dict:
+    """Errors of a wrk result: anything but the expected answer, from the totals. With DPoP proofs
+    every token must be DPoP-bound (token_type DPoP, RFC 9449 §5)."""
     sock = sum(res["socket_errors"].values())
     sk = res["sent_kinds"]
     good_sent = sk.get("g", 0)
@@ -441,8 +524,11 @@ def judge(res: dict, ours: bool, hostile: bool, connections: int) -> dict:
                     expected[kind] += n
             errors += unexpected_reasons
             errors += sum(max(0, expected[k] - sk.get(k, 0)) for k in expected)
+    not_dpop = res["ok"] - res.get("dpop_tokens", 0) if dpop else 0
+    errors += not_dpop
     missing = (res["sent"] - res["completed"])
-    return {"errors": errors, "unexpected_reasons": unexpected_reasons, "in_flight_at_end": missing,
+    return {"errors": errors, "unexpected_reasons": unexpected_reasons, "tokens_not_dpop": not_dpop,
+            "in_flight_at_end": missing,
             "good_sent": good_sent, "bad_sent": bad_sent,
             "suspicious_in_flight": missing > connections + 1}
 
@@ -469,6 +555,7 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
                                 start_new_session=True)
     result: dict = {"target": t.name, "config": t.config, "server_cpus": t.cpus, "wrk_cpu": wrk_cpu,
                     "alg": args.alg, "clients": len(t.keys), "hostile": hostile, "connections": args.connections,
+                    "variant": t.variant.name if t.name == "ours" else None, "dpop": bool(t.dpop),
                     "server_log": str(server_log.relative_to(BENCH)), **t.extra}
     sampler = None
     try:
@@ -476,13 +563,15 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
         time.sleep(0.7)  # gunicorn workers finish booting after the master answers
         if args.rss_samples:
             sampler = RSSSampler(proc.pid, args.rss_samples)
-        # Sanity: line 0 gives a token; sending it again is refused (unless reuse is allowed).
-        _, jws0 = line(afile, 0)
-        s0 = post_assertion(t.token_url, jws0)
-        s1 = post_assertion(t.token_url, jws0)
+        # Sanity: line 0 gives a token; sending it again is refused (unless reuse is allowed). A
+        # replay carries a fresh proof, so that what is refused is the assertion.
+        fresh = (lambda: A.fresh_proof(t.dpop, OUR_ENDPOINT)) if t.dpop else (lambda: None)
+        _, jws0, proof0 = line(afile, 0)
+        s0 = post_assertion(t.token_url, jws0, proof0)
+        s1 = post_assertion(t.token_url, jws0, fresh())
         result["sanity"] = f"{s0[0]} {s0[1][:120]}"
         result["immediate_replay"] = f"{s1[0]} {s1[1][:160]}"
-        if s0[0] != 200 or "access_token" not in s0[1]:
+        if s0[0] != 200 or "access_token" not in s0[1] or (t.dpop and '"DPoP"' not in s0[1]):
             raise RuntimeError(f"sanity request failed: {s0[0]} {s0[1][:300]}\n{server_log.read_text()[-2000:]}")
 
         warm = run_wrk(t, args, afile, 1, args.warmup, raw / f"{tag}.warmup.json", wrk_cpu, "warm-up")
@@ -513,7 +602,7 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
         replays = {}
         for label, n in (("first_measured", first_good(afile, res["first_line"])),
                          ("first_warmup", first_good(afile, 1))):
-            code, body = post_assertion(t.token_url, line(afile, n)[1])
+            code, body = post_assertion(t.token_url, line(afile, n)[1], fresh())
             replays[label] = {"line": n, "status": code, "body": body[:160], "rejected": code != 200}
         result["replays_after_run"] = replays
         expect_rejected = t.name != "ours" or args.reuse == "prevent"
@@ -528,13 +617,13 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
         dur = res["duration_s"]
         names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
         result["machine_cores"] = {n: round((b - a) / HZ / dur, 2) for n, a, b in zip(names, m0, m1)}
-        j = judge(res, t.name == "ours", hostile, args.connections)
+        j = judge(res, t.name == "ours", hostile, args.connections, bool(t.dpop))
         result.update({
             "rps": round(res["ok"] / dur, 1), "handled_rps": round(res["completed"] / dur, 1),
             "p50_ms": res["latency_ms"]["p50"], "p90_ms": res["latency_ms"]["p90"],
             "p99_ms": res["latency_ms"]["p99"], "max_ms": res["latency_ms"]["max"],
             "server_cores": round((c1 - c0) / dur, 2), "warmup_rps": round(warm["ok"] / warm["duration_s"], 1),
-            "warmup_errors": judge(warm, t.name == "ours", hostile, args.connections)["errors"],
+            "warmup_errors": judge(warm, t.name == "ours", hostile, args.connections, bool(t.dpop))["errors"],
             "exhausted": res["exhausted"] or warm["exhausted"], "wrk": res, **j,
         })
         if res["sample"]:
@@ -688,6 +777,32 @@ def ratios(rows: list[dict]) -> list[str]:
     return out
 
 
+def variant_ratios(rows: list[dict]) -> list[str]:
+    """Each variant of ours against the first variant listed, same round and thread count: req/s
+    ratio and p99, per round and the median over the rounds."""
+    out = []
+    per: dict[tuple, list[tuple[float, float]]] = {}
+    ours = [r for r in rows if r["target"] == "ours" and "rps" in r]
+    names = list(dict.fromkeys(r["variant"] for r in ours))
+    if len(names) < 2:
+        return out
+    base_name = names[0]
+    rounds = sorted({r["round"] for r in ours})
+    for rnd in rounds:
+        for base in (r for r in ours if r["round"] == rnd and r["variant"] == base_name):
+            for v in (r for r in ours if r["round"] == rnd and r["threads"] == base["threads"] and r is not base):
+                ratio, p99 = v["rps"] / base["rps"], v["p99_ms"] / base["p99_ms"]
+                per.setdefault((v["variant"], base["threads"]), []).append((ratio, p99))
+                out.append(f"variant {v['variant']} / {base_name} ({base['threads']} threads) [round {rnd}]: "
+                           f"{ratio:.2f}x req/s ({v['rps']:,.0f} vs {base['rps']:,.0f}), "
+                           f"p99 {v['p99_ms']:.1f} vs {base['p99_ms']:.1f} ms ({p99:.2f}x)")
+    for (name, th), values in per.items():
+        out.append(f"variant {name} / {base_name} ({th} threads): median {statistics.median(v[0] for v in values):.2f}x "
+                   f"req/s, p99 {statistics.median(v[1] for v in values):.2f}x over {len(values)} round(s) "
+                   f"(req/s each: {', '.join(f'{v[0]:.2f}' for v in values)})")
+    return out
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--alg", choices=["RS256", "PS256", "ES256"], default="RS256")
@@ -697,6 +812,18 @@ def parse_args(argv=None):
     ap.add_argument("--threads", default="4",
                     help="gthread threads per worker of our server (default: 4, as deployment.toml); "
                          "a comma list runs ours once per value")
+    ap.add_argument("--dpop", action="store_true",
+                    help="our server: a fresh DPoP proof (RFC 9449, ES256) on every request; expects token_type DPoP")
+    ap.add_argument("--token-format", choices=["opaque", "jwt"], default="opaque",
+                    help="our [oauth.token] access_token_format (default: opaque)")
+    ap.add_argument("--persist", action=argparse.BooleanOptionalAction, default=True,
+                    help="our [oauth.token] persist: store JWT access tokens (default: yes)")
+    ap.add_argument("--token-alg", choices=["RS256", "ES256"], default="RS256",
+                    help="JWT access tokens signed by the primary RSA key (RS256) or a P-256 key entry (ES256)")
+    ap.add_argument("--variants", default="",
+                    help="comma list of our variants run side by side in every round, e.g. default,dpop,jwt "
+                         "(parts joined by +: dpop, jwt, nopersist, es256); ratios against the first. "
+                         "Replaces --dpop/--token-format/--persist/--token-alg")
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--hostile", action="store_true", help="30%% invalid signatures, replays and expired assertions")
@@ -734,6 +861,10 @@ def main(argv=None) -> int:
     if args.profile and not (REPO / ".venv" / "bin" / "py-spy").exists():
         sys.exit("--profile needs py-spy: .venv/bin/pip install py-spy")
     threads_list = [int(x) for x in str(args.threads).split(",")]
+    try:
+        variants = [parse_variant(v) for v in args.variants.split(",")] if args.variants else [variant_from_flags(args)]
+    except ValueError as exc:
+        sys.exit(str(exc))
     ncpu = os.cpu_count() or 1
     two = ncpu >= 2
     wrk_cpu = "0"
@@ -749,12 +880,14 @@ def main(argv=None) -> int:
     log(f"== token-endpoint benchmark {stamp}: {args.alg}, {args.clients} client(s), reuse={args.reuse}, "
         f"workers={args.workers}, threads={args.threads}, db={args.db}, {args.connections} connections, "
         f"warm-up {args.warmup:g}s + {args.duration:g}s{', hostile 30%' if args.hostile else ''}; "
+        f"ours: {', '.join(v.name for v in variants)}; "
         f"server CPU {server_cpus}, wrk CPU {wrk_cpu}; load average {load0[0]:.2f}")
 
     ids = ["bench"] if args.clients == 1 else [f"bench-{i:04d}" for i in range(args.clients)]
     log(f"-- client keys ({len(ids)} x {family})")
     keys = A.client_keys(CACHE, family, ids, ncpu)
     peer_keys = A.client_keys(CACHE, family, ["bench-client"], ncpu)
+    dpop_key = A.client_keys(CACHE, "ec", ["bench-dpop"], ncpu)["bench-dpop"] if any(v.dpop for v in variants) else None
 
     jwks_server = None
     if args.clients > 1:
@@ -765,26 +898,31 @@ def main(argv=None) -> int:
     plan: list[tuple[str, object, int]] = []
     for rnd in range(1, args.rounds + 1):
         for th in threads_list:
-            plan.append(("ours", th, rnd))
+            for v in variants:
+                plan.append(("ours", (th, v), rnd))
         if args.peers:
             plan.append(("node-oidc-provider", None, rnd))
             plan.append(("authlib", None, rnd))
     try:
-        for i, (name, th, rnd) in enumerate(plan):
-            log(f"-- [{i + 1}/{len(plan)}] {name}{f' (threads={th})' if th else ''}"
+        for i, (name, ours, rnd) in enumerate(plan):
+            th, variant = ours or (None, None)
+            log(f"-- [{i + 1}/{len(plan)}] {name}{f' ({variant.name}, threads={th})' if ours else ''}"
                 f"{f', round {rnd}' if args.rounds > 1 else ''}")
             if name == "ours":
-                t = make_ours(args, th, keys, jwks_server, server_cpus)
+                t = make_ours(args, th, variant, keys, dpop_key, jwks_server, server_cpus)
             elif name == "node-oidc-provider":
                 t = make_node(args, peer_keys, server_cpus)
             else:
                 t = make_authlib(args, peer_keys, server_cpus)
             try:
-                r = measure(t, args, wrk_cpu, stamp if args.rounds == 1 else f"{stamp}-r{rnd}",
-                            args.profile and name == "ours")
+                label = stamp if args.rounds == 1 else f"{stamp}-r{rnd}"
+                if ours and len(threads_list) * len(variants) > 1:   # raw files of each of ours apart
+                    label += f"-{variant.name.replace('+', '_')}-t{th}"
+                r = measure(t, args, wrk_cpu, label, args.profile and name == "ours")
                 r["threads"] = th
             except Exception as exc:  # a failed target is reported, the others still run
-                r = {"target": name, "config": t.config, "error": str(exc)}
+                r = {"target": name, "config": t.config, "error": str(exc), "threads": th,
+                     "variant": variant.name if variant else None}
                 log(f"   FAILED: {str(exc)[:2000]}")
             r["round"] = rnd
             rows.append(r)
@@ -805,7 +943,7 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     log("")
     log(table(rows))
-    for s in ratios(rows):
+    for s in ratios(rows) + variant_ratios(rows):
         log(s)
     log(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (other work on the machine adds noise)")
     prof = None
@@ -818,7 +956,8 @@ def main(argv=None) -> int:
     out = RESULTS / f"{stamp}-{args.alg}-c{args.clients}-{args.db}-w{args.workers}{'-hostile' if args.hostile else ''}" \
                     f"{('-' + args.tag) if args.tag else ''}.json"
     out.write_text(json.dumps({"timestamp": stamp, "args": vars(args), "machine": machine(),
-                               "load_average": [load0, load1], "rows": rows, "ratios": ratios(rows)}, indent=2))
+                               "load_average": [load0, load1], "rows": rows, "ratios": ratios(rows),
+                               "variant_ratios": variant_ratios(rows)}, indent=2))
     log(f"-> {out.relative_to(REPO)}")
     return 0 if all("rps" in r for r in rows) else 1
 

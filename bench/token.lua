@@ -1,5 +1,6 @@
 -- wrk script for the token-endpoint benchmark: every request is a client_credentials grant
 -- carrying the next never-sent line of an assertions file ("<kind> <jws>", see assertions.py).
+-- A line "<kind> <jws> <proof>" also sends its DPoP proof (RFC 9449) as the DPoP header.
 --
 -- Environment (done() runs in its own Lua state, so everything is passed this way):
 --   BENCH_ASSERTIONS  the assertions file (required)
@@ -7,7 +8,8 @@
 --   BENCH_THREADS     wrk -t value (default 1); thread i sends lines START+i, START+i+T, ...
 --   BENCH_JSON        where to write the JSON summary (optional)
 --
--- Counted per response: 200 with "access_token" (ok), 200 without it (bad_200), 400/401
+-- Counted per response: 200 with "access_token" (ok; of those, dpop_tokens with token_type
+-- DPoP), 200 without it (bad_200), 400/401
 -- (rejected, bucketed by the first words of error_description), anything else (other).
 -- Counted per request: the kinds sent. wrk gives no request/response pairing, so the
 -- correctness check (done by run.py) compares these totals.
@@ -23,7 +25,7 @@ function setup(thread)
   all_threads[#all_threads + 1] = thread
 end
 
-local lines, kinds, numbers = {}, {}, {}
+local lines, kinds, numbers, proofs = {}, {}, {}, {}
 local count, pos = 0, 0
 local head
 local verified = false
@@ -31,6 +33,7 @@ local verified = false
 sent = 0
 sent_kinds = {}
 ok = 0
+dpop_tokens = 0
 bad_200 = 0
 rejected = 0
 other = 0
@@ -51,19 +54,21 @@ function init(args)
     if n >= start and (n - start) % step == me and #line > 2 then
       count = count + 1
       kinds[count] = line:sub(1, 1)
-      lines[count] = line:sub(3)
+      local sp = line:find(" ", 3, true)
+      lines[count] = sp and line:sub(3, sp - 1) or line:sub(3)
+      proofs[count] = sp and ("DPoP: " .. line:sub(sp + 1) .. "\r\n") or ""
       numbers[count] = n
     end
     n = n + 1
   end
   local host = wrk.headers["Host"] or (wrk.host .. ":" .. tostring(wrk.port))
   head = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. host
-    .. "\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\nContent-Length: "
+    .. "\r\nContent-Type: application/x-www-form-urlencoded\r\nAccept: application/json\r\n"
 end
 
 local function build(i)
   local body = PREFIX .. lines[i]
-  return head .. #body .. "\r\n\r\n" .. body
+  return head .. proofs[i] .. "Content-Length: " .. #body .. "\r\n\r\n" .. body
 end
 
 function request()
@@ -95,6 +100,7 @@ function response(status, headers, body)
   if status == 200 then
     if body and body:find('"access_token"', 1, true) then
       ok = ok + 1
+      if body:find('"token_type"%s*:%s*"DPoP"') then dpop_tokens = dpop_tokens + 1 end
     else
       bad_200 = bad_200 + 1
       if sample == "" then sample = "200 without access_token: " .. tostring(body):sub(1, 200) end
@@ -121,7 +127,7 @@ local function obj(t, key_quote)
 end
 
 function done(summary, latency, requests)
-  local tot = {sent = 0, ok = 0, bad_200 = 0, rejected = 0, other = 0}
+  local tot = {sent = 0, ok = 0, dpop_tokens = 0, bad_200 = 0, rejected = 0, other = 0}
   local sk, st, rs = {}, {}, {}
   local first, last, ex, smp = nil, -1, false, ""
   for _, t in ipairs(all_threads) do
@@ -138,16 +144,16 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   local secs = summary.duration / 1e6
-  io.write(string.format("[token.lua] completed=%d ok=%d rejected=%d bad200=%d other=%d socket=%d/%d/%d/%d %.1f ok/s%s\n",
-    summary.requests, tot.ok, tot.rejected, tot.bad_200, tot.other, e.connect, e.read, e.write, e.timeout,
+  io.write(string.format("[token.lua] completed=%d ok=%d (DPoP %d) rejected=%d bad200=%d other=%d socket=%d/%d/%d/%d %.1f ok/s%s\n",
+    summary.requests, tot.ok, tot.dpop_tokens, tot.rejected, tot.bad_200, tot.other, e.connect, e.read, e.write, e.timeout,
     tot.ok / secs, ex and " EXHAUSTED" or ""))
   local out = os.getenv("BENCH_JSON")
   if out and #out > 0 then
     local f = assert(io.open(out, "w"))
     f:write("{")
     f:write(string.format('"duration_s": %.3f, "completed": %d, ', secs, summary.requests))
-    f:write(string.format('"sent": %d, "ok": %d, "bad_200": %d, "rejected": %d, "other": %d, ',
-      tot.sent, tot.ok, tot.bad_200, tot.rejected, tot.other))
+    f:write(string.format('"sent": %d, "ok": %d, "dpop_tokens": %d, "bad_200": %d, "rejected": %d, "other": %d, ',
+      tot.sent, tot.ok, tot.dpop_tokens, tot.bad_200, tot.rejected, tot.other))
     f:write('"sent_kinds": ' .. obj(sk) .. ', "statuses": ' .. obj(st) .. ', "reasons": ' .. obj(rs) .. ', ')
     f:write(string.format('"socket_errors": {"connect": %d, "read": %d, "write": %d, "timeout": %d}, ',
       e.connect, e.read, e.write, e.timeout))

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from keystore.jws import MalformedJWS, parse_compact_jws
 from keystore.signing_keys import KeySet
-from storage import clients
+from storage import clients, users
 from storage.tokens import MAX_TOKEN, TokenStore
 
 AT_JWT = "at+jwt"  # RFC 9068 §2.1; also application/at+jwt
@@ -58,11 +58,13 @@ class AccessTokens:
             return self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
                                     jkt=jkt, audience=audience)
         now = int(time.time())
-        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope, auth_time and cnf when they apply.
+        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope, auth_time and cnf when they
+        # apply. §5: `aud` is never the client id, so that no access token passes for an ID token;
+        # without a resource it is this server (its userinfo endpoint and introspection).
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "exp": now + lifetime,
-            "aud": (audience[0] if len(audience) == 1 else list(audience)) if audience else client.client_id,
+            "aud": (audience[0] if len(audience) == 1 else list(audience)) if audience else self.issuer,
             "sub": user_sub or client.client_id,   # §2.2: the client's own token names the client
             "client_id": client.client_id,
             "iat": now,
@@ -76,9 +78,10 @@ class AccessTokens:
             claims["cnf"] = {"jkt": jkt}
         token = self.keys().access_token.sign(claims, typ=AT_JWT)
         if self.persist:
-            return self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
-                                    jkt=jkt, audience=audience, token=token, now=now)
-        self.store.tick(now)
+            self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
+                             jkt=jkt, audience=audience, token=_record_key(token), now=now)
+        else:
+            self.store.tick(now)
         return token, lifetime
 
     def active(self, token: str) -> ActiveToken | None:
@@ -98,12 +101,12 @@ class AccessTokens:
         claims = self.verify(token)
         if claims is None:
             return None
-        row = self.store.find(token)
+        row = self.store.find(_record_key(token))
         if row is not None:   # recorded (persist = true when it was issued): the record decides
             if not self.store.usable(row):
                 return None
-        elif self.store.denied(claims["jti"]) or clients.get(claims["client_id"]) is None:
-            return None       # revoked, or its client deleted since
+        elif not self._unrecorded_usable(claims):
+            return None
         audience = claims["aud"]
         cnf = claims.get("cnf")
         return ActiveToken(client_id=claims["client_id"], scope=claims.get("scope", ""), issued_at=claims["iat"],
@@ -111,8 +114,18 @@ class AccessTokens:
                            user_sub=claims["sub"] if "auth_time" in claims else None,  # a user's token
                            jkt=cnf.get("jkt") if isinstance(cnf, dict) else None,
                            audience=tuple(audience) if isinstance(audience, list) else
-                           (() if audience == claims["client_id"] else (audience,)),
+                           (() if audience == self.issuer else (audience,)),
                            format="jwt")
+
+    def _unrecorded_usable(self, claims: dict[str, Any]) -> bool:
+        """A JWT issued with persist = false: not on the deny-list, its client the one it was
+        issued to (not deleted, nor registered anew under its id since), its user still there."""
+        if self.store.denied(claims["jti"]):
+            return False
+        client = clients.get(claims["client_id"])
+        if client is None or claims["iat"] < client.created_at:
+            return False
+        return "auth_time" not in claims or users.get_by_sub(claims["sub"]) is not None
 
     def verify(self, token: str) -> dict[str, Any] | None:
         """The claims of a JWT access token this server signed and that has not expired, or None."""
@@ -134,10 +147,17 @@ class AccessTokens:
 
     def revoke(self, token: str, client_id: str) -> bool:
         """RFC 7009 §2.1: only the client the token was issued to may revoke it."""
-        if token.count(".") == 2 and self.store.find(token) is None:
-            claims = self.verify(token)
-            if claims is None or claims["client_id"] != client_id:
-                return False
-            self.store.deny(claims["jti"], client_id, claims["exp"])
-            return True
-        return self.store.revoke(token, client_id)
+        if token.count(".") != 2:
+            return self.store.revoke(token, client_id)
+        claims = self.verify(token)
+        if claims is None or claims["client_id"] != client_id:
+            return False
+        if not self.store.revoke(_record_key(token), client_id):
+            self.store.deny(claims["jti"], client_id, claims["exp"])  # not recorded (persist = false)
+        return True
+
+
+def _record_key(jwt: str) -> str:
+    """What a JWT access token is recorded under: its header and payload, not its signature, which
+    is not unique (an ECDSA signature (r, s) verifies as (r, n - s) too)."""
+    return jwt.rsplit(".", 1)[0]

@@ -3,8 +3,8 @@ by keystore.dpop, the server's nonces, the replay table, and the errors each fai
 
 At the token endpoint (handlers.chain) the proof is checked, nonce included, before the client
 authenticates, so that a client asked for a nonce can retry with the same client assertion (its
-jti is not yet used); the proof's own jti is recorded after authentication, so that requests from
-nobody write nothing.
+jti is not yet used); the proof's own jti is recorded once the grant is found good, so that
+requests from nobody write nothing.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def claimed_client_id(form: Mapping[str, str], headers: Mapping[str, str]) -> st
         try:
             payload = assertion.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):
             return None
         sub = claims.get("sub") if isinstance(claims, dict) else None
         return sub if isinstance(sub, str) else None

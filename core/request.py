@@ -23,12 +23,15 @@ SCOPE = re.compile(rf"{SCOPE_TOKEN.pattern}(?: {SCOPE_TOKEN.pattern})*")
 # RFC 8707 §2: an absolute URI (RFC 3986 §4.3) without a fragment; printable ASCII, no spaces.
 _RESOURCE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x22\x24-\x7e]+")
 MAX_RESOURCES = 20
+MAX_RESOURCES_LENGTH = 4096
 
 
 def check_resources(resources: tuple[str, ...]) -> None:
     """The form of `resource` parameters; which ones a client may ask for is its registration's."""
     if len(resources) > MAX_RESOURCES:
         raise invalid_target(f"At most {MAX_RESOURCES} resource parameters are accepted")
+    if sum(len(resource) for resource in resources) > MAX_RESOURCES_LENGTH:  # a JWT's aud must stay small
+        raise invalid_target(f"The resource parameters may have at most {MAX_RESOURCES_LENGTH} characters together")
     for resource in resources:
         if len(resource) > 2048 or not _RESOURCE.fullmatch(resource):
             raise invalid_target("A resource must be an absolute URI without a fragment")

@@ -92,7 +92,9 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
     fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
                           timeout=fetch["timeout"], max_bytes=fetch["max_bytes"],
                           refetch_interval_seconds=fetch["refresh_interval"])
-    dpop = DPoP(settings.dpop, ReplayStore(db, model=DPoPJTI, owner="jkt"), Nonces.secret_from(keystore.private_key))
+    # Purged at least as fast as it fills: a row lives only as long as its proof's iat is acceptable.
+    dpop = DPoP(settings.dpop, ReplayStore(db, purge_every=500, purge_batch=1000, model=DPoPJTI, owner="jkt"),
+                Nonces.secret_from(keystore.private_key))
     services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
                         limiter=_limiter(settings), dpop=dpop,

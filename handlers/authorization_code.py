@@ -65,7 +65,7 @@ class AuthorizationCodeGrantHandler(GrantHandler):
             proof = request.dpop
             if proof is None or proof.jkt != grant.dpop_jkt:
                 raise invalid_grant("The authorization code is bound to another DPoP key", reason="dpop_jkt")
-        resources = narrowed_resources(grant.resources, request.resources)
+        resources = narrowed_resources(grant.resources, request.resources, registered)
 
         granted = still_registered(grant.scopes, registered)
         scopes = narrowed(granted, requested, "authorization code")

@@ -133,17 +133,22 @@ class Chain:
             dpop.check_nonce(proof, claimed)
         client = self.authenticate(request)
         registered = client.client
-        headers = {"DPoP-Nonce": dpop.current_nonce()} if proof and dpop.nonce_required(registered) else {}
+        # RFC 9449 §8.2: every answer to a proof carries the current nonce, so that a client that
+        # uses it spares the server the look-up above.
+        headers = {"DPoP-Nonce": dpop.current_nonce()} if proof else {}
         try:
             if proof is not None:
                 dpop.check_nonce(proof, registered)
-                dpop.record(proof)
                 request = replace(request, dpop=proof)
             elif registered.dpop_bound_access_tokens:  # RFC 9449 §5.2
                 raise invalid_dpop_proof("The client must send a DPoP proof", reason="dpop_required")
             if any(resource not in registered.resources for resource in request.resources):
                 raise invalid_target("A requested resource is not registered for the client")  # RFC 8707 §2
             grant = handler.handle(request, client)
+            if proof is not None:
+                # Once the grant is known to be good: a public client "authenticates" by its id
+                # alone, and a request from anyone must not write a row.
+                dpop.record(proof)
             assert self.issuer is not None
             response = self.issuer.issue(request, client, grant)
             handler.after_issue(request, client, grant)  # checks that must follow the issue

@@ -37,12 +37,17 @@ def narrowed(granted: tuple[str, ...], requested: tuple[str, ...] | None, what: 
     return requested
 
 
-def narrowed_resources(granted: tuple[str, ...], requested: tuple[str, ...]) -> tuple[str, ...]:
+def narrowed_resources(granted: tuple[str, ...], requested: tuple[str, ...],
+                       client: RegisteredClient) -> tuple[str, ...]:
     """RFC 8707 §2.2: a token from a user's grant addresses the resources the authorization
-    request named, or some of them; a grant that named none leaves the choice to the token
-    request (within the client's registration, handlers.chain)."""
+    request named (less those the client is no longer registered for), or some of them; a grant
+    that named none leaves the choice to the token request (within the client's registration,
+    handlers.chain)."""
     if not granted:
         return requested
+    granted = tuple(resource for resource in granted if resource in client.resources)
+    if not granted:
+        raise invalid_target("The client is no longer registered for any resource of this grant")
     if any(resource not in granted for resource in requested):
         raise invalid_target("A requested resource was not part of the grant")
     return requested or granted

@@ -46,7 +46,7 @@ class RefreshTokenGrantHandler(GrantHandler):
         if found.jkt is not None and (request.dpop is None or request.dpop.jkt != found.jkt):
             # RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
             raise invalid_grant("The refresh token is bound to another DPoP key", reason="dpop_jkt")
-        resources = narrowed_resources(found.resources, request.resources)
+        resources = narrowed_resources(found.resources, request.resources, registered)
 
         # The refresh token keeps the grant's scope (less what the client is no longer registered for).
         granted = still_registered(found.scopes, registered)

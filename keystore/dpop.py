@@ -44,6 +44,7 @@ __all__ = [
 MAX_PROOF_LENGTH = 4096
 # Enough for any random identifier (RFC 9449 §4.2 asks for 96 bits); keeps replay-table rows small.
 MAX_JTI_LENGTH = 255
+_PRINTABLE = re.compile(r"[\x21-\x7e]+")
 
 # RFC 9449 §4.2 / §5.1: the media type of a proof, "application/dpop+jwt".
 _DPOP_MEDIA_TYPE = "application/dpop+jwt"
@@ -175,6 +176,8 @@ def verify_proof(token: str, *, method: str, url: str, algorithms: Collection[st
         raise ProofError("jti", "DPoP proof jti is missing or not a non-empty string")
     if len(jti) > MAX_JTI_LENGTH:
         raise ProofError("jti", "DPoP proof jti is too long")
+    if not _PRINTABLE.fullmatch(jti):  # it is a database key: PostgreSQL refuses NUL in text
+        raise ProofError("jti", "DPoP proof jti must be printable ASCII")
 
     # RFC 9449 §4.3 item 8: HTTP methods are case-sensitive (RFC 9110 §9.1).
     htm = payload.get("htm")

@@ -8,6 +8,7 @@ and for /oauth2/jwks alike, so the two can never disagree.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from keystore.jwk import PublicKey
 from keystore.jws import Verifier, verifier
 from keystore.signing import sign
 from keystore.store import Keystore, KeystoreError
+
+log = logging.getLogger("keystore.signing_keys")
 
 PRIMARY_ALGORITHM = "RS256"  # the primary key is RSA (keystore.store); OIDC Core §15.1 requires RS256
 
@@ -114,6 +117,14 @@ class KeySets:
         if cached is not None and cached[0] is keystore:
             return cached[1]
         with self._lock:
-            keys = key_set(keystore, self.token_alg, self.token_alias)
+            try:
+                keys = key_set(keystore, self.token_alg, self.token_alias)
+            except KeystoreError as exc:
+                if cached is None:  # at start-up: the server refuses to start (app.py)
+                    raise
+                # A keystore edited while the server runs lost the access token key: keep
+                # signing with the keys it had, and say so.
+                log.warning("keystore %s: %s; still using the previous signing keys", keystore.path, exc)
+                keys = cached[1]
             self._for = (keystore, keys)
             return keys

@@ -20,9 +20,10 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from server import current
 from server import web
-from core.errors import OAuthError, invalid_request, invalid_scope, unauthorized_client
-from core.request import SCOPE
-from server.forms import MAX_PARAMETERS, check_media_type, parse_form, read_body
+from core.errors import OAuthError, invalid_request, invalid_scope, invalid_target, unauthorized_client
+from core.request import SCOPE, check_resources
+from keystore.dpop import thumbprint_format_ok
+from server.forms import MAX_PARAMETERS, check_media_type, parse_form_lists, read_body
 from storage import clients, codes, consents
 from storage.clients import RegisteredClient
 from storage.users import Account
@@ -33,7 +34,7 @@ ENDPOINT = "/oauth2/authorize"
 # The parameters a page carries to the next step; any other is ignored (RFC 6749 §3.1).
 AUTHORIZATION_PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
                             "code_challenge", "code_challenge_method", "response_mode", "prompt", "max_age",
-                            "login_hint")
+                            "login_hint", "dpop_jkt")
 # OpenID Connect features this server does not offer, and the error each one gets (OIDC Core §3.1.2.6).
 NOT_SUPPORTED = (("request", "request_not_supported"), ("request_uri", "request_uri_not_supported"),
                  ("registration", "registration_not_supported"))
@@ -80,6 +81,11 @@ class AuthorizationRequest:
     max_age: int | None
     login_hint: str | None
     parameters: dict[str, str]        # as received: the hidden fields of the next page
+    resources: tuple[str, ...] = ()   # RFC 8707 §2: the `resource` parameters (they may repeat)
+    dpop_jkt: str | None = None       # RFC 9449 §10: the code is redeemable with this DPoP key only
+
+    def hidden_fields(self) -> list[tuple[str, str]]:
+        return [*self.parameters.items(), *(("resource", resource) for resource in self.resources)]
 
 
 # --- the endpoint -------------------------------------------------------------------------------
@@ -89,13 +95,13 @@ def authorize() -> Response:
     if request.method == "HEAD":
         # Flask answers HEAD with the GET view, which would issue a code nobody sees.
         raise MethodNotAllowed(valid_methods=["GET", "POST"])
-    form, parse_error = _read_parameters()
+    form, resources, parse_error = _read_parameters()
     # The sign-in and consent forms name an action; a client's own POST (OIDC Core §3.1.2.1)
     # names none and is sent on as a GET. One the strict parser refuses is answered below, with
     # the error back to the client like a GET's.
     action = form.get("action") if request.method == "POST" else None
     if request.method == "POST" and action is None and parse_error is None:
-        return _as_get(form)
+        return _as_get(form, resources)
     if action is not None:
         web.check_csrf(form)
     client = _client(form)
@@ -103,7 +109,7 @@ def authorize() -> Response:
     try:
         if parse_error is not None:
             raise parse_error
-        auth = _validate(form, client, redirect_uri)
+        auth = _validate(form, resources, client, redirect_uri)
     except OAuthError as exc:
         return _error_redirect(client, redirect_uri, _valid_state(form.get("state")), exc)
     if action is None:
@@ -115,11 +121,11 @@ def authorize() -> Response:
     raise web.PageError(400, "Bad request", "The form was not understood. Go back and try again.")
 
 
-def _as_get(form: dict[str, str]) -> Response:
+def _as_get(form: dict[str, str], resources: tuple[str, ...]) -> Response:
     """A client's POSTed authorization request, sent on as the same request by GET. A cross-site
     POST carries no SameSite=Lax cookie, so only the GET that follows sees the user's session
     (prompt=none, no second sign-in); the GET validates everything."""
-    query = urlencode(form)
+    query = urlencode([*form.items(), *(("resource", resource) for resource in resources)])
     if len(query) > MAX_QUERY:
         raise web.PageError(413, "Request too large", "The authorization request is too large to be served. "
                                                       "The application must send shorter parameters.")
@@ -206,7 +212,8 @@ def _issue_code(auth: AuthorizationRequest, account: Account, auth_time: int) ->
     code = codes.issue(client_id=auth.client.client_id, user_sub=account.sub, redirect_uri=auth.redirect_uri,
                        redirect_uri_sent="redirect_uri" in auth.parameters, scopes=auth.scopes, nonce=auth.nonce, code_challenge=auth.code_challenge,
                        code_challenge_method=auth.code_challenge_method, auth_time=auth_time,
-                       lifetime=settings.validity["authorization_code_validity"])
+                       lifetime=settings.validity["authorization_code_validity"], dpop_jkt=auth.dpop_jkt,
+                       resources=auth.resources)
     current.idp().chain.emit("authorization_code_issued", {"client_id": auth.client.client_id, "user_sub": account.sub,
                                                     "scope": " ".join(auth.scopes),
                                                     "pkce": auth.code_challenge_method})
@@ -215,7 +222,7 @@ def _issue_code(auth: AuthorizationRequest, account: Account, auth_time: int) ->
 
 # --- reading and validating the request ----------------------------------------------------------
 
-def _read_parameters() -> tuple[dict[str, str], OAuthError | None]:
+def _read_parameters() -> tuple[dict[str, str], tuple[str, ...], OAuthError | None]:
     """The parameters: the query of a GET or the form body of a POST (OIDC Core §3.1.2.1), parsed
     by the strict form parser. When it refuses them (a repeated parameter, a bad encoding), the
     names that occur once are read leniently instead, together with the error, so that the error
@@ -231,9 +238,10 @@ def _read_parameters() -> tuple[dict[str, str], OAuthError | None]:
     else:
         raw = request.query_string
     try:
-        return parse_form(raw), None
+        form, lists = parse_form_lists(raw, ("resource",))
+        return form, lists.get("resource", ()), None
     except OAuthError as exc:
-        return _single_parameters(raw), exc
+        return _single_parameters(raw), (), exc
 
 
 def _single_parameters(raw: bytes) -> dict[str, str]:
@@ -310,7 +318,8 @@ def _valid_state(state: str | None) -> str | None:
     return state if state is not None and len(state) <= MAX_STATE and _VSCHAR.fullmatch(state) else None
 
 
-def _validate(form: dict[str, str], client: RegisteredClient, redirect_uri: str) -> AuthorizationRequest:
+def _validate(form: dict[str, str], resources: tuple[str, ...], client: RegisteredClient,
+              redirect_uri: str) -> AuthorizationRequest:
     """Every rule after the client and redirect URI are known; each failure is an OAuthError
     sent back to the redirect URI."""
     for name, error in NOT_SUPPORTED:
@@ -339,6 +348,13 @@ def _validate(form: dict[str, str], client: RegisteredClient, redirect_uri: str)
     if max_age is not None and not _MAX_AGE.fullmatch(max_age):
         raise invalid_request("The max_age parameter must be a number of seconds")
     login_hint = form.get("login_hint")
+    dpop_jkt = form.get("dpop_jkt")
+    if dpop_jkt is not None and not thumbprint_format_ok(dpop_jkt):
+        raise invalid_request("The dpop_jkt parameter must be a JWK SHA-256 thumbprint (RFC 7638)")
+    resources = tuple(dict.fromkeys(resources))
+    check_resources(resources)
+    if any(resource not in client.resources for resource in resources):
+        raise invalid_target("A requested resource is not registered for the client")  # RFC 8707 §2
     return AuthorizationRequest(
         client=client,
         redirect_uri=redirect_uri,
@@ -351,6 +367,8 @@ def _validate(form: dict[str, str], client: RegisteredClient, redirect_uri: str)
         max_age=int(max_age) if max_age is not None else None,
         login_hint=login_hint if login_hint and len(login_hint) <= MAX_LOGIN_HINT else None,
         parameters={name: form[name] for name in AUTHORIZATION_PARAMETERS if name in form},
+        resources=resources,
+        dpop_jkt=dpop_jkt,
     )
 
 
@@ -423,14 +441,14 @@ def _client_name(client: RegisteredClient) -> str:
 
 def _signin_page(auth: AuthorizationRequest, username: str, *, error: str | None = None,
                  notice: str | None = None, status: int = 200) -> Response:
-    return web.render_page("signin.html", status, title="Sign in", action=ENDPOINT, hidden=auth.parameters,
+    return web.render_page("signin.html", status, title="Sign in", action=ENDPOINT, hidden=auth.hidden_fields(),
                            username=username, client_name=_client_name(auth.client), error=error, notice=notice)
 
 
 def _consent_page(auth: AuthorizationRequest, account: Account) -> Response:
     target = urlsplit(auth.redirect_uri)
     return web.render_page(
-        "consent.html", title="Allow access", action=ENDPOINT, hidden=auth.parameters, account=account,
+        "consent.html", title="Allow access", action=ENDPOINT, hidden=auth.hidden_fields(), account=account,
         client_name=_client_name(auth.client), client_description=auth.client.description,
         scopes=[(scope, SCOPE_DESCRIPTIONS.get(scope)) for scope in auth.scopes],
         destination=f"{target.scheme}://{target.netloc}" if target.netloc else f"{target.scheme}:")

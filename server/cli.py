@@ -25,7 +25,7 @@ from storage import consents as consent_store
 from storage import refresh as refresh_store
 from storage import users as user_store
 from storage.clients import AUTH_METHODS
-from storage.models import UserSession
+from storage.models import RevokedJWT, UserSession
 from storage.purge import purge_all
 from storage.schema import upgrade
 
@@ -211,12 +211,17 @@ def jti_purge():
 
 @db_cli.command("purge")
 def db_purge():
-    """Delete expired rows in small batches: IDN_OIDC_JTI, access and refresh tokens, authorization
-    codes (a day past expiry) and browser sessions."""
+    """Delete expired rows in small batches: IDN_OIDC_JTI, IDN_OAUTH_DPOP_JTI, access and refresh
+    tokens, the deny-list of revoked JWT access tokens, authorization codes (a day past expiry)
+    and browser sessions."""
     services = current.services()
     db = services.db
-    sessions = purge_all(db, UserSession, UserSession.expires_at, int(time.time()))
+    now = int(time.time())
+    sessions = purge_all(db, UserSession, UserSession.expires_at, now)
+    denied = purge_all(db, RevokedJWT, RevokedJWT.exp_time, now)
     click.echo(f"deleted {services.replay.purge_all()} expired jti rows, "
+               f"{services.dpop.replay.purge_all()} expired DPoP proof jti rows, "
+               f"{denied} expired deny-list rows, "
                f"{services.tokens.purge_all()} expired access tokens, "
                f"{refresh_store.purge_every(db)} expired refresh tokens, "
                f"{code_store.purge(db)} expired authorization codes, {sessions} expired sessions")

@@ -131,7 +131,7 @@ def _post_form() -> tuple[dict[str, str], dict[str, bytes]]:
 def _signin_page(status: int = 200, **context: Any) -> Response:
     next_url = context.pop("next_url", "")
     return web.render_page("signin.html", status, title="Management console", heading="Management console",
-                           action="/console/login", hidden={"next": next_url} if next_url else {}, **context)
+                           action="/console/login", hidden=[("next", next_url)] if next_url else [], **context)
 
 
 def _next_url(value: str | None) -> str:

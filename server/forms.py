@@ -98,6 +98,13 @@ def parse_form_lists(body: bytes, repeatable: tuple[str, ...] = ()) -> tuple[dic
     return form, {name: tuple(values) for name, values in lists.items()}
 
 
+def one_dpop_header(req: Request) -> bool:
+    """RFC 9449 §4.3 item 1: at most one DPoP header. The server joins repeated headers with a
+    comma, which no compact JWS contains."""
+    values = req.headers.getlist("DPoP")
+    return len(values) <= 1 and "," not in (values[0] if values else "")
+
+
 def token_request(endpoint: str, req: Request | None = None, server=None) -> TokenRequest:
     """The checks every POST endpoint of the chain shares (token, introspection, revocation),
     then the immutable request object the handlers see."""
@@ -108,7 +115,7 @@ def token_request(endpoint: str, req: Request | None = None, server=None) -> Tok
         raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
     check_media_type(req.headers.get("Content-Type"))
     form, lists = parse_form_lists(read_body(req.stream), ("resource",))
-    if len(req.headers.getlist("DPoP")) > 1:  # RFC 9449 §4.3 item 1
+    if not one_dpop_header(req):
         raise invalid_dpop_proof("Exactly one DPoP header is allowed", reason="dpop_headers")
     return TokenRequest.build(
         form,

@@ -384,3 +384,103 @@ class JWKSServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# --- DPoP (RFC 9449), computed here independently of keystore.dpop -----------------------------
+
+def b64url(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(private_key) -> dict:
+    from keystore.jwk import PublicKey
+    return PublicKey.from_cryptography(private_key.public_key()).to_jwk()
+
+
+def jwk_thumbprint(jwk: dict) -> str:
+    """RFC 7638 §3: SHA-256 over the required members, sorted, no whitespace."""
+    import hashlib
+    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
+    text = json.dumps({name: jwk[name] for name in required}, sort_keys=True, separators=(",", ":"))
+    return b64url(hashlib.sha256(text.encode("utf-8")).digest())
+
+
+def jkt_of(private_key) -> str:
+    return jwk_thumbprint(public_jwk(private_key))
+
+
+def ath_of(access_token: str) -> str:
+    """RFC 9449 §4.2: base64url(SHA-256(ASCII(access_token)))."""
+    import hashlib
+    return b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+
+
+def dpop_proof(private_key, url: str, method: str = "POST", *, alg: str | None = None,
+               access_token: str | None = None, nonce: str | None = None, header: dict | None = None,
+               **claims) -> str:
+    """A DPoP proof (RFC 9449 §4.2) for a `method` request to `url`: typ dpop+jwt, the public jwk,
+    a fresh jti and iat now. `claims` override or add payload members (htu, htm too), `header`
+    header members; `...` drops one (typ cannot be dropped here: keystore.signing.sign adds its own)."""
+    from keystore.signing import default_alg, sign as raw_sign
+    payload = {"jti": str(uuid.uuid4()), "htm": method, "htu": url, "iat": int(time.time())}
+    if access_token is not None:
+        payload["ath"] = ath_of(access_token)
+    if nonce is not None:
+        payload["nonce"] = nonce
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not ...}
+    head = {"typ": "dpop+jwt", "jwk": public_jwk(private_key), **(header or {})}
+    head = {k: v for k, v in head.items() if v is not ...}
+    return raw_sign(private_key, alg or default_alg(private_key), payload, head)
+
+
+# --- the authorization endpoint driven like a browser ------------------------------------------
+
+def authorization_redirect(get, post, query: dict | list, username: str, password: str) -> dict:
+    """Run /oauth2/authorize as a browser does: the request, sign-in and consent (each shown only
+    when needed), and return the parameters of the final redirect. `query` is a dict or a list of
+    pairs (for repeated parameters such as `resource`). `get(query)` and `post(form)`
+    (a list of pairs) send to /oauth2/authorize keeping cookies, and return (status, text, Location or None)."""
+    import html
+    import re
+    from urllib.parse import parse_qs, urlsplit
+    hidden = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
+
+    def fields(text: str) -> list[tuple[str, str]]:  # pairs: `resource` may repeat
+        return [(html.unescape(n), html.unescape(v)) for n, v in hidden.findall(text)]
+
+    status, text, location = get(query)
+    if status == 200 and 'id="signin"' in text:
+        status, text, location = post([*fields(text), ("action", "signin"), ("username", username),
+                                       ("password", password)])
+    if status == 200 and 'id="allow"' in text:
+        status, text, location = post([*fields(text), ("action", "allow")])
+    assert status in (302, 303) and location, (status, text[:500])
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def authorize_over_https(server: "Server", query: dict | list, username: str, password: str) -> dict:
+    """authorization_redirect against a running server, with a fresh cookie jar."""
+    session = requests.Session()
+    options = {"verify": server.ca, "allow_redirects": False, "timeout": 15}
+    url = server.base + "/oauth2/authorize"
+
+    def answer(r):
+        return r.status_code, r.text, r.headers.get("Location")
+    return authorization_redirect(lambda q: answer(session.get(url, params=q, **options)),
+                                  lambda f: answer(session.post(url, data=f, **options)), query, username, password)
+
+
+def authorize_in_process(app, query: dict | list, username: str, password: str, base_url: str = "https://localhost:9443"):
+    """authorization_redirect through the Flask test client at `base_url` (https: the __Host-
+    cookies are Secure)."""
+    client = app.test_client()
+
+    def answer(r):
+        return r.status_code, r.get_data(as_text=True), r.headers.get("Location")
+    return authorization_redirect(
+        lambda q: answer(client.get("/oauth2/authorize?" + urlencode(q), base_url=base_url)),
+        lambda f: answer(client.post("/oauth2/authorize", data=urlencode(f), base_url=base_url,
+                                     content_type="application/x-www-form-urlencoded")),
+        query, username, password)

@@ -9,7 +9,7 @@ from flask import Blueprint, request
 
 from core.errors import OAuthError
 from server import current
-from server.forms import parse_form, read_body
+from server.forms import one_dpop_header, parse_form, read_body
 from server.render import json_response
 from core.access_tokens import ActiveToken
 from storage import clients, users
@@ -47,10 +47,9 @@ def _dpop_challenge(error: str | None) -> str:
     return f'DPoP error="{error}", algs="{algs}"' if error else f'DPoP algs="{algs}"'
 
 
-def dpop_error(error: str, description: str, headers: dict[str, str] | None = None, **_) -> OAuthError:
+def dpop_error(error: str, description: str, headers: dict[str, str] | None = None, status: int = 401) -> OAuthError:
     """RFC 9449 §7.1: a protected resource's error in the DPoP scheme."""
-    return OAuthError(error, description, 400 if error == "invalid_request" else 401,
-                      {"WWW-Authenticate": _dpop_challenge(error), **(headers or {})})
+    return OAuthError(error, description, status, {"WWW-Authenticate": _dpop_challenge(error), **(headers or {})})
 
 
 def _presented_token() -> tuple[str, str]:
@@ -90,16 +89,19 @@ def _usable_token() -> ActiveToken:
     services = current.services()
     proof = None
     if scheme == "dpop":
-        proofs = request.headers.getlist("DPoP")
-        if len(proofs) != 1:
+        if "DPoP" not in request.headers or not one_dpop_header(request):
             raise dpop_error("invalid_dpop_proof", "Exactly one DPoP header is required with the DPoP scheme")
-        proof = services.dpop.verify(proofs[0], request.method, services.settings.base_url + request.path,
+        proof = services.dpop.verify(request.headers["DPoP"], request.method, services.settings.base_url + request.path,
                                      access_token=token, error=lambda d, **_: dpop_error("invalid_dpop_proof", d))
     found = services.access_tokens.active(token)
     if found is None:
         if scheme == "dpop":
             raise dpop_error("invalid_token", "The access token is invalid, expired or revoked")
         raise bearer_error(401, "invalid_token", "The access token is invalid, expired or revoked")
+    if found.audience and not {services.settings.issuer, services.settings.base_url + request.path} & set(found.audience):
+        # RFC 8707: a token for other resources is not this server's to honour.
+        error = dpop_error if proof is not None else lambda e, d: bearer_error(401, e, d)
+        raise error("invalid_token", "The access token is not meant for this endpoint")
     if found.jkt is None:
         if proof is not None:
             raise dpop_error("invalid_token", "The access token is not DPoP-bound: send it as a Bearer token")
@@ -120,12 +122,16 @@ def _usable_token() -> ActiveToken:
 def userinfo():
     """OpenID Connect Core §5.3: the signed-in user's claims, as far as the token's scopes allow."""
     found = _usable_token()
-    # Only a user's token (not a client's own).
+    # Only a user's token (not a client's own). A DPoP-bound token's errors are in its scheme.
     account = users.get_by_sub(found.user_sub) if found.user_sub else None
     if account is None:
+        if found.jkt:
+            raise dpop_error("invalid_token", "The access token is invalid, expired or revoked")
         raise bearer_error(401, "invalid_token", "The access token is invalid, expired or revoked")
     scopes = found.scope.split()
     if "openid" not in scopes:
+        if found.jkt:
+            raise dpop_error("insufficient_scope", "The access token does not have the openid scope", status=403)
         raise bearer_error(403, "insufficient_scope", "The access token does not have the openid scope",
                            scope="openid")
     allowed = {claim for scope in scopes for claim in SCOPE_CLAIMS.get(scope, ())}
