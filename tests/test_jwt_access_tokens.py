@@ -462,11 +462,9 @@ def test_new_key_entry_is_published_without_restart(tmp_path, keystore_file):
 
 
 @needs_keytool
-@pytest.mark.xfail(strict=True, reason="BUG: keystore/signing_keys.py key_set() raises KeystoreError when the "
-                   "signing_key_alias entry disappears from a keystore re-read while running (core/services.py "
-                   "keys()); every /oauth2/jwks, token and JWT introspection request is then 500 server_error, "
-                   "instead of keeping the last good key set as a keystore that cannot be read does")
 def test_deleting_the_signing_entry_while_running_keeps_the_last_good_keys(tmp_path, keystore_file):
+    """An operator's mistake (the entry in use deleted while the server runs) does not take
+    /oauth2/jwks and the token endpoint down: the last good key set stays in use."""
     oidc = in_process(tmp_path, token_config("ES256", "tokens-a"), keystore_file)
     keystore = oidc.env.tmp / "var" / "primary.p12"
     kid_a = kid_of(entry_public_key(keystore, "tokens-a"))
