@@ -778,10 +778,12 @@ def ratios(rows: list[dict]) -> list[str]:
 
 
 def variant_ratios(rows: list[dict]) -> list[str]:
-    """Each variant of ours against the first variant listed, same round and thread count: req/s
-    ratio and p99, per round and the median over the rounds."""
+    """Each variant of ours against the first variant listed, same round and thread count: req/s,
+    p99 and server CPU per token, per round and the median over the rounds. CPU per token is the
+    steadiest of the three on a shared machine (the server does not always get its whole core)."""
     out = []
-    per: dict[tuple, list[tuple[float, float]]] = {}
+    per: dict[tuple, list[tuple[float, float, float]]] = {}
+    us = lambda r: r["server_cores"] / r["rps"] * 1e6 if r["rps"] else float("nan")  # noqa: E731
     ours = [r for r in rows if r["target"] == "ours" and "rps" in r]
     names = list(dict.fromkeys(r["variant"] for r in ours))
     if len(names) < 2:
@@ -791,14 +793,16 @@ def variant_ratios(rows: list[dict]) -> list[str]:
     for rnd in rounds:
         for base in (r for r in ours if r["round"] == rnd and r["variant"] == base_name):
             for v in (r for r in ours if r["round"] == rnd and r["threads"] == base["threads"] and r is not base):
-                ratio, p99 = v["rps"] / base["rps"], v["p99_ms"] / base["p99_ms"]
-                per.setdefault((v["variant"], base["threads"]), []).append((ratio, p99))
+                ratio, p99, cpu = v["rps"] / base["rps"], v["p99_ms"] / base["p99_ms"], us(v) / us(base)
+                per.setdefault((v["variant"], base["threads"]), []).append((ratio, p99, cpu))
                 out.append(f"variant {v['variant']} / {base_name} ({base['threads']} threads) [round {rnd}]: "
                            f"{ratio:.2f}x req/s ({v['rps']:,.0f} vs {base['rps']:,.0f}), "
-                           f"p99 {v['p99_ms']:.1f} vs {base['p99_ms']:.1f} ms ({p99:.2f}x)")
+                           f"p99 {v['p99_ms']:.1f} vs {base['p99_ms']:.1f} ms ({p99:.2f}x), "
+                           f"server CPU/token {us(v):,.0f} vs {us(base):,.0f} µs ({cpu:.2f}x)")
     for (name, th), values in per.items():
-        out.append(f"variant {name} / {base_name} ({th} threads): median {statistics.median(v[0] for v in values):.2f}x "
-                   f"req/s, p99 {statistics.median(v[1] for v in values):.2f}x over {len(values)} round(s) "
+        med = [statistics.median(v[i] for v in values) for i in range(3)]
+        out.append(f"variant {name} / {base_name} ({th} threads): median {med[0]:.2f}x req/s, p99 {med[1]:.2f}x, "
+                   f"server CPU/token {med[2]:.2f}x over {len(values)} round(s) "
                    f"(req/s each: {', '.join(f'{v[0]:.2f}' for v in values)})")
     return out
 

@@ -405,6 +405,10 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise fail(("oauth", "rate_limit", "store"), 'must be "memory" or a redis://, rediss:// or unix:// URL')
 
     token = values[("oauth", "token")]
+    if token["signing_alg"] == "RS256" and token["signing_key_alias"]:
+        # One algorithm per published key: another RSA entry is published for PS256.
+        raise fail(("oauth", "token", "signing_key_alias"), "must be empty with signing_alg RS256, which the "
+                                                            "primary key signs (PS256, ES256 or EdDSA use a key entry)")
     if token["signing_alg"] != "RS256" and not token["signing_key_alias"]:
         raise fail(("oauth", "token", "signing_alg"), "needs signing_key_alias: a key entry that can sign "
                                                       f"{token['signing_alg']} (the primary key is RSA, for RS256)")

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 from core.errors import invalid_dpop_proof, use_dpop_nonce
 from keystore.dpop import Nonces, Proof, ProofError, verify_proof
+from storage import clients
 from storage.clients import RegisteredClient
 from storage.replay import ReplayStore
 
@@ -34,6 +35,13 @@ class DPoP:
     def nonce_required(self, client: RegisteredClient | None) -> bool:
         return self.require_nonce or (client is not None and client.require_dpop_nonce)
 
+    def nonce_wanted_by(self, client_id: str | None) -> bool:
+        """Whether the client a request claims to come from (claimed_client_id) requires nonces.
+        One read of its registration, for a proof without a valid nonce only: a client that uses
+        the nonce every answer offers (RFC 9449 §8.2) spares it."""
+        client = clients.get(client_id) if client_id else None
+        return client is not None and client.require_dpop_nonce
+
     def current_nonce(self) -> str:
         return self.nonces.current(int(time.time()))
 
@@ -49,9 +57,11 @@ class DPoP:
     def nonce_valid(self, proof: Proof) -> bool:
         return self.nonces.valid(proof.nonce, int(time.time()))
 
-    def check_nonce(self, proof: Proof, client: RegisteredClient | None, error=use_dpop_nonce) -> None:
-        """RFC 9449 §8: a missing, stale or foreign nonce where one is required."""
-        if self.nonce_required(client) and not self.nonce_valid(proof):
+    def check_nonce(self, proof: Proof, client: RegisteredClient | None, error=use_dpop_nonce,
+                    wanted: bool = False) -> None:
+        """RFC 9449 §8: a missing, stale or foreign nonce where one is required (by the server,
+        the client, or `wanted`)."""
+        if (wanted or self.nonce_required(client)) and not self.nonce_valid(proof):
             raise error(self.current_nonce())
 
     def record(self, proof: Proof, error=invalid_dpop_proof) -> None:

@@ -20,7 +20,6 @@ from core.dpop import claimed_client_id
 from core.errors import (OAuthError, invalid_client, invalid_dpop_proof, invalid_request, invalid_target, rate_limited,
                          unsupported_grant_type)
 from core.request import AuthAttempt, AuthenticatedClient, TokenRequest, check_resources
-from storage import clients
 
 log = logging.getLogger("handlers.chain")
 
@@ -126,15 +125,13 @@ class Chain:
         proof = None
         if "dpop" in request.headers:
             proof = dpop.verify(request.headers["dpop"], "POST", request.endpoint_url)
-            claimed = None
-            if not dpop.require_nonce and not dpop.nonce_valid(proof):  # does this client want one?
-                wanted = claimed_client_id(request.form, request.headers)
-                claimed = clients.get(wanted) if wanted else None
-            dpop.check_nonce(proof, claimed)
+            # The nonce of the server, or of the client the request names (RFC 9449 §8).
+            wanted = not dpop.nonce_valid(proof) and dpop.nonce_wanted_by(
+                claimed_client_id(request.form, request.headers))
+            dpop.check_nonce(proof, None, wanted=wanted)
         client = self.authenticate(request)
         registered = client.client
-        # RFC 9449 §8.2: every answer to a proof carries the current nonce, so that a client that
-        # uses it spares the server the look-up above.
+        # RFC 9449 §8.2: every answer to a proof carries the current nonce.
         headers = {"DPoP-Nonce": dpop.current_nonce()} if proof else {}
         try:
             if proof is not None:

@@ -440,8 +440,8 @@ def dpop_proof(private_key, url: str, method: str = "POST", *, alg: str | None =
 def authorization_redirect(get, post, query: dict | list, username: str, password: str) -> dict:
     """Run /oauth2/authorize as a browser does: the request, sign-in and consent (each shown only
     when needed), and return the parameters of the final redirect. `query` is a dict or a list of
-    pairs (for repeated parameters such as `resource`). `get(query)` and `post(form)`
-    (a list of pairs) send to /oauth2/authorize keeping cookies, and return (status, text, Location or None)."""
+    pairs (for repeated parameters such as `resource`). `get(query)` and `post(form)` (a list of
+    pairs) send to /oauth2/authorize keeping cookies, and return (status, text, Location or None)."""
     import html
     import re
     from urllib.parse import parse_qs, urlsplit
@@ -472,7 +472,8 @@ def authorize_over_https(server: "Server", query: dict | list, username: str, pa
                                   lambda f: answer(session.post(url, data=f, **options)), query, username, password)
 
 
-def authorize_in_process(app, query: dict | list, username: str, password: str, base_url: str = "https://localhost:9443"):
+def authorize_in_process(app, query: dict | list, username: str, password: str,
+                         base_url: str = "https://localhost:9443") -> dict:
     """authorization_redirect through the Flask test client at `base_url` (https: the __Host-
     cookies are Secure)."""
     client = app.test_client()

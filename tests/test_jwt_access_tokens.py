@@ -28,8 +28,8 @@ from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
 from oidc_support import CODE_GRANTS, FORM, OIDC, REDIRECT
-from support import (ASSERTION_TYPE, KEYSTORE_PASSWORD, PYTHON, ROOT, InProcess, Server, assert_oauth_error,
-                     claims_for, dpop_proof, ec_key, free_port, jkt_of, jwks_of, jwk_thumbprint, rsa_key,
+from support import (ASSERTION_TYPE, KEYSTORE_PASSWORD, PYTHON, ROOT, InProcess, Server, claims_for,
+                     dpop_proof, ec_key, free_port, jkt_of, jwks_of, jwk_thumbprint, rsa_key,
                      shared_keystore, sign, token_form, write_config)
 
 KEYTOOL = shutil.which("keytool")
@@ -213,7 +213,10 @@ def test_client_credentials_jwt(jwt_oidc):
     assert header == {"alg": "RS256", "typ": "at+jwt", "kid": kid}
     assert set(claims) == {"iss", "exp", "aud", "sub", "client_id", "iat", "jti", "scope"}
     assert claims["iss"] == ISSUER
-    assert claims["aud"] == claims["sub"] == claims["client_id"] == "client-1"
+    # RFC 9068 §5: without a resource the audience is this server, never the client (no access
+    # token may pass for an ID token).
+    assert claims["aud"] == ISSUER
+    assert claims["sub"] == claims["client_id"] == "client-1"
     assert before <= claims["iat"] <= int(time.time())
     assert claims["exp"] == claims["iat"] + body["expires_in"] == claims["iat"] + 3600
     assert claims["scope"] == body["scope"] == "openid read"
@@ -230,7 +233,7 @@ def test_user_token_claims_and_userinfo(jwt_oidc):
     header, claims = verified(body["access_token"], jwks(oidc), "RS256")
     assert header["typ"] == "at+jwt"
     assert set(claims) == {"iss", "exp", "aud", "sub", "client_id", "iat", "jti", "scope", "auth_time"}
-    assert claims["sub"] == oidc.alice.sub and claims["aud"] == claims["client_id"] == "web-app"
+    assert claims["sub"] == oidc.alice.sub and claims["client_id"] == "web-app" and claims["aud"] == ISSUER
     assert claims["auth_time"] == auth_time and claims["scope"] == "openid profile"
     r = userinfo(oidc, body["access_token"])
     assert r.status_code == 200 and r.json["sub"] == oidc.alice.sub, r.get_data(as_text=True)
@@ -247,6 +250,26 @@ def test_dpop_bound_jwt(jwt_oidc):
     assert claims["cnf"] == {"jkt": jkt_of(key)}
     described = oidc.introspect(body["access_token"])
     assert described["token_type"] == "DPoP" and described["cnf"] == {"jkt": jkt_of(key)}
+
+
+def test_dpop_bound_jwt_at_userinfo(jwt_oidc):
+    oidc = jwt_oidc
+    key = ec_key()
+    r = oidc.post("/oauth2/token", {"grant_type": "authorization_code", "code": oidc.code(scopes=("openid",)),
+                                    "redirect_uri": REDIRECT, **oidc.auth()}, {"DPoP": dpop_proof(key, ISSUER)})
+    assert r.status_code == 200 and r.json["token_type"] == "DPoP", r.get_data(as_text=True)
+    token = r.json["access_token"]
+    assert parts(token)[1]["cnf"] == {"jkt": jkt_of(key)}
+    url = BASE + "/oauth2/userinfo"
+    good = oidc.app.test_client().get("/oauth2/userinfo", headers={
+        "Authorization": "DPoP " + token, "DPoP": dpop_proof(key, url, "GET", access_token=token)})
+    assert good.status_code == 200 and good.json == {"sub": oidc.alice.sub}, good.get_data(as_text=True)
+    other = oidc.app.test_client().get("/oauth2/userinfo", headers={
+        "Authorization": "DPoP " + token, "DPoP": dpop_proof(ec_key(), url, "GET", access_token=token)})
+    assert other.status_code == 401 and other.json["error"] == "invalid_dpop_proof"
+    bearer = userinfo(oidc, token)
+    assert bearer.status_code == 401 and bearer.json["error"] == "invalid_token"
+    assert bearer.headers["WWW-Authenticate"].startswith('DPoP error="invalid_token", algs="')
 
 
 def test_resources_are_the_audience(jwt_oidc):
@@ -479,25 +502,6 @@ def test_deleting_the_signing_entry_while_running_keeps_the_last_good_keys(tmp_p
     assert r.status_code == 200, r.get_data(as_text=True)
 
 
-@needs_keytool
-@pytest.mark.xfail(strict=True, reason="BUG: keystore/signing_keys.py _natural_alg() republishes an RSA key entry "
-                   "that no longer signs as PS256, so RS256 tokens it signed (signing_alg = RS256 with a "
-                   "signing_key_alias) stop verifying, at /oauth2/introspect and against /oauth2/jwks, as soon as "
-                   "signing_key_alias moves on, although the entry is kept as the README's rollover says")
-def test_rs256_key_entry_rollover(tmp_path, keystore_file):
-    from app import build_app
-    directory = tmp_path / "idp"
-    oidc = in_process(directory, token_config("RS256", "rsa-extra", "persist = false\n"), keystore_file)
-    token = cc_token(oidc)["access_token"]
-    kid = kid_of(entry_public_key(keystore_file, "rsa-extra"))
-    assert parts(token)[0] == {"alg": "RS256", "typ": "at+jwt", "kid": kid}
-    # The same deployment restarted with signing_key_alias moved to another entry (here the primary).
-    rolled = OIDC(InProcess(build_app(str(write_config(directory, extra=JWT + "persist = false\n"))), directory))
-    rolled.env.key = oidc.env.key
-    assert rolled.introspect(token, "web-app")["active"] is True
-    assert verified(token, jwks(rolled), "RS256")[0]["kid"] == kid
-
-
 # --- the real server: ES256, rollover ---------------------------------------------------------------------------
 
 def register_in(directory: Path, client_id: str, key) -> None:
@@ -583,6 +587,8 @@ STARTUP = {
     "PS256-with-primary-key": ('signing_alg = "PS256"\nsigning_key_alias = "wso2carbon"\n',
                                'signing_key_alias = "wso2carbon"'),
     "EdDSA-with-ec-key": ('signing_alg = "EdDSA"\nsigning_key_alias = "tokens-a"\n', 'signing_key_alias = "tokens-a"'),
+    # RS256 is the primary key's; another RSA entry is published for PS256 (one alg per key).
+    "RS256-with-alias": ('signing_alg = "RS256"\nsigning_key_alias = "rsa-extra"\n', 'signing_key_alias = "rsa-extra"'),
 }
 
 

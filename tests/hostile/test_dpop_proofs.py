@@ -28,8 +28,8 @@ import requests
 
 from hostile_support import FORM, Env, b64, compact, form, jdump, post
 from oidc_support import verifier_pair
-from support import (Server, assert_oauth_error, ath_of, authorize_over_https, dpop_proof, ec_key, free_port, jkt_of,
-                     jwks_of, public_jwk, rsa_key, write_config)
+from support import (Server, assert_oauth_error, authorize_over_https, dpop_proof, free_port, jkt_of, jwks_of,
+                     public_jwk, write_config)
 
 PASSWORD = "correct horse battery"
 REDIRECT = "https://app.example/cb"
@@ -322,8 +322,10 @@ def test_nonce_is_asked_for_then_the_same_assertion_succeeds(e):
     done = nonce_request(e, assertion, nonce=nonce)
     assert_dpop_token(done)
     assert NONCE.fullmatch(done.headers["DPoP-Nonce"])
-    # A client that does not require nonces gets no DPoP-Nonce header.
-    assert "DPoP-Nonce" not in send_token(e, good(e)).headers
+    # A client that does not require nonces is not asked, but is told the nonce all the same
+    # (RFC 9449 §8.2); a request without a proof is not.
+    assert NONCE.fullmatch(send_token(e, good(e)).headers["DPoP-Nonce"])
+    assert "DPoP-Nonce" not in send_token(e, None).headers
 
 
 @pytest.mark.parametrize("forge", [
