@@ -90,6 +90,8 @@ class AccessTokens:
             return None
         if token.count(".") == 2:
             return self._active_jwt(token)
+        if "." in token:  # never an opaque token; maybe a JWT's record key (header.payload)
+            return None
         row = self.store.find(token)
         if not self.store.usable(row):
             return None
@@ -148,7 +150,7 @@ class AccessTokens:
     def revoke(self, token: str, client_id: str) -> bool:
         """RFC 7009 §2.1: only the client the token was issued to may revoke it."""
         if token.count(".") != 2:
-            return self.store.revoke(token, client_id)
+            return "." not in token and self.store.revoke(token, client_id)
         claims = self.verify(token)
         if claims is None or claims["client_id"] != client_id:
             return False

@@ -150,6 +150,7 @@ class Chain:
             response = self.issuer.issue(request, client, grant)
             handler.after_issue(request, client, grant)  # checks that must follow the issue
         except OAuthError as exc:
+            exc.headers.update(headers)
             self.emit("token_error", {"request_id": request.request_id, "client_id": client.client.client_id,
                                       "grant_type": grant_type, "error": exc.error, "reason": exc.reason})
             raise

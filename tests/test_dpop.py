@@ -176,6 +176,13 @@ def test_a_client_that_requires_nonces(oidc, key):
     assert "DPoP-Nonce" not in token(oidc).headers
 
 
+def test_an_error_after_authentication_carries_the_nonce_too(oidc, key):
+    """RFC 9449 §8.2: the answer to a proof offers the current nonce, an error answer included."""
+    r = token(oidc, proof=proof(key), resources=("https://unregistered.example/",))
+    assert_oauth_error(r, 400, "invalid_target")
+    assert NONCE.fullmatch(r.headers["DPoP-Nonce"])
+
+
 def test_a_nonce_requiring_client_without_dpop_gets_a_bearer_token(oidc):
     """The nonce is a rule for proofs; a request with none is not asked for one."""
     r = token(oidc, "nonce-client")

@@ -301,6 +301,19 @@ def test_format_per_client(tmp_path):
 
 # --- persist = false -----------------------------------------------------------------------------------------
 
+def test_persisted_jwt_without_its_signature_is_nothing(jwt_oidc):
+    """A JWT is recorded under its header and payload: that text, presented as a token, is no
+    token at all (not an opaque one whose hash matches the record)."""
+    oidc = jwt_oidc
+    token = oidc.tokens(scopes=("openid",))["access_token"]
+    stripped = token.rsplit(".", 1)[0]
+    assert oidc.introspect(stripped) == {"active": False}
+    r = userinfo(oidc, stripped)
+    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+    assert oidc.revoke(stripped).status_code == 200       # RFC 7009 §2.2: 200 whatever the token
+    assert oidc.introspect(token)["active"] is True       # and it revoked nothing
+
+
 def test_persisted_jwt_is_stored_and_revocable(jwt_oidc):
     oidc = jwt_oidc
     token = cc_token(oidc)["access_token"]
