@@ -81,6 +81,10 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "tls": (bool, True),
         "trusted_proxies": (list, []),
         "proxy_port": (int, 0),          # the port clients use when a proxy listens elsewhere (0: port)
+        # RFC 8705: "optional" asks TLS clients for a certificate (mutual TLS) issued by a CA in
+        # client_ca_file; behind a proxy, the Client-Cert header (RFC 9440) of trusted_proxies.
+        "client_certificates": (("off", "optional"), "off"),
+        "client_ca_file": (str, ""),
     },
     ("database", "identity_db"): {
         "url": (str, "sqlite:///var/identity.db"),
@@ -93,6 +97,11 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
     },
     ("oauth",): {
         "timestamp_skew": (int, 30),
+        "profile": (("oauth2", "fapi2"), "oauth2"),  # "fapi2": the FAPI 2.0 Security Profile
+    },
+    ("oauth", "par"): {
+        "required": (bool, False),       # RFC 9126 §5: every authorization request must be pushed
+        "request_uri_lifetime": (int, 60),
     },
     ("oauth", "token_validation"): {
         "app_access_token_validity": (int, 3600),
@@ -196,6 +205,8 @@ class Settings:
     session_lifetime: int                                    # [session] lifetime, seconds
     validity: dict[str, int] = field(default_factory=dict)   # [oauth.token_validation], seconds
     pkce: dict[str, bool] = field(default_factory=dict)
+    profile: str = ""                                        # [oauth] profile
+    par: dict[str, Any] = field(default_factory=dict)        # [oauth.par]
     token: dict[str, Any] = field(default_factory=dict)      # [oauth.token]
     dpop: dict[str, Any] = field(default_factory=dict)       # [oauth.dpop]
     listeners: list[ListenerEntry] = field(default_factory=list)
@@ -391,6 +402,12 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise fail(("oauth", "jwks_fetch", "timeout"), "must be between 0.1 and 30 seconds")
     if not 1024 <= fetch["max_bytes"] <= 10 * 1024 * 1024:
         raise fail(("oauth", "jwks_fetch", "max_bytes"), "must be between 1024 and 10485760")
+    par = values[("oauth", "par")]
+    if not 10 <= par["request_uri_lifetime"] <= 600:
+        raise fail(("oauth", "par", "request_uri_lifetime"), "must be between 10 and 600 seconds")
+    if server["client_certificates"] != "off" and server["tls"] and not server["client_ca_file"]:
+        raise fail(("server", "client_ca_file"), "is required when client_certificates is on and the server "
+                                                 "terminates TLS: the CAs whose client certificates it accepts")
     if not 1 <= fetch["refresh_interval"] <= 3600:
         raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 
@@ -432,6 +449,8 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         issuer="",
         validity=validity,
         pkce=values[("oauth", "pkce")],
+        profile=oauth["profile"],
+        par=par,
         token=token,
         dpop=dpop,
         session_lifetime=values[("session",)]["lifetime"],

@@ -13,7 +13,7 @@ from core.errors import invalid_target
 from storage.clients import RegisteredClient
 
 # The endpoints that run the client authentication chain (TokenRequest.endpoint).
-TOKEN, INTROSPECTION, REVOCATION = "token", "introspection", "revocation"
+TOKEN, INTROSPECTION, REVOCATION, PAR = "token", "introspection", "revocation", "par"
 
 # RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR.
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
@@ -47,13 +47,18 @@ class TokenRequest:
     remote_addr: str = ""
     resources: tuple[str, ...] = ()  # RFC 8707 §2: the `resource` parameters, which may repeat
     dpop: DPoPProof | None = None    # RFC 9449: the verified proof, set by the chain (handlers.chain)
+    # RFC 8705: the client's TLS certificate (DER), from the server's own TLS socket or a trusted
+    # proxy's Client-Cert header (server.current.client_certificate); None without one.
+    client_certificate: bytes | None = None
 
     @staticmethod
     def build(form: dict[str, str], headers: dict[str, str], endpoint: str, endpoint_url: str,
-              request_id: str, remote_addr: str = "", resources: tuple[str, ...] = ()) -> "TokenRequest":
+              request_id: str, remote_addr: str = "", resources: tuple[str, ...] = (),
+              client_certificate: bytes | None = None) -> "TokenRequest":
         return TokenRequest(form=MappingProxyType(dict(form)), headers=MappingProxyType(dict(headers)),
                             endpoint=endpoint, endpoint_url=endpoint_url, request_id=request_id,
-                            remote_addr=remote_addr, resources=tuple(dict.fromkeys(resources)))
+                            remote_addr=remote_addr, resources=tuple(dict.fromkeys(resources)),
+                            client_certificate=client_certificate)
 
     def credential_kinds(self) -> set[str]:
         """Which client authentication methods the request carries, whatever handlers are enabled."""

@@ -18,7 +18,9 @@ from storage.models import (AccessToken, AuthFailure, AuthorizationCode, Client,
                             RefreshToken, RegistrationAccessToken)
 from storage.sql import Param, Statement
 
-AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none")  # none: a public client (PKCE)
+# none: a public client (PKCE); the tls_ ones: RFC 8705 §2 (mutual TLS)
+AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none", "tls_client_auth",
+                "self_signed_tls_client_auth")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ class RegisteredClient:
     require_dpop_nonce: bool = False
     access_token_format: str | None = None      # None: [oauth.token] access_token_format
     resources: tuple[str, ...] = ()              # RFC 8707: the resources it may ask tokens for
+    require_pushed_authorization_requests: bool = False   # RFC 9126 §6
+    tls_client_auth_subject_dn: str | None = None          # RFC 8705 §2.1.2 (tls_client_auth)
+    tls_client_auth_san: str | None = None                 # "dns:…", "uri:…", "ip:…" or "email:…"
+    tls_client_certificate_bound_access_tokens: bool = False  # RFC 8705 §3.4
+    profile: str | None = None                   # "fapi2": held to FAPI 2.0 whatever the server's profile
 
     def public_view(self) -> dict:
         """What `clients show` prints: never the secret hash."""
@@ -84,7 +91,9 @@ def secret_matches(client: RegisteredClient, secret: str) -> bool:
 _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_types", "scopes", "redirect_uris",
             "jwks", "jwks_uri", "signing_alg", "audience_policy", "token_reuse", "description", "first_party",
             "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at", "created_at",
-            "dpop_bound_access_tokens", "require_dpop_nonce", "access_token_format", "resources")
+            "dpop_bound_access_tokens", "require_dpop_nonce", "access_token_format", "resources",
+            "require_pushed_authorization_requests", "tls_client_auth_subject_dn", "tls_client_auth_san",
+            "tls_client_certificate_bound_access_tokens", "profile")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
                         .where(Client.client_id == Param("client_id")))
 
@@ -94,7 +103,8 @@ def _from_row(row: tuple) -> RegisteredClient:
     values = dict(zip(_COLUMNS, row))
     for key in ("grant_types", "scopes", "redirect_uris", "resources"):
         values[key] = tuple((values[key] or "").split())
-    for key in ("first_party", "dpop_bound_access_tokens", "require_dpop_nonce"):
+    for key in ("first_party", "dpop_bound_access_tokens", "require_dpop_nonce", "require_pushed_authorization_requests",
+                "tls_client_certificate_bound_access_tokens"):
         values[key] = bool(values[key])
     values["description"] = values["description"] or ""
     return RegisteredClient(**values)

@@ -56,6 +56,20 @@ class RevokedJWT(BaseModel):
         table_name = "oauth_revoked_jwt"
 
 
+class PushedAuthorizationRequest(BaseModel):
+    """RFC 9126: an authorization request pushed by an authenticated client, used once by its
+    request_uri (only its SHA-256 is stored)."""
+
+    request_uri_hash = peewee.CharField(max_length=64, primary_key=True)
+    client_id = peewee.CharField(max_length=255)
+    parameters = peewee.TextField()                                # the validated parameters, JSON
+    expires_at = peewee.BigIntegerField(index=True)
+    used = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "oauth_par_request"
+
+
 class Client(BaseModel):
     """A registered OAuth client (a service provider's inbound OAuth configuration)."""
 
@@ -87,6 +101,15 @@ class Client(BaseModel):
     require_dpop_nonce = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
     access_token_format = peewee.CharField(max_length=10, null=True)  # None: [oauth.token] access_token_format
     resources = peewee.TextField(null=True)                          # RFC 8707 resources it may ask for
+    # RFC 9126 §6: its authorization requests must be pushed (PAR).
+    require_pushed_authorization_requests = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
+    # RFC 8705 §2.1.2: tls_client_auth identifies the client by one of these.
+    tls_client_auth_subject_dn = peewee.TextField(null=True)
+    tls_client_auth_san = peewee.TextField(null=True)               # "dns:…", "uri:…", "ip:…" or "email:…"
+    # RFC 8705 §3.4: its access tokens are bound to the certificate it presents.
+    tls_client_certificate_bound_access_tokens = peewee.BooleanField(default=False,
+                                                                     constraints=[peewee.SQL("DEFAULT FALSE")])
+    profile = peewee.CharField(max_length=10, null=True)             # "fapi2": stricter than the server's
 
     class Meta:
         table_name = "oauth_client"
@@ -105,6 +128,7 @@ class AccessToken(BaseModel):
     grant_id = peewee.CharField(max_length=64, null=True, index=True)  # the code / refresh family
     jkt = peewee.CharField(max_length=64, null=True)                   # RFC 9449 §6: bound to this DPoP key
     audience = peewee.TextField(null=True)                             # RFC 8707 resources, space-separated
+    x5t_s256 = peewee.CharField(max_length=64, null=True)              # RFC 8705 §3: bound to this certificate
 
     class Meta:
         table_name = "oauth_access_token"
@@ -246,5 +270,5 @@ class RegistrationAccessToken(BaseModel):
         table_name = "oauth_registration_access_token"
 
 
-TABLES = [JTI, DPoPJTI, RevokedJWT, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
+TABLES = [JTI, DPoPJTI, RevokedJWT, PushedAuthorizationRequest, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
           SchemaVersion, InitialAccessToken, RegistrationAccessToken]
