@@ -203,9 +203,9 @@ class Settings:
     jwks_fetch: dict[str, Any]
     rate_limit: dict[str, Any]
     session_lifetime: int                                    # [session] lifetime, seconds
+    profile: str                                             # [oauth] profile: "oauth2" or "fapi2"
     validity: dict[str, int] = field(default_factory=dict)   # [oauth.token_validation], seconds
     pkce: dict[str, bool] = field(default_factory=dict)
-    profile: str = ""                                        # [oauth] profile
     par: dict[str, Any] = field(default_factory=dict)        # [oauth.par]
     token: dict[str, Any] = field(default_factory=dict)      # [oauth.token]
     dpop: dict[str, Any] = field(default_factory=dict)       # [oauth.dpop]
