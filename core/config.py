@@ -421,14 +421,17 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     if limits["store"] != "memory" and not _redis_url(limits["store"]):
         raise fail(("oauth", "rate_limit", "store"), 'must be "memory" or a redis://, rediss:// or unix:// URL')
 
+    if oauth["profile"] == "fapi2":
+        _fapi2(values, fail)
     token = values[("oauth", "token")]
-    if token["signing_alg"] == "RS256" and token["signing_key_alias"]:
+    primary = primary_algorithm(oauth["profile"])
+    if token["signing_alg"] == primary and token["signing_key_alias"]:
         # One algorithm per published key: another RSA entry is published for PS256.
-        raise fail(("oauth", "token", "signing_key_alias"), "must be empty with signing_alg RS256, which the "
-                                                            "primary key signs (PS256, ES256 or EdDSA use a key entry)")
-    if token["signing_alg"] != "RS256" and not token["signing_key_alias"]:
+        raise fail(("oauth", "token", "signing_key_alias"), f"must be empty with signing_alg {primary}, which the "
+                                                            "primary key signs (other algorithms use a key entry)")
+    if token["signing_alg"] != primary and not token["signing_key_alias"]:
         raise fail(("oauth", "token", "signing_alg"), "needs signing_key_alias: a key entry that can sign "
-                                                      f"{token['signing_alg']} (the primary key is RSA, for RS256)")
+                                                      f"{token['signing_alg']} (the primary key is RSA, for {primary})")
     dpop = values[("oauth", "dpop")]
     if not 1 <= dpop["proof_lifetime"] <= 3600:
         raise fail(("oauth", "dpop", "proof_lifetime"), "must be between 1 and 3600 seconds")
@@ -464,6 +467,41 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         raise fail(("oauth", "oidc", "id_token", "issuer"), "must be an absolute http(s) URL")
     object.__setattr__(settings, "issuer", issuer)
     return settings
+
+
+def primary_algorithm(profile: str) -> str:
+    """What the primary key (RSA) signs ID tokens (and by default JWT access tokens) with: RS256
+    (OpenID Connect Core §15.1), or PS256 under FAPI 2.0 (Security Profile §5.4.1)."""
+    return "PS256" if profile == "fapi2" else "RS256"
+
+
+# FAPI 2.0 Security Profile §5: what `[oauth] profile = "fapi2"` asks of the rest of the file.
+# (section, key): (the value a key left at its default takes, a test of an explicit value, the rule)
+FAPI2_SETTINGS: dict[tuple[str, ...], tuple[Any, Any, str]] = {
+    ("oauth", "timestamp_skew"): (10, lambda v: v == 10,
+                                  "must be 10: iat and nbf up to 10 s ahead accepted, beyond that refused (§5.3.2.1)"),
+    ("oauth", "dpop", "timestamp_skew"): (10, lambda v: v == 10, "must be 10: a proof's iat up to 10 s ahead (§5.3.2.1)"),
+    ("oauth", "dpop", "proof_lifetime"): (60, lambda v: v <= 60, "must be at most 60 seconds"),
+    ("oauth", "token_validation", "authorization_code_validity"): (
+        60, lambda v: v <= 60, "must be at most 60 seconds (§5.3.2.1: codes live at most one minute)"),
+    ("oauth", "pkce", "allow_plain"): (False, lambda v: v is False, "must be false: PKCE with S256 only (§5.3.2.2)"),
+    ("oauth", "pkce", "mandatory"): (True, lambda v: v is True, "must be true: PKCE for every client (§5.3.2.2)"),
+    ("oauth", "par", "required"): (True, lambda v: v is True, "must be true: pushed authorization requests (§5.3.2.2)"),
+    ("oauth", "token", "signing_alg"): ("PS256", lambda v: v in ("PS256", "ES256", "EdDSA"),
+                                        "must be PS256, ES256 or EdDSA (§5.4.1)"),
+}
+
+
+def _fapi2(values: dict[tuple, dict[str, Any]], fail) -> None:
+    """A key left at its default follows the profile; a value chosen that contradicts it stops
+    start-up, naming the key."""
+    for path, (profile_value, allowed, rule) in FAPI2_SETTINGS.items():
+        section, key = path[:-1], path[-1]
+        value = values[section][key]
+        if value == SCHEMA[section][key][1]:
+            values[section][key] = profile_value
+        elif not allowed(value):
+            raise fail(path, f'{rule} under [oauth] profile = "fapi2"')
 
 
 def _redis_url(url: str) -> bool:

@@ -16,7 +16,7 @@ from keystore.jwks_uri import JWKSFetcher
 from keystore.signing_keys import KeySet, KeySets
 from keystore.store import Keystore
 from core.access_tokens import AccessTokens
-from core.config import Settings
+from core.config import Settings, primary_algorithm
 from core.dpop import DPoP
 from core.ratelimit import FailureLimiter
 from storage.models import DPoPJTI
@@ -99,7 +99,8 @@ def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) 
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
                         limiter=_limiter(settings), dpop=dpop,
                         _keystore=keystore, _key_sets=KeySets(settings.token["signing_alg"],
-                                                              settings.token["signing_key_alias"]))
+                                                              settings.token["signing_key_alias"],
+                                                              primary_algorithm(settings.profile)))
     try:
         services._keystore_mtime = os.stat(keystore.path).st_mtime
     except OSError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.profile import fapi2
 from core.errors import (OAuthError, invalid_client, invalid_dpop_proof, invalid_grant, invalid_request,
                          invalid_scope, invalid_target, temporarily_unavailable, unauthorized_client,
                          unsupported_grant_type)
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     # the stages and their contract
-    "STAGES", "Property", "Handler", "ClientAuthenticator", "GrantHandler", "TokenIssuer", "Listener",
+    "STAGES", "Property", "PropertyError", "Handler", "ClientAuthenticator", "GrantHandler", "TokenIssuer", "Listener",
+    "fapi2",
     # what flows through the chain
     "TokenRequest", "TOKEN", "INTROSPECTION", "REVOCATION", "AuthAttempt", "AuthenticatedClient",
     "RegisteredClient", "Grant", "UserGrant", "RefreshTokenGrant", "CLIENT_ID", "SCOPE_TOKEN", "DPoPProof",
@@ -46,6 +48,15 @@ class Property:
     doc: str = ""
     choices: tuple[str, ...] | None = None   # for a list: the values each member may take
     minimum: int | None = None               # for an int: the smallest value that makes sense
+
+
+class PropertyError(ValueError):
+    """A handler refuses the value of one of its properties (raised from __init__): start-up
+    stops with the message, naming that property's line in deployment.toml."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Handler:

@@ -14,11 +14,12 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from handlers.base import STAGES, ClientAuthenticator, GrantHandler, Handler, Listener, TokenIssuer
+from handlers.base import STAGES, ClientAuthenticator, GrantHandler, Handler, Listener, PropertyError, TokenIssuer
 from core import config
 from core.dpop import claimed_client_id
 from core.errors import (OAuthError, invalid_client, invalid_dpop_proof, invalid_request, invalid_target, rate_limited,
                          unsupported_grant_type)
+from core.profile import fapi2
 from core.request import AuthAttempt, AuthenticatedClient, TokenRequest, check_resources
 
 log = logging.getLogger("handlers.chain")
@@ -26,6 +27,7 @@ log = logging.getLogger("handlers.chain")
 # Built-in handlers run with their defaults even when deployment.toml does not name them.
 BUILTIN_MODULES = ("private_key_jwt", "client_secret", "client_credentials", "token_issuer", "audit_log", "failure_log",
                    "public_client", "authorization_code", "refresh_token", "tls_client_auth")
+FAPI2_METHODS = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -139,6 +141,11 @@ class Chain:
                 request = replace(request, dpop=proof)
             elif registered.dpop_bound_access_tokens:  # RFC 9449 §5.2
                 raise invalid_dpop_proof("The client must send a DPoP proof", reason="dpop_required")
+            elif fapi2(self.services.settings, registered) and not (
+                    registered.tls_client_certificate_bound_access_tokens and request.client_certificate):
+                # FAPI 2.0 Security Profile §5.3.2.1: only sender-constrained access tokens.
+                raise invalid_dpop_proof("FAPI 2.0: access tokens are sender-constrained; send a DPoP proof "
+                                         "(or use a certificate-bound mutual-TLS client)", reason="sender_constrained")
             if any(resource not in registered.resources for resource in request.resources):
                 raise invalid_target("A requested resource is not registered for the client")  # RFC 8707 §2
             grant = handler.handle(request, client)
@@ -178,6 +185,10 @@ class Chain:
                                       reason="multiple_methods")
             attempt.method = able[0].methods[0] if len(able[0].methods) == 1 else ""
             result = able[0].authenticate(request, attempt)
+            if result.method not in FAPI2_METHODS and fapi2(self.services.settings, result.client):
+                # FAPI 2.0 Security Profile §5.3.2.1: private_key_jwt or mutual TLS only.
+                raise invalid_client("FAPI 2.0: the client must authenticate with private_key_jwt or mutual TLS",
+                                     reason="method_fapi2")
         except OAuthError as exc:
             if exc.status == 401:  # failed authentications count; malformed requests do not
                 exc = self._count_failure(attempt, exc)
@@ -223,6 +234,8 @@ class Chain:
         for a in self.authenticators:
             methods += [m for m in a.methods if m not in methods]
             extra.update(a.metadata())
+        if self.services.settings.profile == "fapi2":
+            methods = [m for m in methods if m in FAPI2_METHODS]
         return {"grant_types_supported": sorted(self.grants),
                 "token_endpoint_auth_methods_supported": methods, **extra}
 
@@ -254,6 +267,9 @@ def build(settings: config.Settings, services) -> Chain:
         props = _properties(cls, entry, settings)
         try:
             handler = cls(services, props)
+        except PropertyError as exc:
+            located = entry.properties.get(exc.key) if entry else None
+            raise settings.error(located.key_path if located else where, str(exc)) from None
         except Exception as exc:  # a handler refusing its configuration stops start-up in one line
             raise settings.error(where, f"{cls.__name__} could not be created ({exc.__class__.__name__}: {exc})") from None
         if entry is not None and entry.order is not None:

@@ -18,7 +18,7 @@ from cryptography import x509
 from OpenSSL import crypto
 
 from handlers.base import (CLIENT_ID, AuthAttempt, AuthenticatedClient, ClientAuthenticator, OAuthError, Property,
-                           RegisteredClient, TokenRequest, invalid_client, invalid_request)
+                           PropertyError, RegisteredClient, TokenRequest, fapi2, invalid_client, invalid_request)
 from keystore.certificates import EXPIRED, NOT_YET_VALID, Validity, certificate_key, x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jws import MalformedJWS, UnsuitableKey, parse_compact_jws, verifier
@@ -31,6 +31,10 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The typ values a client assertion may carry (RFC 7515 §4.1.9: compared case-insensitively,
 # "application/" may be omitted; draft-ietf-oauth-rfc7523bis registers client-authentication+jwt).
 ACCEPTED_TYP = {"jwt", "client-authentication+jwt"}
+EXPLICIT_TYP = "client-authentication+jwt"
+# FAPI 2.0 Security Profile §5.4.1: the algorithms a client assertion may use under the profile.
+FAPI2_ALGORITHMS = ("PS256", "ES256", "EdDSA", "Ed25519")
+FAPI2_SKEW = 10  # §5.3.2.1: iat and nbf up to 10 s ahead accepted; beyond, refused
 # kid and jti reach the database and the logs: bounded like a client id (handlers.base.CLIENT_ID).
 _IDENTIFIER = CLIENT_ID
 MAX_KEYS_TRIED = 3
@@ -51,12 +55,31 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         "AllowSingleElementAudienceArray": Property(bool, False, "strict policy: accept [issuer] as well as issuer"),
         "SigningAlgorithms": Property(list, list(SIGNING_ALGORITHMS), "JWS algorithms accepted",
                                       choices=SIGNING_ALGORITHMS),
+        "RequireExplicitTyp": Property(bool, False, "assertions must carry typ client-authentication+jwt "
+                                                    "(RFC 7523bis explicit typing)"),
     }
 
     def __init__(self, services, props: dict[str, Any]) -> None:
         super().__init__(services, props)
         self.algorithms = tuple(props["SigningAlgorithms"])
         self.skew = services.settings.timestamp_skew
+        if services.settings.profile == "fapi2":
+            self._fapi2_properties(props)
+
+    def _fapi2_properties(self, props: dict[str, Any]) -> None:
+        """Under [oauth] profile = "fapi2" a property left at its default follows the profile; one
+        set to contradict it stops start-up (FAPI 2.0 Security Profile §5.3.2.1, §5.4.1)."""
+        defaults = {key: prop.default for key, prop in self.properties.items()}
+        if props["SigningAlgorithms"] == defaults["SigningAlgorithms"]:
+            self.algorithms = tuple(alg for alg in self.algorithms if alg in FAPI2_ALGORITHMS)
+        elif any(alg not in FAPI2_ALGORITHMS for alg in self.algorithms):
+            raise PropertyError("SigningAlgorithms", 'under [oauth] profile = "fapi2" only PS256, ES256 and EdDSA '
+                                                     "are allowed (FAPI 2.0 §5.4.1)")
+        for key, rule in (("AudiencePolicy", "must be strict: aud is the issuer, as one string"),
+                          ("AllowSingleElementAudienceArray", "must be false: aud is the issuer, as one string"),
+                          ("TokenEndpointAlias", "must be empty: aud is the issuer and nothing else")):
+            if props[key] != defaults[key]:
+                raise PropertyError(key, f'{rule} under [oauth] profile = "fapi2" (FAPI 2.0 §5.3.2.1)')
 
     def metadata(self) -> dict[str, Any]:
         return {"token_endpoint_auth_signing_alg_values_supported": list(self.algorithms)}
@@ -102,10 +125,11 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         if client.auth_method != "private_key_jwt":
             raise invalid_client("The client is not registered for private_key_jwt", reason="wrong_method")
 
-        self._check_typ(header)
-        self._check_alg(alg, client.signing_alg)
+        fapi = fapi2(self.services.settings, client)
+        self._check_typ(header, self.props["RequireExplicitTyp"])
+        self._check_alg(alg, client.signing_alg, fapi)
         self._check_signature(jws, alg, kid, client)
-        exp_time = self._check_claims(claims, request, client.audience_policy)
+        exp_time = self._check_claims(claims, request, "fapi2" if fapi else client.audience_policy)
 
         # Replay last (RFC 7523 §3 item 7), keyed by (client id, jti), never by the token text.
         prevent = self.props["PreventTokenReuse"] if client.token_reuse is None else client.token_reuse == "prevent"
@@ -114,21 +138,28 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         return AuthenticatedClient(client, "private_key_jwt")
 
     @staticmethod
-    def _check_typ(header: dict) -> None:
+    def _check_typ(header: dict, explicit: bool) -> None:
         typ = header.get("typ")
         if typ is None:
+            if explicit:
+                raise invalid_client("The typ header must be client-authentication+jwt", reason="typ")
             return
         if not isinstance(typ, str):
             raise invalid_client("The typ header must be a string", reason="typ")
         value = typ.lower()
         if value.startswith("application/"):
             value = value[len("application/"):]
+        if explicit and value != EXPLICIT_TYP:
+            raise invalid_client("The typ header must be client-authentication+jwt", reason="typ")
         if value not in ACCEPTED_TYP:
             raise invalid_client("The typ header must be JWT or client-authentication+jwt", reason="typ")
 
-    def _check_alg(self, alg: Any, pinned: str | None) -> None:
+    def _check_alg(self, alg: Any, pinned: str | None, fapi: bool) -> None:
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise invalid_client("The signing algorithm is not accepted", reason="alg")
+        if fapi and alg not in FAPI2_ALGORITHMS:  # a client of its own held to FAPI 2.0
+            raise invalid_client("FAPI 2.0: the client assertion must be signed with PS256, ES256 or EdDSA",
+                                 reason="alg_fapi2")
         # The client's registered token_endpoint_auth_signing_alg (RFC 7591 §2).
         if pinned and not (alg == pinned or {alg, pinned} == {"EdDSA", "Ed25519"}):
             raise invalid_client("The signing algorithm is not the one registered for the client", reason="alg_pinned")
@@ -222,9 +253,10 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
     # --- claims --------------------------------------------------------------------------
 
     def _check_claims(self, claims: dict, request: TokenRequest, client_policy: str | None) -> int:
-        """RFC 7523 §3; returns the time until which the jti must be remembered."""
+        """RFC 7523 §3; returns the time until which the jti must be remembered. `client_policy`
+        "fapi2": the strict audience without its options, and 10 s of clock skew."""
         now = time.time()
-        skew = self.skew
+        skew = min(self.skew, FAPI2_SKEW) if client_policy == "fapi2" else self.skew
         self._check_audience(claims.get("aud"), request, client_policy)
 
         exp = _number(claims, "exp", required=True)
@@ -255,13 +287,15 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
 
     def _check_audience(self, aud: Any, request: TokenRequest, client_policy: str | None) -> None:
         settings = self.services.settings
-        alias = self.props["TokenEndpointAlias"]
-        policy = client_policy or self.props["AudiencePolicy"]
+        fapi = client_policy == "fapi2"  # FAPI 2.0 §5.3.2.1: the issuer, one string, nothing else
+        alias = "" if fapi else self.props["TokenEndpointAlias"]
+        policy = "strict" if fapi else client_policy or self.props["AudiencePolicy"]
         if aud is None:
             raise invalid_client("The aud claim is missing or null", reason="aud")
         if policy == "strict":
             # OpenID Connect Core §9 (2025 errata), FAPI 2.0: aud is the issuer, as one string.
-            if isinstance(aud, list) and len(aud) == 1 and self.props["AllowSingleElementAudienceArray"]:
+            if (isinstance(aud, list) and len(aud) == 1 and self.props["AllowSingleElementAudienceArray"]
+                    and not fapi):
                 aud = aud[0]
             if not isinstance(aud, str):
                 raise invalid_client("The aud claim must be a single string (strict audience policy)", reason="aud")

@@ -7,9 +7,7 @@ import hashlib
 from typing import Any
 
 from keystore.jws import b64url_encode
-from keystore.signing_keys import PRIMARY_ALGORITHM, SigningKey
-
-ALGORITHM = PRIMARY_ALGORITHM
+from keystore.signing_keys import SigningKey
 
 
 def at_hash(access_token: str) -> str:
@@ -19,5 +17,6 @@ def at_hash(access_token: str) -> str:
 
 
 def sign_id_token(key: SigningKey, claims: dict[str, Any]) -> str:
-    """The ID token: `claims` signed with the primary key (RS256), header `kid` and `typ` JWT."""
+    """The ID token: `claims` signed with the primary key (RS256, or PS256 under FAPI 2.0), header
+    `kid` and `typ` JWT."""
     return key.sign(claims)

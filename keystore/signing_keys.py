@@ -75,9 +75,11 @@ class KeySet:
         return {"keys": [key.public.to_jwk() for key in self.published.values() if key.public is not None]}
 
 
-def key_set(keystore: Keystore, token_alg: str = PRIMARY_ALGORITHM, token_alias: str = "") -> KeySet:
-    """Raises KeystoreError when `token_alias` is not a key entry or its key cannot sign `token_alg`."""
-    primary = SigningKey.of(keystore.private_key, PRIMARY_ALGORITHM)
+def key_set(keystore: Keystore, token_alg: str = PRIMARY_ALGORITHM, token_alias: str = "",
+            primary_alg: str = PRIMARY_ALGORITHM) -> KeySet:
+    """Raises KeystoreError when `token_alias` is not a key entry or its key cannot sign `token_alg`.
+    `primary_alg`: RS256, or PS256 under the FAPI 2.0 profile (core.config.primary_algorithm)."""
+    primary = SigningKey.of(keystore.private_key, primary_alg)
     access_token = primary
     if token_alias:
         key = keystore.private_key_entry(token_alias)
@@ -107,8 +109,8 @@ class KeySets:
     """The KeySet of the keystore currently loaded, computed once per keystore object (the
     services reload the keystore when its file changes)."""
 
-    def __init__(self, token_alg: str, token_alias: str) -> None:
-        self.token_alg, self.token_alias = token_alg, token_alias
+    def __init__(self, token_alg: str, token_alias: str, primary_alg: str = PRIMARY_ALGORITHM) -> None:
+        self.token_alg, self.token_alias, self.primary_alg = token_alg, token_alias, primary_alg
         self._lock = threading.Lock()
         self._for: tuple[Keystore, KeySet] | None = None
 
@@ -118,7 +120,7 @@ class KeySets:
             return cached[1]
         with self._lock:
             try:
-                keys = key_set(keystore, self.token_alg, self.token_alias)
+                keys = key_set(keystore, self.token_alg, self.token_alias, self.primary_alg)
             except KeystoreError as exc:
                 if cached is None:  # at start-up: the server refuses to start (app.py)
                     raise
