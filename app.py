@@ -20,7 +20,7 @@ from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
 from core.services import Services, build_services
-from server.endpoints import discovery, health, introspection, revocation, token, userinfo
+from server.endpoints import discovery, health, introspection, par, revocation, token, userinfo
 from storage.database import close_all, describe, open_database, release
 from storage.schema import upgrade
 from storage.sql import compile_all
@@ -72,7 +72,8 @@ def build_app(deployment_toml: str | None = None) -> Flask:
 
     app = Flask(__name__, template_folder="server/templates", static_folder=None)
     app.extensions["idp"] = IdP(services, chain)
-    for module in (token, introspection, revocation, userinfo, discovery, health, authorize, console, registration):
+    for module in (token, introspection, revocation, par, userinfo, discovery, health, authorize, console,
+                   registration):
         app.register_blueprint(module.bp)
     app.after_request(web.set_cookies)
     web.register_error_handlers(app)
@@ -115,6 +116,8 @@ def ready_message(settings: config.Settings, keystore_path) -> str:
 
 def serve(deployment_toml: str | None = None) -> None:
     """Prepare (keystore, schema, TLS files) in the master, then run gunicorn's workers."""
+    import ssl
+
     from gunicorn import util as gunicorn_util
     from gunicorn.app.base import BaseApplication
 
@@ -156,6 +159,34 @@ def serve(deployment_toml: str | None = None) -> None:
         except OSError as exc:
             print(f"start-up error: cannot write the TLS files to {tls_dir}: {exc.strerror}", file=sys.stderr)
             sys.exit(3)
+        if server["client_certificates"] == "optional":
+            # RFC 8705 over this server's own TLS: ask every client for a certificate and accept
+            # a connection without one (the token endpoint serves other methods too). A
+            # certificate that is sent must chain to a CA in client_ca_file, or the handshake
+            # fails; so a self-signed client certificate must be listed there itself.
+            ca_file = str(settings.resolve(server["client_ca_file"]))
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
+            except OSError as exc:  # ssl.SSLError is one: a file without a PEM certificate
+                why = "no PEM certificate in it" if isinstance(exc, ssl.SSLError) else exc.strerror
+                print(f"configuration error: {settings.error(('server', 'client_ca_file'), f'cannot be read: {why}')}",
+                      file=sys.stderr)
+                sys.exit(2)
+            options["cert_reqs"] = ssl.CERT_OPTIONAL
+            options["ca_certs"] = ca_file
+        if settings.profile == "fapi2":
+            # FAPI 2.0 Security Profile §5.2.1: TLS 1.2 or later (TLS 1.3 suites are all fine),
+            # and for TLS 1.2 only the cipher suites BCP 195 recommends (RFC 9325 §4.2), in
+            # OpenSSL's names: TLS_ECDHE_{ECDSA,RSA}_WITH_AES_{128_GCM_SHA256,256_GCM_SHA384}.
+            bcp195_ciphers = ":".join(("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+                                       "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"))
+
+            def fapi2_tls(conf, default_context):
+                context = default_context()  # certificate, key, cert_reqs and ca_certs as above
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+                context.set_ciphers(bcp195_ciphers)
+                return context
+            options["ssl_context"] = fapi2_tls
 
     # gunicorn answers malformed or oversized HTTP itself, in HTML; make those answers JSON too.
     # `reason` is gunicorn's fixed status phrase, never request data.

@@ -33,13 +33,20 @@ class ActiveToken:
     expires_at: int
     user_sub: str | None = None
     jkt: str | None = None                 # RFC 9449 §6: bound to this DPoP key
+    x5t_s256: str | None = None            # RFC 8705 §3: bound to this TLS client certificate
     audience: tuple[str, ...] = ()         # RFC 8707 resources
     format: str = "opaque"
 
     @property
     def token_type(self) -> str:
-        """RFC 9449 §5, §6.2: how the token is presented and described."""
+        """RFC 9449 §5, §6.2: how the token is presented and described. A certificate-bound token
+        is still presented as a Bearer token (RFC 8705 §3): its proof is the TLS connection."""
         return "DPoP" if self.jkt else "Bearer"
+
+    @property
+    def cnf(self) -> dict[str, str]:
+        """Its confirmation members (introspection's `cnf`)."""
+        return confirmation(self.jkt, self.x5t_s256)
 
 
 class AccessTokens:
@@ -52,11 +59,12 @@ class AccessTokens:
 
     def issue(self, *, client: clients.RegisteredClient, scope: str, lifetime: int, user_sub: str | None = None,
               grant_id: str | None = None, auth_time: int | None = None, jkt: str | None = None,
-              audience: tuple[str, ...] = ()) -> tuple[str, int]:
-        """A new access token for `client`; returns (token, expires_in)."""
+              x5t_s256: str | None = None, audience: tuple[str, ...] = ()) -> tuple[str, int]:
+        """A new access token for `client`; returns (token, expires_in). Bound to a DPoP key
+        (`jkt`), a TLS client certificate (`x5t_s256`), both or neither."""
         if (client.access_token_format or self.default_format) != "jwt":
             return self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
-                                    jkt=jkt, audience=audience)
+                                    jkt=jkt, x5t_s256=x5t_s256, audience=audience)
         now = int(time.time())
         # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope, auth_time and cnf when they
         # apply. §5: `aud` is never the client id, so that no access token passes for an ID token;
@@ -74,12 +82,13 @@ class AccessTokens:
             claims["scope"] = scope
         if auth_time is not None:
             claims["auth_time"] = auth_time
-        if jkt:
-            claims["cnf"] = {"jkt": jkt}
+        cnf = confirmation(jkt, x5t_s256)
+        if cnf:
+            claims["cnf"] = cnf
         token = self.keys().access_token.sign(claims, typ=AT_JWT)
         if self.persist:
             self.store.issue(client.client_id, scope, lifetime, user_sub=user_sub, grant_id=grant_id,
-                             jkt=jkt, audience=audience, token=_record_key(token), now=now)
+                             jkt=jkt, x5t_s256=x5t_s256, audience=audience, token=_record_key(token), now=now)
         else:
             self.store.tick(now)
         return token, lifetime
@@ -97,7 +106,7 @@ class AccessTokens:
             return None
         return ActiveToken(client_id=row.client_id, scope=row.scope, issued_at=row.issued_at,
                            expires_at=row.expires_at, user_sub=row.user_sub, jkt=row.jkt,
-                           audience=tuple((row.audience or "").split()))
+                           x5t_s256=row.x5t_s256, audience=tuple((row.audience or "").split()))
 
     def _active_jwt(self, token: str) -> ActiveToken | None:
         claims = self.verify(token)
@@ -110,11 +119,12 @@ class AccessTokens:
         elif not self._unrecorded_usable(claims):
             return None
         audience = claims["aud"]
-        cnf = claims.get("cnf")
+        cnf = claims.get("cnf") if isinstance(claims.get("cnf"), dict) else {}
         return ActiveToken(client_id=claims["client_id"], scope=claims.get("scope", ""), issued_at=claims["iat"],
                            expires_at=claims["exp"],
                            user_sub=claims["sub"] if "auth_time" in claims else None,  # a user's token
-                           jkt=cnf.get("jkt") if isinstance(cnf, dict) else None,
+                           jkt=cnf.get("jkt") if isinstance(cnf.get("jkt"), str) else None,
+                           x5t_s256=cnf.get("x5t#S256") if isinstance(cnf.get("x5t#S256"), str) else None,
                            audience=tuple(audience) if isinstance(audience, list) else
                            (() if audience == self.issuer else (audience,)),
                            format="jwt")
@@ -157,6 +167,17 @@ class AccessTokens:
         if not self.store.revoke(_record_key(token), client_id):
             self.store.deny(claims["jti"], client_id, claims["exp"])  # not recorded (persist = false)
         return True
+
+
+def confirmation(jkt: str | None, x5t_s256: str | None) -> dict[str, str]:
+    """The confirmation members (RFC 7800 §3.1) of a token's bindings: `jkt` (RFC 9449 §6.1) and
+    `x5t#S256` (RFC 8705 §3.1), both when it is bound both ways (each must then be proven)."""
+    cnf = {}
+    if jkt:
+        cnf["jkt"] = jkt
+    if x5t_s256:
+        cnf["x5t#S256"] = x5t_s256
+    return cnf
 
 
 def _record_key(jwt: str) -> str:

@@ -489,6 +489,9 @@ FAPI2_SETTINGS: dict[tuple[str, ...], tuple[Any, Any, str]] = {
     ("oauth", "par", "required"): (True, lambda v: v is True, "must be true: pushed authorization requests (§5.3.2.2)"),
     ("oauth", "token", "signing_alg"): ("PS256", lambda v: v in ("PS256", "ES256", "EdDSA"),
                                         "must be PS256, ES256 or EdDSA (§5.4.1)"),
+    ("oauth", "dpop", "signing_algorithms"): (["PS256", "ES256", "EdDSA"],
+                                              lambda v: all(alg in ("PS256", "ES256", "EdDSA") for alg in v),
+                                              "may list only PS256, ES256 and EdDSA (§5.4.1)"),
 }
 
 

@@ -16,7 +16,7 @@ from core.profile import fapi2
 from core.errors import (OAuthError, invalid_client, invalid_dpop_proof, invalid_grant, invalid_request,
                          invalid_scope, invalid_target, temporarily_unavailable, unauthorized_client,
                          unsupported_grant_type)
-from core.request import (INTROSPECTION, REVOCATION, SCOPE_TOKEN, TOKEN, AuthAttempt, AuthenticatedClient, DPoPProof,
+from core.request import (INTROSPECTION, PAR, REVOCATION, SCOPE_TOKEN, TOKEN, AuthAttempt, AuthenticatedClient, DPoPProof,
                           Grant, RefreshTokenGrant, TokenRequest, UserGrant)
 from storage.clients import CLIENT_ID, RegisteredClient, valid_client_id
 
@@ -28,7 +28,7 @@ __all__ = [
     "STAGES", "Property", "PropertyError", "Handler", "ClientAuthenticator", "GrantHandler", "TokenIssuer", "Listener",
     "fapi2",
     # what flows through the chain
-    "TokenRequest", "TOKEN", "INTROSPECTION", "REVOCATION", "AuthAttempt", "AuthenticatedClient",
+    "TokenRequest", "TOKEN", "INTROSPECTION", "REVOCATION", "PAR", "AuthAttempt", "AuthenticatedClient",
     "RegisteredClient", "Grant", "UserGrant", "RefreshTokenGrant", "CLIENT_ID", "SCOPE_TOKEN", "DPoPProof",
     # errors: raise them where a rule fails; the web layer renders them
     "OAuthError", "invalid_client", "invalid_dpop_proof", "invalid_grant", "invalid_request", "invalid_scope",

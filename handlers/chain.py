@@ -136,6 +136,11 @@ class Chain:
         # RFC 9449 §8.2: every answer to a proof carries the current nonce.
         headers = {"DPoP-Nonce": dpop.current_nonce()} if proof else {}
         try:
+            if registered.tls_client_certificate_bound_access_tokens and request.client_certificate is None:
+                # RFC 8705 §3: the client declared it uses certificate-bound tokens (as RFC 9449
+                # §5.2 has it for DPoP): no bearer token instead.
+                raise invalid_request("The client must present a TLS client certificate (mutual TLS)",
+                                      reason="certificate_required")
             if proof is not None:
                 dpop.check_nonce(proof, registered)
                 request = replace(request, dpop=proof)

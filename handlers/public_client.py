@@ -5,12 +5,13 @@ A public client cannot keep a secret (RFC 6749 §2.1), so it only names itself w
 grant) and refresh token rotation (Security BCP §4.14.2); that is why such a client may use only
 those two grants at the token endpoint. It may also revoke its own tokens (RFC 7009 §2.1
 authenticates confidential clients only, and a public client must be able to end its grant on
-sign-out); introspection, which describes tokens, stays closed to it.
+sign-out), and push its authorization requests (RFC 9126); introspection, which describes
+tokens, stays closed to it.
 """
 
 from __future__ import annotations
 
-from handlers.base import REVOCATION, TOKEN, AuthAttempt, AuthenticatedClient, ClientAuthenticator, TokenRequest, invalid_client
+from handlers.base import PAR, REVOCATION, TOKEN, AuthAttempt, AuthenticatedClient, ClientAuthenticator, TokenRequest, invalid_client
 from storage import clients
 
 PUBLIC_GRANTS = ("authorization_code", "refresh_token")
@@ -21,8 +22,9 @@ class PublicClientAuthenticator(ClientAuthenticator):
     default_order = 1000
 
     def can_handle(self, request: TokenRequest) -> bool:
-        # Only a client_id and no credentials of any kind: anything more belongs to another method.
-        return "client_id" in request.form and not request.credential_kinds()
+        # Only a client_id and no credentials of any kind (a TLS client certificate is one: mutual
+        # TLS, handlers.tls_client_auth): anything more belongs to another method.
+        return "client_id" in request.form and not request.credential_kinds() and request.client_certificate is None
 
     def authenticate(self, request: TokenRequest, attempt: AuthAttempt) -> AuthenticatedClient:
         attempt.method = "none"
@@ -41,4 +43,6 @@ class PublicClientAuthenticator(ClientAuthenticator):
     def _allowed(request: TokenRequest) -> bool:
         if request.endpoint == TOKEN:
             return request.form.get("grant_type") in PUBLIC_GRANTS
-        return request.endpoint == REVOCATION
+        # RFC 9126 §2: a public client may push its authorization requests (PKCE, required of it
+        # by the authorization endpoint's rules, protects them).
+        return request.endpoint in (REVOCATION, PAR)

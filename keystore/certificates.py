@@ -1,10 +1,13 @@
 """X.509 certificates as a client's keys: the verification key a certificate holds, its validity
 period, and the certificates a registered JWK Set carries in ``x5c`` (RFC 7517 §4.7) — the form in
-which a certificate uploaded for a client (console, registration API) is stored."""
+which a certificate uploaded for a client (console, registration API) is stored. And a TLS client
+certificate as RFC 8705 reads it: its thumbprint, subject DN and subject alternative names."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass
 
@@ -13,7 +16,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from keystore.jwk import InvalidKey, PublicKey, parse_jwk
 
-__all__ = ["EXPIRED", "NOT_YET_VALID", "Validity", "certificate_key", "x5c_problem", "x5c_validity"]
+__all__ = ["EXPIRED", "NOT_YET_VALID", "SAN_KINDS", "Validity", "certificate_key", "normalised_dn", "normalised_san",
+           "san_entries", "self_issued", "subject_dn", "x5c_problem", "x5c_validity", "x5t_s256"]
 
 EXPIRED = "expired"
 NOT_YET_VALID = "not yet valid"
@@ -104,3 +108,65 @@ def x5c_validity(jwks: str) -> dict[str, Validity]:
         except ValueError:  # InvalidKey included
             continue
     return out
+
+
+# --- TLS client certificates (RFC 8705) ----------------------------------------------------------
+
+def x5t_s256(der: bytes) -> str:
+    """RFC 8705 §3.1: the base64url-encoded SHA-256 of the certificate's DER encoding, unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii")
+
+
+def normalised_dn(text: str) -> str:
+    """A distinguished name in the one spelling registrations and certificates are compared in:
+    RFC 4514 as cryptography writes it (the attribute names it knows, its escaping, RDNs in
+    RFC 4514 order). ValueError when `text` is not an RFC 4514 string."""
+    return x509.Name.from_rfc4514_string(text).rfc4514_string()
+
+
+def subject_dn(cert: x509.Certificate) -> str:
+    """The certificate's subject in normalised_dn's spelling. ValueError when it cannot be written."""
+    return normalised_dn(cert.subject.rfc4514_string())
+
+
+def self_issued(cert: x509.Certificate) -> bool:
+    """RFC 5280 §3.2: issuer and subject are the same name (a self-signed certificate is one)."""
+    return cert.issuer == cert.subject
+
+
+# RFC 8705 §2.1.2: the subject alternative name kinds a client may register one value of, by the
+# prefix tls_client_auth_san carries ("dns:…", "uri:…", "ip:…", "email:…").
+SAN_KINDS = {"dns": x509.DNSName, "uri": x509.UniformResourceIdentifier, "ip": x509.IPAddress,
+             "email": x509.RFC822Name}
+
+
+def normalised_san(kind: str, value: str) -> str:
+    """A SAN value in the spelling compared: a DNS name and an e-mail address's domain in lower
+    case (they are case-insensitive), an IP address as ipaddress writes it ("::1", never "0::1"),
+    a URI exactly. ValueError for an unknown kind or an IP address that is not one."""
+    if kind == "dns":
+        return value.lower()
+    if kind == "ip":
+        return str(ipaddress.ip_address(value))
+    if kind == "email":
+        local, at, domain = value.rpartition("@")
+        return f"{local}{at}{domain.lower()}" if at else value
+    if kind == "uri":
+        return value
+    raise ValueError(f"unknown subject alternative name kind {kind!r}")
+
+
+def san_entries(cert: x509.Certificate) -> frozenset[str]:
+    """The certificate's subject alternative names of SAN_KINDS as "kind:value", normalised
+    (normalised_san); an IP network (only in name constraints) is no address and is left out.
+    ValueError when the extension is malformed."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    entries = set()
+    for kind, name_type in SAN_KINDS.items():
+        for value in names.get_values_for_type(name_type):
+            if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)) or kind != "ip":
+                entries.add(f"{kind}:{normalised_san(kind, str(value))}")
+    return frozenset(entries)

@@ -5,26 +5,42 @@ sign-in and consent pages post the original authorization parameters back as hid
 with the CSRF token, and every request is validated completely again. Until the client and its
 redirect URI are verified, errors are pages shown to the person and never redirects (RFC 6749
 §4.1.2.1); after that they go back to the client with `state` and `iss` (RFC 9207).
+
+A pushed request (RFC 9126 §4: `client_id` and `request_uri`) is looked up and used up when it
+starts; its parameters then travel through the pages like any others, with one more hidden field,
+`pushed_request`: an HMAC over them, the browser's CSRF token and an expiry, so that a page
+posted back is still known to be pushed (where pushing is required) and unaltered.
+
+The rules a request must pass are in `validate` (and `redirect_uri`), shared with the pushed
+authorization request endpoint (server.endpoints.par), which answers their errors as JSON.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from server import current
 from server import web
 from core.errors import OAuthError, invalid_request, invalid_scope, invalid_target, unauthorized_client
+from core.profile import fapi2
 from core.request import SCOPE, check_resources
 from keystore.dpop import thumbprint_format_ok
 from server.forms import MAX_PARAMETERS, check_media_type, parse_form_lists, read_body
 from storage import clients, codes, consents
+from storage import par as pushed_requests
 from storage.clients import RegisteredClient
 from storage.users import Account
 
@@ -36,8 +52,14 @@ AUTHORIZATION_PARAMETERS = ("response_type", "client_id", "redirect_uri", "scope
                             "code_challenge", "code_challenge_method", "response_mode", "prompt", "max_age",
                             "login_hint", "dpop_jkt")
 # OpenID Connect features this server does not offer, and the error each one gets (OIDC Core §3.1.2.6).
+# A request_uri is supported as the reference to a pushed request (RFC 9126) only, never as the
+# address of a request object (OIDC Core §6.2).
 NOT_SUPPORTED = (("request", "request_not_supported"), ("request_uri", "request_uri_not_supported"),
                  ("registration", "registration_not_supported"))
+# The hidden field that marks a pushed request's parameters on the pages (see the module's doc),
+# and how long after the request started its pages may be posted.
+PUSHED_FIELD = "pushed_request"
+PUSHED_PAGE_LIFETIME = 1800
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})   # OIDC Core §3.1.2.1
 MAX_STATE = 512
 MAX_NONCE = 512
@@ -83,9 +105,20 @@ class AuthorizationRequest:
     parameters: dict[str, str]        # as received: the hidden fields of the next page
     resources: tuple[str, ...] = ()   # RFC 8707 §2: the `resource` parameters (they may repeat)
     dpop_jkt: str | None = None       # RFC 9449 §10: the code is redeemable with this DPoP key only
+    pushed: bool = False              # RFC 9126: the parameters came from the client's pushed request
 
     def hidden_fields(self) -> list[tuple[str, str]]:
         return [*self.parameters.items(), *(("resource", resource) for resource in self.resources)]
+
+    def pushed_parameters(self) -> dict:
+        """What a pushed request stores (storage.par): the parameters, `resource` as a list."""
+        return {**self.parameters, **({"resource": list(self.resources)} if self.resources else {})}
+
+
+def par_required(settings, client: RegisteredClient) -> bool:
+    """RFC 9126 §4, §5, §6: the server's policy, the client's registration, or FAPI 2.0 (Security
+    Profile §5.3.2.2) say every authorization request must be pushed."""
+    return settings.par["required"] or client.require_pushed_authorization_requests or fapi2(settings, client)
 
 
 # --- the endpoint -------------------------------------------------------------------------------
@@ -105,11 +138,20 @@ def authorize() -> Response:
     if action is not None:
         web.check_csrf(form)
     client = _client(form)
-    redirect_uri = _redirect_uri(form, client)
+    pushed = False
+    if action is None and form.get("request_uri", "").startswith(pushed_requests.PREFIX):
+        form, resources = _pushed(form, client, parse_error)
+        parse_error, pushed = None, True
+    elif action is not None:
+        pushed = _carried_pushed(form, resources)
+    redirect_uri = _verified_redirect_uri(form, client)
     try:
         if parse_error is not None:
             raise parse_error
-        auth = _validate(form, resources, client, redirect_uri)
+        if not pushed and par_required(current.services().settings, client):
+            raise invalid_request("A pushed authorization request is required: push the request (RFC 9126) "
+                                  "and send its request_uri", reason="par_required")
+        auth = validate(form, resources, client, redirect_uri, pushed=pushed)
     except OAuthError as exc:
         return _error_redirect(client, redirect_uri, _valid_state(form.get("state")), exc)
     if action is None:
@@ -266,27 +308,97 @@ def _client(form: dict[str, str]) -> RegisteredClient:
     return client
 
 
-def _redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
+def _pushed(form: dict[str, str], client: RegisteredClient,
+            parse_error: OAuthError | None) -> tuple[dict[str, str], tuple[str, ...]]:
+    """RFC 9126 §4: the parameters pushed for the request_uri, used up now; the URL's others are
+    ignored (its client_id named the client, which must be the one that pushed). No redirect URI
+    is established yet, so a request_uri that cannot be used is a page (invalid_request_uri:
+    OIDC Core §3.1.2.6, RFC 9101 §7)."""
+    if parse_error is not None:
+        raise web.PageError(400, "Invalid request", "The authorization request is malformed "
+                                                    f"({parse_error.description}). Go back to the application "
+                                                    "and try again.")
+    try:
+        pushed = pushed_requests.use(form["request_uri"], client.client_id)
+    except pushed_requests.RequestUriError as exc:
+        current.chain().emit("authorization_error", {"client_id": client.client_id, "error": "invalid_request_uri",
+                                                     "reason": f"request_uri_{exc.reason}"})
+        raise web.PageError(400, "Invalid request",
+                            "The authorization request is unknown, has expired or was already used "
+                            "(invalid_request_uri). Go back to the application and start again.") from None
+    resources = tuple(pushed.pop("resource", ()))
+    return pushed, resources
+
+
+def _carried_pushed(form: dict[str, str], resources: tuple[str, ...]) -> bool:
+    """Whether a posted page carries the parameters of a pushed request, as they were pushed."""
+    match = re.fullmatch(r"([0-9]{1,12})\.([A-Za-z0-9_-]{43})", form.get(PUSHED_FIELD, ""))
+    if match is None or int(match[1]) < time.time():
+        return False
+    parameters = {name: form[name] for name in AUTHORIZATION_PARAMETERS if name in form}
+    return hmac.compare_digest(match[2], _pushed_tag(int(match[1]), parameters, resources))
+
+
+def _pushed_mark(auth: AuthorizationRequest) -> str:
+    expires = int(time.time()) + PUSHED_PAGE_LIFETIME
+    return f"{expires}.{_pushed_tag(expires, auth.parameters, auth.resources)}"
+
+
+def _pushed_tag(expires: int, parameters: dict[str, str], resources: tuple[str, ...]) -> str:
+    # Bound to this browser (its CSRF token) and to the keystore's key: no secret to distribute
+    # between nodes, and HKDF's label keeps this use apart from any other (like DPoP nonces).
+    der = current.services().keystore().private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pushed-authorization-request").derive(der)
+    message = json.dumps([web.csrf_token(), expires, sorted(parameters.items()), list(dict.fromkeys(resources))],
+                         separators=(",", ":"))
+    tag = hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(tag).rstrip(b"=").decode("ascii")
+
+
+# What a person is told when the redirect URI cannot be verified (by the reason of the OAuthError).
+_REDIRECT_URI_PAGES = {
+    "redirect_uri_missing": "The request has no redirect_uri, and the application has not registered exactly one. "
+                            "The application must send its redirect URI.",
+    "redirect_uri_unregistered": "The redirect_uri is not registered for this application, so you are not sent "
+                                 "back to it. Tell the application's developers.",
+    "redirect_uri_malformed": "The application's redirect URI is not a valid absolute URI without a fragment.",
+}
+
+
+def _verified_redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
+    try:
+        return redirect_uri(form, client)
+    except OAuthError as exc:
+        raise web.PageError(400, "Invalid redirect URI", _REDIRECT_URI_PAGES[exc.reason]) from None
+
+
+def redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
     """RFC 6749 §3.1.2.3: the sent redirect_uri must equal a registered one (simple string
     comparison, but for the port of a loopback URI); it may be omitted only when exactly one is
-    registered."""
+    registered. A failure is invalid_request (RFC 9126 §2.3: the default where RFC 6749 §4.1.2.1
+    forbids the redirect and so defines no code); the authorization endpoint shows it as a page."""
     sent = form.get("redirect_uri")
     if sent is None:
         if len(client.redirect_uris) != 1:
-            raise web.PageError(400, "Invalid redirect URI",
-                                "The request has no redirect_uri, and the application has not registered "
-                                "exactly one. The application must send its redirect URI.")
+            raise invalid_request("The redirect_uri parameter is missing and the client has not registered "
+                                  "exactly one redirect URI", reason="redirect_uri_missing")
         uri = client.redirect_uris[0]
     elif sent in client.redirect_uris or any(_same_loopback_uri(sent, uri) for uri in client.redirect_uris):
         uri = sent   # recorded as sent: the token request must send this same value
     else:
-        raise web.PageError(400, "Invalid redirect URI",
-                            "The redirect_uri is not registered for this application, so you are not sent "
-                            "back to it. Tell the application's developers.")
+        raise invalid_request("The redirect_uri is not registered for the client", reason="redirect_uri_unregistered")
     if not _well_formed_redirect_uri(uri):
-        raise web.PageError(400, "Invalid redirect URI",
-                            "The application's redirect URI is not a valid absolute URI without a fragment.")
+        raise invalid_request("The redirect URI is not an absolute URI without a fragment",
+                              reason="redirect_uri_malformed")
     return uri
+
+
+def authorization_request(form: dict[str, str], resources: tuple[str, ...], client: RegisteredClient,
+                          *, pushed: bool = False) -> AuthorizationRequest:
+    """Every rule of an authorization request of a known client, redirect URI included: what the
+    pushed authorization request endpoint checks (RFC 9126 §2.1)."""
+    return validate(form, resources, client, redirect_uri(form, client), pushed=pushed)
 
 
 def _same_loopback_uri(sent: str, registered: str) -> bool:
@@ -318,10 +430,11 @@ def _valid_state(state: str | None) -> str | None:
     return state if state is not None and len(state) <= MAX_STATE and _VSCHAR.fullmatch(state) else None
 
 
-def _validate(form: dict[str, str], resources: tuple[str, ...], client: RegisteredClient,
-              redirect_uri: str) -> AuthorizationRequest:
-    """Every rule after the client and redirect URI are known; each failure is an OAuthError
-    sent back to the redirect URI."""
+def validate(form: dict[str, str], resources: tuple[str, ...], client: RegisteredClient,
+             redirect_uri: str, *, pushed: bool = False) -> AuthorizationRequest:
+    """Every rule after the client and redirect URI are known; each failure is an OAuthError,
+    sent back to the redirect URI (or, at the pushed authorization request endpoint, answered
+    as JSON)."""
     for name, error in NOT_SUPPORTED:
         if name in form:
             raise OAuthError(error, f"The {name} parameter is not supported")
@@ -369,6 +482,7 @@ def _validate(form: dict[str, str], resources: tuple[str, ...], client: Register
         parameters={name: form[name] for name in AUTHORIZATION_PARAMETERS if name in form},
         resources=resources,
         dpop_jkt=dpop_jkt,
+        pushed=pushed,
     )
 
 
@@ -385,20 +499,21 @@ def _scopes(scope: str | None, client: RegisteredClient) -> tuple[str, ...]:
 
 
 def _pkce(form: dict[str, str], client: RegisteredClient) -> tuple[str | None, str | None]:
-    """RFC 7636 §4.3 and §4.4.1. S256 only, unless [oauth.pkce] allow_plain."""
+    """RFC 7636 §4.3 and §4.4.1. S256 only, unless [oauth.pkce] allow_plain (never under FAPI 2.0)."""
     settings = current.idp().services.settings
     challenge, method = form.get("code_challenge"), form.get("code_challenge_method")
+    strict = fapi2(settings, client)   # FAPI 2.0 Security Profile §5.3.2.2: PKCE with S256, always
     if challenge is None:
         if method is not None:
             raise invalid_request("code_challenge_method was sent without code_challenge")
         # Public clients always need PKCE (RFC 9700 §2.1.1); [oauth.pkce] mandatory extends it to all.
-        if client.auth_method == "none" or settings.pkce["mandatory"]:
+        if client.auth_method == "none" or settings.pkce["mandatory"] or strict:
             raise invalid_request("PKCE is required: send code_challenge with code_challenge_method=S256")
         return None, None
     if not _CODE_CHALLENGE.fullmatch(challenge):
         raise invalid_request("The code_challenge must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~")
     method = method or "plain"   # RFC 7636 §4.3: plain when the method is absent
-    if method == "S256" or (method == "plain" and settings.pkce["allow_plain"]):
+    if method == "S256" or (method == "plain" and settings.pkce["allow_plain"] and not strict):
         return challenge, method
     raise invalid_request("The code_challenge_method must be S256")
 
@@ -439,16 +554,21 @@ def _client_name(client: RegisteredClient) -> str:
     return client.client_name or client.client_id
 
 
+def _hidden_fields(auth: AuthorizationRequest) -> list[tuple[str, str]]:
+    """What the next page posts back: the parameters, and for a pushed request its mark."""
+    return [*auth.hidden_fields(), *([(PUSHED_FIELD, _pushed_mark(auth))] if auth.pushed else [])]
+
+
 def _signin_page(auth: AuthorizationRequest, username: str, *, error: str | None = None,
                  notice: str | None = None, status: int = 200) -> Response:
-    return web.render_page("signin.html", status, title="Sign in", action=ENDPOINT, hidden=auth.hidden_fields(),
+    return web.render_page("signin.html", status, title="Sign in", action=ENDPOINT, hidden=_hidden_fields(auth),
                            username=username, client_name=_client_name(auth.client), error=error, notice=notice)
 
 
 def _consent_page(auth: AuthorizationRequest, account: Account) -> Response:
     target = urlsplit(auth.redirect_uri)
     return web.render_page(
-        "consent.html", title="Allow access", action=ENDPOINT, hidden=auth.hidden_fields(), account=account,
+        "consent.html", title="Allow access", action=ENDPOINT, hidden=_hidden_fields(auth), account=account,
         client_name=_client_name(auth.client), client_description=auth.client.description,
         scopes=[(scope, SCOPE_DESCRIPTIONS.get(scope)) for scope in auth.scopes],
         destination=f"{target.scheme}://{target.netloc}" if target.netloc else f"{target.scheme}:")

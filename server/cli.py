@@ -17,11 +17,13 @@ from keystore.certificates import certificate_key, x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, parse_jwks
 from keystore.signing import default_alg, sign
 from keystore.store import TRUSTED_CERT_ENTRY, KeystoreError
+from core.profile import FAPI2
 from server import current
 from server.client_metadata import ACCESS_TOKEN_FORMATS, MetadataError, check_client_id, keys_from_jwks, validate
 from storage import clients as client_store
 from storage import codes as code_store
 from storage import consents as consent_store
+from storage import par as par_store
 from storage import refresh as refresh_store
 from storage import users as user_store
 from storage.clients import AUTH_METHODS
@@ -49,7 +51,11 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
                    "token_endpoint_auth_signing_alg": "--signing-alg", "audience_policy": "--audience-policy",
                    "token_reuse": "--token-reuse", "dpop_bound_access_tokens": "--dpop-bound-access-tokens",
                    "require_dpop_nonce": "--require-dpop-nonce", "access_token_format": "--access-token-format",
-                   "resources": "--resource"}
+                   "resources": "--resource", "require_pushed_authorization_requests": "--require-par",
+                   "tls_client_certificate_bound_access_tokens": "--tls-bound-tokens",
+                   "tls_client_auth_subject_dn": "--tls-subject-dn", "tls_client_auth_san_dns": "--tls-san-dns",
+                   "tls_client_auth_san_uri": "--tls-san-uri", "tls_client_auth_san_ip": "--tls-san-ip",
+                   "tls_client_auth_san_email": "--tls-san-email", "profile": "--profile"}
 
 
 @clients_cli.command("create")
@@ -71,20 +77,41 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
               help="Opaque or RFC 9068 JWT access tokens. Default: [oauth.token] access_token_format.")
 @click.option("--resource", "resources", multiple=True,
               help="An absolute URI the client may ask tokens for (RFC 8707); without any, it may send no resource.")
+@click.option("--require-par", is_flag=True,
+              help="Its authorization requests must be pushed (RFC 9126 §6), whatever [oauth.par] required says.")
+@click.option("--tls-bound-tokens", is_flag=True,
+              help="Every access token is bound to the client's TLS certificate (RFC 8705 §3.4).")
+@click.option("--tls-subject-dn", metavar="DN",
+              help="tls_client_auth: the subject DN of the client's certificate (RFC 4514, e.g. CN=client,O=Example).")
+@click.option("--tls-san-dns", metavar="NAME", help="tls_client_auth: a dNSName subjectAltName of its certificate.")
+@click.option("--tls-san-uri", metavar="URI", help="tls_client_auth: a URI subjectAltName of its certificate.")
+@click.option("--tls-san-ip", metavar="ADDRESS",
+              help="tls_client_auth: an iPAddress subjectAltName of its certificate.")
+@click.option("--tls-san-email", metavar="EMAIL",
+              help="tls_client_auth: an rfc822Name subjectAltName of its certificate.")
+@click.option("--profile", type=click.Choice([FAPI2]),
+              help="Hold the client to FAPI 2.0 whatever the server's [oauth] profile. Default: the server's.")
 def clients_create(client_id, auth_method, client_name, grant_types, scopes, redirect_uris, jwks_file, jwks_uri,
                    signing_alg, audience_policy, token_reuse, dpop_bound_access_tokens, require_dpop_nonce,
-                   access_token_format, resources):
+                   access_token_format, resources, require_par, tls_bound_tokens, tls_subject_dn, tls_san_dns,
+                   tls_san_uri, tls_san_ip, tls_san_email, profile):
     """Register a client and print it as JSON (with the generated secret, once, for secret methods).
 
     A private_key_jwt client with neither --jwks-file nor --jwks-uri uses the certificate stored in
-    the primary keystore under its client id as alias. The rules are the registration API's
-    (server.client_metadata)."""
+    the primary keystore under its client id as alias; a self_signed_tls_client_auth client needs
+    one of them. A tls_client_auth client is named by exactly one --tls-subject-dn or --tls-san-*.
+    The rules are the registration API's (server.client_metadata)."""
     metadata = {"token_endpoint_auth_method": auth_method, "client_name": client_name,
                 "grant_types": list(grant_types), "scope": " ".join(scopes), "redirect_uris": list(redirect_uris),
                 "jwks_uri": jwks_uri, "token_endpoint_auth_signing_alg": signing_alg,
                 "audience_policy": audience_policy, "token_reuse": token_reuse,
                 "dpop_bound_access_tokens": dpop_bound_access_tokens, "require_dpop_nonce": require_dpop_nonce,
-                "access_token_format": access_token_format, "resources": list(resources)}
+                "access_token_format": access_token_format, "resources": list(resources),
+                "require_pushed_authorization_requests": require_par,
+                "tls_client_certificate_bound_access_tokens": tls_bound_tokens,
+                "tls_client_auth_subject_dn": tls_subject_dn, "tls_client_auth_san_dns": tls_san_dns,
+                "tls_client_auth_san_uri": tls_san_uri, "tls_client_auth_san_ip": tls_san_ip,
+                "tls_client_auth_san_email": tls_san_email, "profile": profile}
     try:
         check_client_id(client_id)
         if jwks_file:
@@ -212,8 +239,8 @@ def jti_purge():
 @db_cli.command("purge")
 def db_purge():
     """Delete expired rows in small batches: IDN_OIDC_JTI, IDN_OAUTH_DPOP_JTI, access and refresh
-    tokens, the deny-list of revoked JWT access tokens, authorization codes (a day past expiry)
-    and browser sessions."""
+    tokens, the deny-list of revoked JWT access tokens, authorization codes (a day past expiry),
+    pushed authorization requests and browser sessions."""
     services = current.services()
     db = services.db
     now = int(time.time())
@@ -224,7 +251,8 @@ def db_purge():
                f"{denied} expired deny-list rows, "
                f"{services.tokens.purge_all()} expired access tokens, "
                f"{refresh_store.purge_every(db)} expired refresh tokens, "
-               f"{code_store.purge(db)} expired authorization codes, {sessions} expired sessions")
+               f"{code_store.purge(db)} expired authorization codes, "
+               f"{par_store.purge_every(db, now)} expired pushed authorization requests, {sessions} expired sessions")
 
 
 @db_cli.command("upgrade")

@@ -22,11 +22,13 @@ from urllib.parse import SplitResult, urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.x509.oid import NameOID
 
 from keystore.certificates import certificate_key, x5c_problem
 from keystore.jwk import SIGNING_ALGORITHMS, InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError, check_jwks_uri
 from core.config import SCHEMA
+from core.profile import FAPI2, fapi2
 from core.request import SCOPE_TOKEN
 from storage.clients import AUTH_METHODS, MAX_CLIENT_ID, RegisteredClient, valid_client_id
 
@@ -38,6 +40,17 @@ GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 # other scope (an API's) is an administrator's to grant.
 STANDARD_SCOPES = ("openid", "profile", "email", "address", "phone", "offline_access")
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+# The methods whose keys are registered (jwks, jwks_uri or certificate): private_key_jwt verifies
+# assertions with them, self_signed_tls_client_auth (RFC 8705 §2.2) the TLS client certificate.
+KEY_METHODS = ("private_key_jwt", "self_signed_tls_client_auth")
+# RFC 8705 §2.1.2: what names a tls_client_auth client's certificate (exactly one of them), and
+# the prefix of its value in storage's tls_client_auth_san (the subject DN has its own column).
+TLS_CLIENT_AUTH_FIELDS = {"tls_client_auth_subject_dn": None, "tls_client_auth_san_dns": "dns",
+                          "tls_client_auth_san_uri": "uri", "tls_client_auth_san_ip": "ip",
+                          "tls_client_auth_san_email": "email"}
+# FAPI 2.0 Security Profile §5.3.2.1 (client authentication) and §5.4.1 (signing algorithms).
+FAPI2_AUTH_METHODS = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
+FAPI2_SIGNING_ALGORITHMS = ("PS256", "ES256", "EdDSA")
 # Extension fields that change the server's own policy for a client: an administrator's to set.
 ADMIN_FIELDS = ("first_party", "audience_policy", "token_reuse", "access_token_lifetime",
                 "refresh_token_lifetime", "id_token_lifetime", "resources")
@@ -59,6 +72,9 @@ MAX_RESOURCES = 20
 MAX_SCOPES = 100
 MAX_SCOPE_TOKEN = 128
 MAX_CERTIFICATE_BYTES = 64 * 1024
+MAX_DN = 1024
+MAX_DNS_NAME = 253
+MAX_EMAIL = 320
 
 # RFC 3986 §2: unreserved, reserved and percent signs; whitespace (lists are stored
 # space-separated), control characters, backslashes and non-ASCII are refused, not guessed at.
@@ -66,6 +82,12 @@ _URI_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_EXCEPT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# RFC 1035 §2.3.1 (as relaxed by RFC 1123 §2.1): letters, digits and inner hyphens, 63 at most.
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# RFC 5322 §3.4.1 dot-atom local part (no quoted strings), before the @ of an rfc822Name.
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# Attribute names a certificate tool prints that RFC 4514 §3 does not list (OpenSSL's emailAddress).
+_DN_NAMES = {"EMAILADDRESS": NameOID.EMAIL_ADDRESS}
 
 
 class MetadataError(Exception):
@@ -275,6 +297,135 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# --- mutual TLS: the certificate of a tls_client_auth client (RFC 8705 §2.1.2) ------------------
+
+def subject_dn(text: Any) -> str:
+    """An RFC 4514 distinguished name in its normalised string form, so that a certificate's
+    subject matches exactly when `cert.subject.rfc4514_string()` equals it.
+
+    Normalisation: parsed by cryptography (x509.Name.from_rfc4514_string) and written back with
+    Name.rfc4514_string(): RDNs stay in the order written (most specific first); attribute type
+    names are case-insensitive on input (RFC 4512 §1.4) and written as RFC 4514 §3's short names
+    (CN, L, ST, O, OU, C, STREET, DC, UID) or, for any other type (OpenSSL's emailAddress too), as
+    the dotted OID; spaces after a `,` or `+` separator (as people write "CN=client, O=Example",
+    where nothing but a type can follow) are dropped; values are unescaped and re-escaped
+    canonically (`\\2C` becomes `\\,`), their case kept. Refused: other unescaped spaces at either
+    end of a value or around `=`, `;` separators, quoted values and `#` hex values (BER, not a string
+    to compare). Attributes of a multi-valued RDN keep the order written."""
+    field = "tls_client_auth_subject_dn"
+
+    def refuse() -> MetadataError:
+        return MetadataError(field, f"{field} must be a distinguished name in RFC 4514 string form, "
+                                    "such as CN=client,O=Example Corp,C=SE")
+    if not isinstance(text, str) or not text or len(text) > MAX_DN or _CONTROL.search(text):
+        raise MetadataError(field, f"{field} must be a string of 1 to {MAX_DN} printable characters")
+    prepared = _dn_types_upper(text)
+    if prepared is None:
+        raise refuse()
+    try:
+        name = x509.Name.from_rfc4514_string(prepared, _DN_NAMES)
+    except ValueError:
+        raise refuse() from None
+    if not len(name):
+        raise refuse()
+    return name.rfc4514_string()
+
+
+def _dn_types_upper(text: str) -> str | None:
+    """The DN with its attribute type names upper-cased (the parser knows them so) and the spaces
+    after its separators dropped; None when a value is in the RFC 4514 §2.4 `#` hex form."""
+    out: list[str] = []
+    in_type, escaped = True, False
+    for i, char in enumerate(text):
+        if in_type:
+            if char == " " and i > 0 and text[i - 1] in ", +":
+                continue
+            out.append(char.upper())
+            if char == "=":
+                in_type = False
+                if text[i + 1:i + 2] == "#":
+                    return None
+            continue
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in ",+":
+            in_type = True
+        out.append(char)
+    return "".join(out)
+
+
+def _is_dns_name(value: str) -> bool:
+    """A host name of LDH labels (RFC 1123 §2.1), ASCII (IDNs as A-labels), no trailing dot."""
+    return (value.isascii() and len(value) <= MAX_DNS_NAME
+            and all(_DNS_LABEL.fullmatch(label) for label in value.split(".")))
+
+
+def _san(name: str, value: Any) -> str:
+    """The stored form of a subjectAltName (RFC 5280 §4.2.1.6) a tls_client_auth client names."""
+    if not isinstance(value, str) or not value:
+        raise MetadataError(name, f"{name} must be a non-empty string")
+    kind = TLS_CLIENT_AUTH_FIELDS[name]
+    if kind == "dns":
+        if not _is_dns_name(value):
+            raise MetadataError(name, f"{name} must be a DNS name such as client.example.com")
+        return value.lower()   # RFC 4343 §3: DNS names compare without case
+    if kind == "uri":
+        _absolute_uri(value, name, lambda message: MetadataError(name, message))
+        return value
+    if kind == "ip":
+        try:
+            if "%" in value:   # an IPv6 zone belongs to one host's interfaces, never to a certificate
+                raise ValueError
+            # Normalised as str() writes the address a certificate's iPAddress SAN gives:
+            # dotted quad for IPv4, RFC 5952 §4 compressed lower-case hex for IPv6.
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise MetadataError(name, f"{name} must be an IPv4 or IPv6 address") from None
+    local, at, domain = value.rpartition("@")
+    if len(value) > MAX_EMAIL or not at or not _EMAIL_LOCAL.fullmatch(local) or not _is_dns_name(domain):
+        raise MetadataError(name, f"{name} must be an email address such as client@example.com")
+    return f"{local}@{domain.lower()}"   # RFC 5280 §7.5: the local part compares exactly, the domain without case
+
+
+def _tls_client_auth(metadata: dict, method: str) -> dict[str, Any]:
+    """RFC 8705 §2.1.2: a tls_client_auth client is the holder of a certificate, from a CA the
+    server trusts, with exactly this subject DN or subjectAltName; no key or secret is registered."""
+    given = [name for name in TLS_CLIENT_AUTH_FIELDS if metadata.get(name) is not None]
+    if method != "tls_client_auth":
+        if given:
+            raise MetadataError(given[0], f"{given[0]} applies to token_endpoint_auth_method tls_client_auth only")
+        return {"tls_client_auth_subject_dn": None, "tls_client_auth_san": None}
+    if len(given) != 1:
+        message = "token_endpoint_auth_method tls_client_auth needs exactly one of " + ", ".join(TLS_CLIENT_AUTH_FIELDS)
+        raise MetadataError(given[1] if given else "token_endpoint_auth_method",
+                            message + (f", not {' and '.join(given)}" if given else ""))
+    name = given[0]
+    if name == "tls_client_auth_subject_dn":
+        return {"tls_client_auth_subject_dn": subject_dn(metadata[name]), "tls_client_auth_san": None}
+    return {"tls_client_auth_subject_dn": None,
+            "tls_client_auth_san": f"{TLS_CLIENT_AUTH_FIELDS[name]}:{_san(name, metadata[name])}"}
+
+
+def _fapi2_rules(client: RegisteredClient) -> None:
+    """FAPI 2.0 Security Profile rules for a client held to it (core.profile.fapi2)."""
+    if client.auth_method not in FAPI2_AUTH_METHODS:
+        # FAPI 2.0 Security Profile §5.3.2.1: confidential clients, by mutual TLS or private_key_jwt.
+        raise MetadataError("token_endpoint_auth_method", "FAPI 2.0: token_endpoint_auth_method must be "
+                            + ", ".join(FAPI2_AUTH_METHODS[:-1]) + f" or {FAPI2_AUTH_METHODS[-1]} "
+                            "(no public clients, no client secrets)")
+    if client.signing_alg is not None and client.signing_alg not in FAPI2_SIGNING_ALGORITHMS:
+        # FAPI 2.0 Security Profile §5.4.1
+        raise MetadataError("token_endpoint_auth_signing_alg", "FAPI 2.0: token_endpoint_auth_signing_alg must be "
+                            + ", ".join(FAPI2_SIGNING_ALGORITHMS[:-1]) + f" or {FAPI2_SIGNING_ALGORITHMS[-1]}")
+    for uri in client.redirect_uris:
+        # https only; check_redirect_uri already allows http on a loopback host alone (RFC 8252 §7.3).
+        if uri.partition(":")[0].lower() not in ("https", "http"):
+            raise MetadataError("redirect_uris", "FAPI 2.0: a redirect URI must use https (http only on a loopback "
+                                                 "address such as 127.0.0.1, for native apps)", INVALID_REDIRECT_URI)
+
+
 # --- the metadata ------------------------------------------------------------------------------
 
 def _string(metadata: dict, name: str, maximum: int, pattern: re.Pattern = _CONTROL) -> str:
@@ -371,6 +522,21 @@ def _token_fields(metadata: dict) -> dict[str, Any]:
         "require_dpop_nonce": _flag(metadata, "require_dpop_nonce"),
         # RFC 9068 JWT or opaque; absent: [oauth.token] access_token_format.
         "access_token_format": _choice(metadata, "access_token_format", ACCESS_TOKEN_FORMATS),
+        # RFC 8705 §3.4: every access token bound to the client's TLS certificate.
+        "tls_client_certificate_bound_access_tokens": _flag(metadata, "tls_client_certificate_bound_access_tokens"),
+    }
+
+
+def _stricter_rules(metadata: dict) -> dict[str, Any]:
+    """Rules the client asks to be held to beyond the server's; it may set them (they only bind itself)."""
+    profile = metadata.get("profile")
+    if profile is not None and profile != FAPI2:
+        # Stricter than the server's profile, never looser: "oauth2" under a FAPI 2.0 server is refused too.
+        raise MetadataError("profile", f"profile must be {FAPI2}, or absent for the server's profile")
+    return {
+        # RFC 9126 §6: its authorization requests must be pushed, whatever [oauth.par] required says.
+        "require_pushed_authorization_requests": _flag(metadata, "require_pushed_authorization_requests"),
+        "profile": profile,
     }
 
 
@@ -406,7 +572,8 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
     registering or updating itself with a bearer token) may not set ADMIN_FIELDS: absent, they keep
     the values of `existing`; present, they must equal them (or the defaults for a new client).
     Nor may it widen what it may ask for: its scope and grant_types stay within those of
-    `existing`, and a new client's scope within STANDARD_SCOPES.
+    `existing`, and a new client's scope within STANDARD_SCOPES. A client held to FAPI 2.0
+    (core.profile.fapi2: the server's [oauth] profile, or its own `profile`) meets its rules too.
     """
     if not isinstance(metadata, dict):
         raise MetadataError("", "The client metadata must be a JSON object")
@@ -441,12 +608,18 @@ def validate(metadata: dict, settings, *, existing: RegisteredClient | None = No
     out["redirect_uris"] = tuple(redirect_uris)
 
     out.update(_keys(metadata, settings, method))
+    out.update(_tls_client_auth(metadata, method))
     out.update(_token_fields(metadata))
+    out.update(_stricter_rules(metadata))
     fields = _admin_fields(metadata)
     if not admin:
         fields = _keep_admin_fields(metadata, fields, existing)
         _within_registration(out, existing)
     out.update(fields)
+    # The client as it would be stored: FAPI 2.0 applies under the server's profile or its own.
+    client = RegisteredClient(client_id=existing.client_id if existing else "", secret_hash=None, updated_at=0, **out)
+    if fapi2(settings, client):
+        _fapi2_rules(client)
     return out
 
 
@@ -470,19 +643,28 @@ def _within_registration(out: dict[str, Any], existing: RegisteredClient | None)
 
 def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:
     """jwks, jwks_uri or (an extension, as WSO2's service provider form has it) a PEM `certificate`
-    that is stored as a JWK Set; at most one of them."""
+    that is stored as a JWK Set; at most one of them. A private_key_jwt client without any uses the
+    keystore; a self_signed_tls_client_auth client (RFC 8705 §2.2) must register one."""
     jwks, jwks_uri, certificate = metadata.get("jwks"), metadata.get("jwks_uri"), metadata.get("certificate")
     alg = metadata.get("token_endpoint_auth_signing_alg")
     given = [name for name, value in (("jwks", jwks), ("jwks_uri", jwks_uri), ("certificate", certificate),
                                       ("token_endpoint_auth_signing_alg", alg)) if value is not None]
-    if method != "private_key_jwt":
-        if given:
-            raise MetadataError(given[0], f"{given[0]} applies to token_endpoint_auth_method private_key_jwt only")
+    # Only client assertions have a signing algorithm (OpenID Connect Registration §2).
+    wrong = next((name for name in given if method not in KEY_METHODS
+                  or (name == "token_endpoint_auth_signing_alg" and method != "private_key_jwt")), None)
+    if wrong is not None:
+        methods = "private_key_jwt" if wrong == "token_endpoint_auth_signing_alg" else " or ".join(KEY_METHODS)
+        raise MetadataError(wrong, f"{wrong} applies to token_endpoint_auth_method {methods} only")
+    if method not in KEY_METHODS:
         return {"jwks": None, "jwks_uri": None, "signing_alg": None}
     sources = [name for name in given if name != "token_endpoint_auth_signing_alg"]
     if len(sources) > 1:
         # RFC 7591 §2: jwks and jwks_uri MUST NOT both be present.
         raise MetadataError(sources[1], f"Give only one of jwks, jwks_uri and certificate, not {' and '.join(sources)}")
+    if not sources and method == "self_signed_tls_client_auth":
+        # RFC 8705 §2.2: the certificate's public key is registered; there is no keystore fallback.
+        raise MetadataError("jwks", "token_endpoint_auth_method self_signed_tls_client_auth needs the client "
+                                    "certificate's public key: give jwks, jwks_uri or certificate")
     if alg is not None and (not isinstance(alg, str) or alg not in SIGNING_ALGORITHMS):
         raise MetadataError("token_endpoint_auth_signing_alg",
                             f"token_endpoint_auth_signing_alg must be one of {', '.join(SIGNING_ALGORITHMS)}")
@@ -502,7 +684,7 @@ def _keys(metadata: dict, settings, method: str) -> dict[str, Any]:
                                 f"No registered key can verify token_endpoint_auth_signing_alg {alg}")
     if jwks_uri is not None:
         _check_jwks_uri(jwks_uri, settings)
-    # Neither: the certificate in the primary keystore under the client id as alias.
+    # None of them (private_key_jwt): the certificate in the primary keystore under the client id as alias.
     return {"jwks": text, "jwks_uri": jwks_uri, "signing_alg": alg}
 
 
@@ -527,17 +709,24 @@ def metadata_of(client: RegisteredClient) -> dict[str, Any]:
         "scope": " ".join(client.scopes),
         "token_endpoint_auth_method": client.auth_method,
     }
-    if client.auth_method == "private_key_jwt":
+    if client.auth_method in KEY_METHODS:
         if client.jwks:
             body["jwks"] = json.loads(client.jwks)
         if client.jwks_uri:
             body["jwks_uri"] = client.jwks_uri
         if client.signing_alg:
             body["token_endpoint_auth_signing_alg"] = client.signing_alg
+    if client.tls_client_auth_subject_dn:
+        body["tls_client_auth_subject_dn"] = client.tls_client_auth_subject_dn
+    if client.tls_client_auth_san:
+        kind, _, value = client.tls_client_auth_san.partition(":")
+        body[next(name for name, prefix in TLS_CLIENT_AUTH_FIELDS.items() if prefix == kind)] = value
     body["first_party"] = client.first_party
     body["dpop_bound_access_tokens"] = client.dpop_bound_access_tokens
     body["require_dpop_nonce"] = client.require_dpop_nonce
-    for name in ("audience_policy", "token_reuse", *LIFETIME_BOUNDS, "access_token_format"):
+    body["tls_client_certificate_bound_access_tokens"] = client.tls_client_certificate_bound_access_tokens
+    body["require_pushed_authorization_requests"] = client.require_pushed_authorization_requests
+    for name in ("audience_policy", "token_reuse", *LIFETIME_BOUNDS, "access_token_format", "profile"):
         value = getattr(client, name)
         if value is not None:
             body[name] = value

@@ -202,6 +202,10 @@ def new_client_id() -> str:
 
 _CLIENT_ID_ALPHABET = string.ascii_lowercase + string.digits
 NEW_SP_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post")
+# tls_client_auth (RFC 8705 §2.1.2): what names the client's certificate, as the form offers it.
+TLS_CLIENT_AUTH_KINDS = {"tls_client_auth_subject_dn": "Subject DN (RFC 4514, e.g. CN=client,O=Example)",
+                         "tls_client_auth_san_dns": "SAN DNS name", "tls_client_auth_san_uri": "SAN URI",
+                         "tls_client_auth_san_ip": "SAN IP address", "tls_client_auth_san_email": "SAN email address"}
 
 
 @bp.route("/service-providers/add", methods=["GET", "POST"])
@@ -234,6 +238,7 @@ def _edit_page(client: client_store.RegisteredClient, status: int = 200, **conte
         keystore_cert = _keystore_certificate(client.client_id)
     return _page("console/sp_edit.html", status, client=client, grant_types=list(client_metadata.GRANT_TYPES) + [g for g in _grant_types() if g not in client_metadata.GRANT_TYPES],
                  enabled_grants=set(current.chain().grants), auth_methods=client_store.AUTH_METHODS,
+                 key_methods=client_metadata.KEY_METHODS, tls_kinds=TLS_CLIENT_AUTH_KINDS,
                  algorithms=SIGNING_ALGORITHMS, lifetimes=client_metadata.LIFETIME_BOUNDS,
                  form=context.pop("form", None) or _form_of(client), keystore_cert=keystore_cert,
                  certificates=_registered_certificates(client.jwks), failures=failure_log.recent(client.client_id),
@@ -264,7 +269,15 @@ def _form_of(client: client_store.RegisteredClient) -> dict[str, Any]:
         "require_dpop_nonce": "on" if client.require_dpop_nonce else "",
         "access_token_format": client.access_token_format or "",
         "resources": "\n".join(client.resources),
+        "require_pushed_authorization_requests": "on" if client.require_pushed_authorization_requests else "",
+        "tls_client_certificate_bound_access_tokens": "on" if client.tls_client_certificate_bound_access_tokens else "",
+        "profile": client.profile or "",
     }
+    # The one identifier of a tls_client_auth client, as metadata_of names it.
+    identifier = [(name, value) for name, value in client_metadata.metadata_of(client).items()
+                  if name in TLS_CLIENT_AUTH_KINDS]
+    if identifier:
+        form["tls_client_auth_kind"], form["tls_client_auth_value"] = identifier[0]
     for grant in client.grant_types:
         form["grant_type." + grant] = "on"
     for name in client_metadata.LIFETIME_BOUNDS:
@@ -301,7 +314,7 @@ def save_service_provider():
 
 def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClient) -> dict[str, Any]:
     """RFC 7591 metadata from the configuration form; the keys stay as registered (they are
-    set on the public key page) while the client stays private_key_jwt."""
+    set on the public key page) while the client keeps a method with keys (KEY_METHODS)."""
     metadata: dict[str, Any] = {
         "client_name": form.get("client_name", ""),
         "description": form.get("description", "").replace("\r\n", "\n"),
@@ -313,17 +326,26 @@ def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClien
         "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens")),
         "require_dpop_nonce": bool(form.get("require_dpop_nonce")),
         "resources": [line.strip() for line in form.get("resources", "").splitlines() if line.strip()],
+        "require_pushed_authorization_requests": bool(form.get("require_pushed_authorization_requests")),
+        "tls_client_certificate_bound_access_tokens": bool(form.get("tls_client_certificate_bound_access_tokens")),
     }
-    for name in ("token_endpoint_auth_signing_alg", "audience_policy", "token_reuse", "access_token_format"):
+    for name in ("token_endpoint_auth_signing_alg", "audience_policy", "token_reuse", "access_token_format",
+                 "profile"):
         if form.get(name):
             metadata[name] = form[name]
+    identifier = form.get("tls_client_auth_value", "").strip()
+    if identifier:
+        kind = form.get("tls_client_auth_kind", "")
+        if kind not in TLS_CLIENT_AUTH_KINDS:
+            raise MetadataError("tls_client_auth_kind", "Choose what names the client's certificate.")
+        metadata[kind] = identifier
     for name in client_metadata.LIFETIME_BOUNDS:
         if form.get(name):
             text = form[name].strip()
             if not text.isascii() or not text.isdigit() or len(text) > 9:
                 raise MetadataError(name, f"{_LABELS[name]} must be a whole number of seconds.")
             metadata[name] = int(text)
-    if metadata["token_endpoint_auth_method"] == "private_key_jwt":
+    if metadata["token_endpoint_auth_method"] in client_metadata.KEY_METHODS:
         if client.jwks:
             metadata["jwks"] = json.loads(client.jwks)
         elif client.jwks_uri:
@@ -394,9 +416,10 @@ def _keys_page(client: client_store.RegisteredClient, status: int = 200, **conte
     uploaded = _uploaded_certificate(client.jwks) if client.jwks else None
     if uploaded is not None:
         source = "certificate"
-    form = context.pop("form", None) or {"key_source": source}
+    form = context.pop("form", None) or {"key_source": source, "token_endpoint_auth_method": client.auth_method}
     return _page("console/sp_keys.html", status, client=client, source=source, form=form, uploaded=uploaded,
-                 keystore_cert=_keystore_certificate(client.client_id), **context)
+                 keystore_cert=_keystore_certificate(client.client_id), key_methods=client_metadata.KEY_METHODS,
+                 **context)
 
 
 def _registered_certificates(jwks: str | None) -> dict[str, dict[str, Any]]:
@@ -428,14 +451,22 @@ def client_keys():
 def save_client_keys():
     form, files = _post_form()
     client = _client_or_404(form.get("client_id", ""))
-    if client.auth_method != "private_key_jwt":
-        raise PageError(400, "Not private_key_jwt", "Public keys are registered for private_key_jwt clients only. "
-                                                    "Change the authentication method first.")
+    if client.auth_method not in client_metadata.KEY_METHODS:
+        raise PageError(400, "No public key", "Public keys are registered for private_key_jwt and "
+                                              "self_signed_tls_client_auth clients only. Change the "
+                                              "authentication method first.")
     try:
         source = _key_source(form, files)
         metadata = client_metadata.metadata_of(client)
         metadata.pop("jwks", None)
         metadata.pop("jwks_uri", None)
+        # The keys and the method they serve may change together (a self-signed certificate, RFC 8705 §2.2).
+        method = form.get("token_endpoint_auth_method", client.auth_method)
+        if method not in client_metadata.KEY_METHODS:
+            raise MetadataError("token_endpoint_auth_method", "Choose private_key_jwt or self_signed_tls_client_auth.")
+        metadata["token_endpoint_auth_method"] = method
+        if method != "private_key_jwt":   # no assertions, so no assertion signing algorithm
+            metadata.pop("token_endpoint_auth_signing_alg", None)
         keys = None
         if source == "certificate":
             jwks, keys = client_metadata.keys_from_certificate(read_certificate(form, files))
@@ -452,7 +483,8 @@ def save_client_keys():
     except (MetadataError, ValueError) as exc:
         message = exc.message if isinstance(exc, MetadataError) else str(exc)
         # Pasted text is not echoed back: it may be a private key given by mistake.
-        form = {"key_source": form.get("key_source", ""), "jwks_uri": form.get("jwks_uri", "")}
+        form = {"key_source": form.get("key_source", ""), "jwks_uri": form.get("jwks_uri", ""),
+                "token_endpoint_auth_method": form.get("token_endpoint_auth_method", client.auth_method)}
         return _keys_page(client, 400, error=message, form=form)
     if updated is None:
         raise PageError(404, "Not found", "There is no service provider with this client id.")

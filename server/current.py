@@ -1,12 +1,18 @@
-"""The server object a request is served by, and the address of the client that sent it: the one
-place the web layer reads them from."""
+"""The server object a request is served by, and the address and TLS certificate of the client
+that sent it: the one place the web layer reads them from."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import re
 
+from cryptography import x509
 from flask import current_app, request
 from werkzeug.wrappers import Request
+
+from core.errors import invalid_request
 
 
 def idp():
@@ -40,3 +46,53 @@ def client_address(req: Request | None = None, server=None) -> str:
             except ValueError:
                 return peer
     return peer
+
+
+# RFC 8941 §3.3.5: a byte sequence is base64 (RFC 4648 §4) between colons; padding may be missing.
+_BYTE_SEQUENCE = re.compile(r":([A-Za-z0-9+/]*={0,2}):")
+
+
+def client_certificate(req: Request | None = None, server=None) -> bytes | None:
+    """The client's TLS certificate (DER) for RFC 8705, or None. With [server] client_certificates
+    = "optional": from one of [server] trusted_proxies, the Client-Cert header (RFC 9440 §2), which
+    that proxy took from its own mutual-TLS handshake and verified; from anyone else, the
+    certificate of this server's own TLS connection (tls = true), which gunicorn's TLS verified
+    against client_ca_file. A Client-Cert header from any other peer is ignored, as its
+    X-Forwarded-For is (client_address): only a proxy's word is taken for what it saw.
+    A trusted proxy's own TLS certificate is never the client's."""
+    req = request if req is None else req
+    settings = (server or idp()).services.settings.server
+    if settings["client_certificates"] == "off":
+        return None
+    if (req.remote_addr or "") in settings["trusted_proxies"]:
+        return _client_cert_header(req.headers.getlist("Client-Cert"))
+    if not settings["tls"]:
+        return None
+    # gunicorn's gthread worker hands the application the connection's ssl.SSLSocket; its peer
+    # certificate is there only when the handshake verified it (CERT_OPTIONAL: app.serve).
+    getpeercert = getattr(req.environ.get("gunicorn.socket"), "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return getpeercert(binary_form=True) or None
+    except (OSError, ValueError):  # the connection is gone
+        return None
+
+
+def _client_cert_header(values: list[str]) -> bytes | None:
+    """RFC 9440 §2.2: Client-Cert is one structured-field byte sequence holding the DER
+    certificate. Missing: no certificate. Present but not exactly that (two headers, which the
+    server joins with a comma, included): the proxy is misconfigured, and the request is refused
+    rather than served as if no certificate had come."""
+    if not values:
+        return None
+    match = _BYTE_SEQUENCE.fullmatch(values[0].strip(" \t")) if len(values) == 1 else None
+    try:
+        if match is None or not match.group(1):
+            raise ValueError("not a byte sequence")
+        encoded = match.group(1).rstrip("=")
+        der = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        x509.load_der_x509_certificate(der)
+    except (ValueError, binascii.Error):
+        raise invalid_request("The Client-Cert header is malformed", reason="client_cert_header") from None
+    return der

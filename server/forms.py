@@ -125,4 +125,5 @@ def token_request(endpoint: str, req: Request | None = None, server=None) -> Tok
         endpoint_url=server.services.settings.base_url + req.path,  # never the Host header
         request_id=req.environ.setdefault("idp.request_id", os.urandom(8).hex()),
         remote_addr=current.client_address(req, server),
+        client_certificate=current.client_certificate(req, server),  # RFC 8705
     )

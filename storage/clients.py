@@ -77,8 +77,13 @@ class RegisteredClient:
             "require_dpop_nonce": self.require_dpop_nonce,
             "access_token_format": self.access_token_format,
             "resources": list(self.resources),
+            "require_pushed_authorization_requests": self.require_pushed_authorization_requests,
+            "tls_client_auth_subject_dn": self.tls_client_auth_subject_dn,
+            "tls_client_auth_san": self.tls_client_auth_san,
+            "tls_client_certificate_bound_access_tokens": self.tls_client_certificate_bound_access_tokens,
+            "profile": self.profile,
             "key_source": ("jwks" if self.jwks else "jwks_uri" if self.jwks_uri else "keystore")
-            if self.auth_method == "private_key_jwt" else None,
+            if self.auth_method in ("private_key_jwt", "self_signed_tls_client_auth") else None,
         }
 
 
@@ -144,7 +149,10 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            access_token_lifetime: int | None = None, refresh_token_lifetime: int | None = None,
            id_token_lifetime: int | None = None, dpop_bound_access_tokens: bool = False,
            require_dpop_nonce: bool = False, access_token_format: str | None = None,
-           resources=()) -> tuple[RegisteredClient, str | None]:
+           resources=(), require_pushed_authorization_requests: bool = False,
+           tls_client_auth_subject_dn: str | None = None, tls_client_auth_san: str | None = None,
+           tls_client_certificate_bound_access_tokens: bool = False,
+           profile: str | None = None) -> tuple[RegisteredClient, str | None]:
     """Insert a client; returns it and, for secret methods, the secret (shown once)."""
     # Ids differing only in case would share a certificate in a JKS keystore (aliases are
     # lower-cased there) and confuse operators everywhere else: refuse them.
@@ -162,7 +170,11 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       access_token_lifetime=access_token_lifetime, refresh_token_lifetime=refresh_token_lifetime,
                       id_token_lifetime=id_token_lifetime, dpop_bound_access_tokens=dpop_bound_access_tokens,
                       require_dpop_nonce=require_dpop_nonce, access_token_format=access_token_format,
-                      resources=" ".join(resources or ()), created_at=now, updated_at=now)
+                      resources=" ".join(resources or ()),
+                      require_pushed_authorization_requests=require_pushed_authorization_requests,
+                      tls_client_auth_subject_dn=tls_client_auth_subject_dn, tls_client_auth_san=tls_client_auth_san,
+                      tls_client_certificate_bound_access_tokens=tls_client_certificate_bound_access_tokens,
+                      profile=profile, created_at=now, updated_at=now)
     except peewee.IntegrityError:
         raise ValueError("a client with this client id already exists") from None
     return get(client_id), secret
@@ -175,7 +187,10 @@ def update(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            access_token_lifetime: int | None = None, refresh_token_lifetime: int | None = None,
            id_token_lifetime: int | None = None, dpop_bound_access_tokens: bool = False,
            require_dpop_nonce: bool = False, access_token_format: str | None = None,
-           resources=()) -> tuple[RegisteredClient, str | None] | None:
+           resources=(), require_pushed_authorization_requests: bool = False,
+           tls_client_auth_subject_dn: str | None = None, tls_client_auth_san: str | None = None,
+           tls_client_certificate_bound_access_tokens: bool = False,
+           profile: str | None = None) -> tuple[RegisteredClient, str | None] | None:
     """Replace a client's registration (RFC 7592 §2.2); None when there is no such client.
     Returns the client and, when it moves to a secret method from another, its new secret
     (shown once); a client that keeps a secret method keeps its secret."""
@@ -198,7 +213,11 @@ def update(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       access_token_lifetime=access_token_lifetime, refresh_token_lifetime=refresh_token_lifetime,
                       id_token_lifetime=id_token_lifetime, dpop_bound_access_tokens=dpop_bound_access_tokens,
                       require_dpop_nonce=require_dpop_nonce, access_token_format=access_token_format,
-                      resources=" ".join(resources or ()), updated_at=int(time.time())
+                      resources=" ".join(resources or ()),
+                      require_pushed_authorization_requests=require_pushed_authorization_requests,
+                      tls_client_auth_subject_dn=tls_client_auth_subject_dn, tls_client_auth_san=tls_client_auth_san,
+                      tls_client_certificate_bound_access_tokens=tls_client_certificate_bound_access_tokens,
+                      profile=profile, updated_at=int(time.time())
                       ).where(Client.client_id == client_id).execute()
     return get(client_id), secret
 

@@ -18,7 +18,7 @@ from storage.purge import PeriodicPurge, purge_all, purge_expired
 MAX_TOKEN = 8192  # a JWT access token with many resources and a long scope stays well below
 
 _INSERT = Statement.insert(lambda: AccessToken, "token_hash", "client_id", "scope", "issued_at", "expires_at",
-                           "revoked", "user_sub", "grant_id", "jkt", "audience")
+                           "revoked", "user_sub", "grant_id", "jkt", "audience", "x5t_s256")
 
 
 class TokenStore:
@@ -27,17 +27,17 @@ class TokenStore:
         self.periodic = PeriodicPurge(purge_every, purge_batch)
 
     def issue(self, client_id: str, scope: str, lifetime: int, *, user_sub: str | None = None,
-              grant_id: str | None = None, jkt: str | None = None, audience: tuple[str, ...] = (),
-              token: str | None = None, now: int | None = None) -> tuple[str, int]:
+              grant_id: str | None = None, jkt: str | None = None, x5t_s256: str | None = None,
+              audience: tuple[str, ...] = (), token: str | None = None, now: int | None = None) -> tuple[str, int]:
         """Store a new access token (`token`, or a new random one); returns (token, expires_in).
         A user's token names the user (`user_sub`) and the grant it came from (`grant_id`: the
         code and its refresh family), so that revoking the grant revokes it; a DPoP-bound one
-        the key's thumbprint (`jkt`)."""
+        the key's thumbprint (`jkt`), a certificate-bound one the certificate's (`x5t_s256`)."""
         token = token or secrets.token_urlsafe(32)
         now = int(time.time()) if now is None else now
         _INSERT.execute(token_hash=token_hash(token), client_id=client_id, scope=scope, issued_at=now,
                         expires_at=now + lifetime, revoked=False, user_sub=user_sub, grant_id=grant_id,
-                        jkt=jkt, audience=" ".join(audience) or None)
+                        jkt=jkt, audience=" ".join(audience) or None, x5t_s256=x5t_s256)
         self.tick(now)
         return token, lifetime
 

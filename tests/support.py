@@ -485,3 +485,99 @@ def authorize_in_process(app, query: dict | list, username: str, password: str,
         lambda f: answer(client.post("/oauth2/authorize", data=urlencode(f), base_url=base_url,
                                      content_type="application/x-www-form-urlencoded")),
         query, username, password)
+
+
+# --- mutual TLS (RFC 8705): a test CA, client certificates, clients written into a server's database ---
+
+def x509_name(dn: str):
+    from cryptography import x509
+    return x509.Name.from_rfc4514_string(dn)
+
+
+def certificate_authority(dn: str = "CN=Test Client CA,O=Example"):
+    """A CA's (private key, certificate), valid from yesterday for a year."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    key = ec_key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509_name(dn)).issuer_name(x509_name(dn))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def tls_client_certificate(dn: str, ca=None, *, sans=(), key=None, days: tuple[float, float] = (-1, 30)):
+    """A TLS client certificate's (private key, certificate): issued by `ca` (a certificate_authority pair), or
+    self-signed without one; `sans` are cryptography GeneralName objects; valid from `days[0]` to
+    `days[1]` days from now."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    key = key or ec_key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    issuer_key, issuer = (ca[0], ca[1].subject) if ca else (key, x509_name(dn))
+    builder = (x509.CertificateBuilder().subject_name(x509_name(dn)).issuer_name(issuer)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now + datetime.timedelta(days=days[0]))
+               .not_valid_after(now + datetime.timedelta(days=days[1]))
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return key, builder.sign(issuer_key, hashes.SHA256())
+
+
+def cert_der(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def cert_pem(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_tls_pair(directory: Path, name: str, key, cert) -> tuple[str, str]:
+    """The certificate and key as PEM files, for `requests`' cert=(certfile, keyfile)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile = directory / f"{name}.crt", directory / f"{name}.key"
+    certfile.write_bytes(cert_pem(cert))
+    keyfile.write_bytes(pem(key))
+    return str(certfile), str(keyfile)
+
+
+def x5t_s256_of(cert) -> str:
+    """RFC 8705 §3.1, computed here independently of keystore.certificates."""
+    import hashlib
+    return b64url(hashlib.sha256(cert_der(cert)).digest())
+
+
+def client_cert_header(cert) -> str:
+    """RFC 9440 §2.2: the DER certificate as a structured-field byte sequence."""
+    import base64
+    return ":" + base64.b64encode(cert_der(cert)).decode("ascii") + ":"
+
+
+def register_in_database(directory: Path, client_id: str, auth_method: str, **fields):
+    """Write a client straight into the database of the server configured in `directory` (clients
+    are read per request: no restart). `fields` are storage.clients.create arguments and columns of
+    the client table it does not take (tls_client_auth_subject_dn, tls_client_auth_san,
+    tls_client_certificate_bound_access_tokens, profile…). Returns (client, secret)."""
+    from storage import clients
+    from storage.database import open_database
+    from storage.models import Client
+    columns = {k: fields.pop(k) for k in list(fields) if k.startswith("tls_") or k == "profile"}
+    db = open_database("sqlite:///var/identity.db", directory)
+    try:
+        client, secret = clients.create(client_id, auth_method, **fields)
+        if columns:
+            Client.update(**columns).where(Client.client_id == client_id).execute()
+        return clients.get(client_id), secret
+    finally:
+        db.close()

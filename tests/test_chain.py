@@ -17,7 +17,7 @@ def build(tmp_path, **config):
 def test_builtins_run_with_defaults(tmp_path):
     chain = build(tmp_path)
     assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "ClientSecretAuthenticator",
-                                                                "PublicClientAuthenticator"]
+                                                                "TLSClientAuthenticator", "PublicClientAuthenticator"]
     assert list(chain.grants) == ["client_credentials", "authorization_code", "refresh_token"]
     assert type(chain.issuer).__name__ == "DefaultTokenIssuer"
     assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener", "AuthFailureLogListener"]
@@ -39,13 +39,15 @@ def test_order_decides_position(tmp_path):
               'name = "org.wso2.carbon.identity.oauth2.client.authentication.BasicAuthClientAuthenticator"\norder = 10\n')
     chain = build(tmp_path, listeners=secret)
     assert [type(a).__name__ for a in chain.authenticators] == ["ClientSecretAuthenticator", "PrivateKeyJWTClientAuthenticator",
-                                                                "PublicClientAuthenticator"]
+                                                                "TLSClientAuthenticator", "PublicClientAuthenticator"]
 
 
 def test_python_names_resolve(tmp_path):
     listeners = '[[event_listener]]\nid = "secret"\nname = "handlers.client_secret.ClientSecretAuthenticator"\nenable = false\n'
     chain = build(tmp_path, listeners=listeners)
-    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "PublicClientAuthenticator"]
+    assert [type(a).__name__ for a in chain.authenticators] == ["PrivateKeyJWTClientAuthenticator", "TLSClientAuthenticator",
+                                                                "PublicClientAuthenticator"]
+    # Mutual TLS is listed only where client certificates are asked for ([server] client_certificates).
     assert chain.metadata()["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
 
 

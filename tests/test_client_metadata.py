@@ -80,7 +80,9 @@ def test_rfc7591_defaults(settings):
         "jwks": None, "jwks_uri": None, "signing_alg": None, "first_party": False, "audience_policy": None,
         "token_reuse": None, "access_token_lifetime": None, "refresh_token_lifetime": None,
         "id_token_lifetime": None, "dpop_bound_access_tokens": False, "require_dpop_nonce": False,
-        "access_token_format": None, "resources": (),
+        "access_token_format": None, "resources": (), "require_pushed_authorization_requests": False,
+        "tls_client_auth_subject_dn": None, "tls_client_auth_san": None,
+        "tls_client_certificate_bound_access_tokens": False, "profile": None,
     }
 
 
@@ -374,6 +376,265 @@ def test_token_setting_refusals(settings, metadata, words):
     error = refused(pkjwt(**metadata), settings)
     assert error.field == field and field in error.message and words in error.message, error.message
     assert "example" not in error.message  # the input is never echoed
+
+
+# --- mutual TLS (RFC 8705), pushed authorization requests (RFC 9126), FAPI 2.0 ----------------------------
+
+@pytest.fixture(scope="module")
+def fapi2_settings(tmp_path_factory):
+    """A test deployment.toml with [oauth] profile = "fapi2"."""
+    from core import config
+    return config.load(write_config(tmp_path_factory.mktemp("fapi2"), extra='[oauth]\nprofile = "fapi2"\n'))
+
+
+def tls(**extra) -> dict:
+    return {"token_endpoint_auth_method": "tls_client_auth", "grant_types": ["client_credentials"], **extra}
+
+
+def self_signed(**extra) -> dict:
+    return {"token_endpoint_auth_method": "self_signed_tls_client_auth", "grant_types": ["client_credentials"],
+            "jwks": jwks((RSA, "k1")), **extra}
+
+
+@pytest.mark.parametrize("field, value, dn, san", [
+    # RFC 4514: types case-insensitive, written upper-case; spaces after separators dropped; \2C re-escaped.
+    ("tls_client_auth_subject_dn", "cn=Client One, O=Example\\2C Inc.,c=SE", "CN=Client One,O=Example\\, Inc.,C=SE",
+     None),
+    ("tls_client_auth_subject_dn", "emailAddress=ops@example.com,CN=client",
+     "1.2.840.113549.1.9.1=ops@example.com,CN=client", None),
+    ("tls_client_auth_subject_dn", "2.5.4.3=client+OU=api,DC=example,DC=com", "CN=client+OU=api,DC=example,DC=com",
+     None),
+    ("tls_client_auth_san_dns", "Client.Example.COM", None, "dns:client.example.com"),
+    ("tls_client_auth_san_uri", "spiffe://example.org/ns/billing", None, "uri:spiffe://example.org/ns/billing"),
+    ("tls_client_auth_san_ip", "2001:DB8:0:0::1", None, "ip:2001:db8::1"),
+    ("tls_client_auth_san_ip", "192.0.2.10", None, "ip:192.0.2.10"),
+    ("tls_client_auth_san_email", "Billing+ops@Example.COM", None, "email:Billing+ops@example.com"),
+])
+def test_tls_client_auth_round_trip(tmp_path, settings, field, value, dn, san):
+    from support import make_in_process
+    from storage import clients
+    out = validate(tls(**{field: value}), settings)
+    assert (out["auth_method"], out["tls_client_auth_subject_dn"], out["tls_client_auth_san"]) == \
+        ("tls_client_auth", dn, san)
+    assert (out["jwks"], out["jwks_uri"], out["signing_alg"]) == (None, None, None)  # a CA vouches for the client
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, secret = clients.create("mtls", **out)
+        assert secret is None and client.secret_hash is None
+        assert (client.tls_client_auth_subject_dn, client.tls_client_auth_san) == (dn, san)
+        view = client.public_view()
+        assert (view["tls_client_auth_subject_dn"], view["tls_client_auth_san"], view["key_source"]) == (dn, san, None)
+        given = cm.metadata_of(client)
+        names = [name for name in cm.TLS_CLIENT_AUTH_FIELDS if name in given]
+        assert names == [field]   # only the one set, under its RFC 8705 name, in its stored form
+        assert given[field] == (dn or san.partition(":")[2])
+        # What metadata_of gives back validates to the same registration (the normalised form is stable).
+        assert validate(given, settings, existing=client) == out
+        # Moving to another method drops the identifier.
+        moved, _ = clients.update("mtls", **validate(pkjwt(), settings, existing=client))
+        assert (moved.tls_client_auth_subject_dn, moved.tls_client_auth_san) == (None, None)
+        assert not any(name in cm.metadata_of(moved) for name in cm.TLS_CLIENT_AUTH_FIELDS)
+
+
+def test_a_stored_subject_dn_matches_the_certificate_exactly():
+    """The normalised DN is what cryptography writes for a certificate carrying that subject."""
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example, Inc."),
+                      x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ops@example.com"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "client one")])
+    assert cm.subject_dn("cn=client one, emailAddress=ops@example.com, O=Example\\2C Inc., C=SE") \
+        == name.rfc4514_string()
+
+
+def test_self_signed_tls_client_auth_registers_its_certificate_key(settings):
+    for keys in ({"jwks": jwks((P256, "e1"))}, {"jwks": None, "jwks_uri": "http://127.0.0.1:8000/jwks"},
+                 {"jwks": None, "certificate": certificate(RSA).decode()}):
+        out = validate(self_signed(**keys), settings)
+        assert out["auth_method"] == "self_signed_tls_client_auth"
+        assert (out["jwks"] or out["jwks_uri"]) and out["signing_alg"] is None
+        assert (out["tls_client_auth_subject_dn"], out["tls_client_auth_san"]) == (None, None)
+
+
+def test_self_signed_keys_are_stored_and_given_back(tmp_path, settings):
+    from support import make_in_process
+    from storage import clients
+    out = validate(self_signed(), settings)
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, secret = clients.create("self-signed", **out)
+        assert secret is None and client.public_view()["key_source"] == "jwks"
+        given = cm.metadata_of(client)
+        assert given["jwks"] == jwks((RSA, "k1")) and "token_endpoint_auth_signing_alg" not in given
+        assert validate(given, settings, existing=client) == out
+
+
+def test_par_certificate_binding_and_profile_round_trip(tmp_path, settings):
+    from support import make_in_process
+    from storage import clients
+    metadata = tls(tls_client_auth_san_dns="client.example.com", require_pushed_authorization_requests=True,
+                   tls_client_certificate_bound_access_tokens=True, profile="fapi2")
+    out = validate(metadata, settings)
+    assert (out["require_pushed_authorization_requests"], out["tls_client_certificate_bound_access_tokens"],
+            out["profile"]) == (True, True, "fapi2")
+    # The client's own to choose: they only bind itself (profile: stricter, never looser).
+    assert validate(metadata, settings, admin=False) == out
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, _ = clients.create("strict", **out)
+        assert clients.get("strict") == client
+        view = client.public_view()
+        assert (view["require_pushed_authorization_requests"], view["tls_client_certificate_bound_access_tokens"],
+                view["profile"]) == (True, True, "fapi2")
+        given = cm.metadata_of(client)
+        assert (given["require_pushed_authorization_requests"], given["tls_client_certificate_bound_access_tokens"],
+                given["profile"]) == (True, True, "fapi2")
+        assert validate(given, settings, existing=client, admin=False) == out
+        # Absent: the defaults; metadata_of always gives the booleans, the profile only when set.
+        plain, _ = clients.update("strict", **validate(pkjwt(), settings, existing=client))
+        given = cm.metadata_of(plain)
+        assert (given["require_pushed_authorization_requests"], given["tls_client_certificate_bound_access_tokens"]) \
+            == (False, False)
+        assert "profile" not in given and plain.profile is None
+    assert validate(pkjwt(profile=None, require_pushed_authorization_requests=None), settings)["profile"] is None
+
+
+TLS_DN = {"tls_client_auth_subject_dn": "CN=client"}
+TLS_REFUSALS = [
+    # RFC 8705 §2.1.2: exactly one identifier, and only with tls_client_auth.
+    (tls(), "token_endpoint_auth_method", "token_endpoint_auth_method tls_client_auth needs exactly one of "
+     "tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri, tls_client_auth_san_ip, "
+     "tls_client_auth_san_email"),
+    (tls(**TLS_DN, tls_client_auth_san_dns="client.example.com"), "tls_client_auth_san_dns",
+     "needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri, "
+     "tls_client_auth_san_ip, tls_client_auth_san_email, not tls_client_auth_subject_dn and tls_client_auth_san_dns"),
+    (tls(tls_client_auth_san_ip="192.0.2.1", tls_client_auth_san_email="a@b.example"), "tls_client_auth_san_email",
+     "not tls_client_auth_san_ip and tls_client_auth_san_email"),
+    (pkjwt(**TLS_DN), "tls_client_auth_subject_dn",
+     "tls_client_auth_subject_dn applies to token_endpoint_auth_method tls_client_auth only"),
+    (pkjwt(tls_client_auth_san_ip="192.0.2.1"), "tls_client_auth_san_ip",
+     "tls_client_auth_san_ip applies to token_endpoint_auth_method tls_client_auth only"),
+    (self_signed(tls_client_auth_san_dns="client.example.com"), "tls_client_auth_san_dns", "tls_client_auth only"),
+    (tls(**TLS_DN, jwks=jwks((RSA, "k1"))), "jwks",
+     "jwks applies to token_endpoint_auth_method private_key_jwt or self_signed_tls_client_auth only"),
+    (tls(**TLS_DN, token_endpoint_auth_signing_alg="PS256"), "token_endpoint_auth_signing_alg",
+     "token_endpoint_auth_signing_alg applies to token_endpoint_auth_method private_key_jwt only"),
+    # RFC 8705 §2.2: the self-signed certificate's key is registered; no keystore, no assertion alg.
+    (self_signed(jwks=None), "jwks", "token_endpoint_auth_method self_signed_tls_client_auth needs the client "
+     "certificate's public key: give jwks, jwks_uri or certificate"),
+    (self_signed(token_endpoint_auth_signing_alg="PS256"), "token_endpoint_auth_signing_alg",
+     "token_endpoint_auth_signing_alg applies to token_endpoint_auth_method private_key_jwt only"),
+    (self_signed(jwks_uri="https://keys.example.com/jwks"), "jwks_uri",
+     "Give only one of jwks, jwks_uri and certificate"),
+    (self_signed(jwks=rsa_1024_jwks()), "jwks", "2048"),
+    # Booleans and the profile.
+    (pkjwt(require_pushed_authorization_requests="yes"), "require_pushed_authorization_requests",
+     "require_pushed_authorization_requests must be true or false"),
+    (pkjwt(tls_client_certificate_bound_access_tokens=1), "tls_client_certificate_bound_access_tokens",
+     "tls_client_certificate_bound_access_tokens must be true or false"),
+    (pkjwt(profile="oauth2"), "profile", "profile must be fapi2, or absent for the server's profile"),
+    (pkjwt(profile="FAPI2"), "profile", "profile must be fapi2, or absent for the server's profile"),
+    (pkjwt(profile=True), "profile", "profile must be fapi2, or absent for the server's profile"),
+]
+
+
+@pytest.mark.parametrize("metadata, field, words", TLS_REFUSALS)
+def test_mtls_and_profile_refusals(settings, metadata, field, words):
+    error = refused(metadata, settings)
+    assert error.field == field and words in error.message, (error.field, error.message)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("tls_client_auth_subject_dn", "not a dn", "must be a distinguished name in RFC 4514 string form"),
+    ("tls_client_auth_subject_dn", "CN=client;O=Corp", "RFC 4514"),            # RFC 1779 separator
+    ("tls_client_auth_subject_dn", "CN=client ,O=Corp", "RFC 4514"),           # unescaped trailing space
+    ("tls_client_auth_subject_dn", "CN = client", "RFC 4514"),
+    ("tls_client_auth_subject_dn", 'CN="client"', "RFC 4514"),
+    ("tls_client_auth_subject_dn", "CN=#0c06636c69656e74", "RFC 4514"),        # a BER hex value
+    ("tls_client_auth_subject_dn", "XX=client", "RFC 4514"),                    # an unknown type name
+    ("tls_client_auth_subject_dn", "C=SWE", "RFC 4514"),                        # countryName is 2 letters
+    ("tls_client_auth_subject_dn", "CN=a\nb", "must be a string of 1 to 1024 printable characters"),
+    ("tls_client_auth_subject_dn", "", "must be a string of 1 to 1024 printable characters"),
+    ("tls_client_auth_subject_dn", "CN=" + "a" * 1022, "must be a string of 1 to 1024 printable characters"),
+    ("tls_client_auth_subject_dn", 5, "must be a string"),
+    ("tls_client_auth_san_ip", "192.0.2.256", "tls_client_auth_san_ip must be an IPv4 or IPv6 address"),
+    ("tls_client_auth_san_ip", "010.0.0.1", "must be an IPv4 or IPv6 address"),
+    ("tls_client_auth_san_ip", "fe80::1%eth0", "must be an IPv4 or IPv6 address"),
+    ("tls_client_auth_san_ip", "host.example.com", "must be an IPv4 or IPv6 address"),
+    ("tls_client_auth_san_ip", 3232235521, "must be a non-empty string"),
+    ("tls_client_auth_san_dns", "-client.example.com", "tls_client_auth_san_dns must be a DNS name"),
+    ("tls_client_auth_san_dns", "client..example.com", "must be a DNS name"),
+    ("tls_client_auth_san_dns", "client.example.com.", "must be a DNS name"),
+    ("tls_client_auth_san_dns", "clïent.example.com", "must be a DNS name"),
+    ("tls_client_auth_san_dns", "*.example.com", "must be a DNS name"),
+    ("tls_client_auth_san_uri", "/client", "tls_client_auth_san_uri must be an absolute URI"),
+    ("tls_client_auth_san_uri", "https://client.example.com/#x", "must not contain a fragment"),
+    ("tls_client_auth_san_email", "client.example.com", "tls_client_auth_san_email must be an email address"),
+    ("tls_client_auth_san_email", "a b@example.com", "must be an email address"),
+    ("tls_client_auth_san_email", "ops@-example.com", "must be an email address"),
+    ("tls_client_auth_san_email", "", "must be a non-empty string"),
+])
+def test_tls_client_auth_identifier_refusals(settings, field, value, words):
+    error = refused(tls(**{field: value}), settings)
+    assert error.field == field and words in error.message, error.message
+    if isinstance(value, str) and len(value) > 3:
+        assert value not in error.message  # the input is never echoed
+
+
+FAPI_REFUSALS = [
+    # FAPI 2.0 Security Profile §5.3.2.1: no client secrets, no public clients.
+    ({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"},
+     "token_endpoint_auth_method", "invalid_client_metadata"),
+    ({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_post"},
+     "token_endpoint_auth_method", "invalid_client_metadata"),
+    ({"redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "none"},
+     "token_endpoint_auth_method", "invalid_client_metadata"),
+    # §5.4.1: PS256, ES256 or EdDSA.
+    (pkjwt(token_endpoint_auth_signing_alg="RS256"), "token_endpoint_auth_signing_alg", "invalid_client_metadata"),
+    (pkjwt(jwks=jwks((ec_key(ec.SECP384R1), "e3")), token_endpoint_auth_signing_alg="ES384"),
+     "token_endpoint_auth_signing_alg",
+     "invalid_client_metadata"),
+    # https redirect URIs (http on a loopback host only, for native apps: RFC 8252 §7.3).
+    (pkjwt(grant_types=["authorization_code"], redirect_uris=["https://app.example.com/cb", "com.example.app:/cb"]),
+     "redirect_uris", "invalid_redirect_uri"),
+]
+FAPI_MESSAGES = {
+    "token_endpoint_auth_method": "FAPI 2.0: token_endpoint_auth_method must be private_key_jwt, tls_client_auth or "
+                                  "self_signed_tls_client_auth (no public clients, no client secrets)",
+    "token_endpoint_auth_signing_alg": "FAPI 2.0: token_endpoint_auth_signing_alg must be PS256, ES256 or EdDSA",
+    "redirect_uris": "FAPI 2.0: a redirect URI must use https (http only on a loopback address such as 127.0.0.1, "
+                     "for native apps)",
+}
+
+
+@pytest.mark.parametrize("metadata, field, error", FAPI_REFUSALS)
+def test_fapi2_registration_rules(settings, fapi2_settings, metadata, field, error):
+    # Under the server's profile, and under the client's own profile on an oauth2 server alike.
+    for where, extra in ((fapi2_settings, {}), (settings, {"profile": "fapi2"})):
+        refusal = refused({**metadata, **extra}, where, error)
+        assert (refusal.field, refusal.message) == (field, FAPI_MESSAGES[field])
+    # Without FAPI 2.0 the same registration is accepted.
+    assert validate(metadata, settings)
+
+
+def test_fapi2_accepts_its_client_authentication_methods_and_loopback_http(settings, fapi2_settings):
+    redirects = ["https://app.example.com/cb", "http://127.0.0.1:8080/cb", "http://[::1]/cb"]
+    for where, extra in ((fapi2_settings, {}), (settings, {"profile": "fapi2"})):
+        for alg in (None, "PS256"):
+            out = validate(pkjwt(grant_types=["authorization_code"], redirect_uris=redirects,
+                                 token_endpoint_auth_signing_alg=alg, **extra), where)
+            assert out["redirect_uris"] == tuple(redirects) and out["signing_alg"] == alg
+        assert validate(pkjwt(jwks=jwks((P256, "e1")), token_endpoint_auth_signing_alg="ES256", **extra),
+                        where)["signing_alg"] == "ES256"
+        assert validate(pkjwt(jwks=jwks((ed_key(), "o1")), token_endpoint_auth_signing_alg="EdDSA", **extra),
+                        where)["signing_alg"] == "EdDSA"
+        assert validate(tls(**TLS_DN, **extra), where)["auth_method"] == "tls_client_auth"
+        assert validate(self_signed(**extra), where)["auth_method"] == "self_signed_tls_client_auth"
+    # Under the server's FAPI 2.0 profile a client cannot opt out: "oauth2" is no profile value.
+    assert refused(pkjwt(profile="oauth2"), fapi2_settings).field == "profile"
+    # Plain http stays refused for everyone (the general rule, RFC 8252 §7.3).
+    error = refused(pkjwt(grant_types=["authorization_code"], redirect_uris=["http://app.example.com/cb"]),
+                    fapi2_settings, "invalid_redirect_uri")
+    assert "must use https" in error.message
 
 
 # --- administrator-only fields --------------------------------------------------------------------------

@@ -565,7 +565,8 @@ def test_db_purge_removes_expired_refresh_tokens_codes_and_sessions(oidc):
     oidc.code(lifetime=-100)    # expired, but still kept
     result = oidc.app.test_cli_runner().invoke(args=["db", "purge"])
     assert result.exit_code == 0, result.output
-    assert "1 expired refresh tokens, 1 expired authorization codes, 1 expired sessions" in result.output
+    assert ("1 expired refresh tokens, 1 expired authorization codes, 0 expired pushed authorization requests, "
+            "1 expired sessions") in result.output
     with oidc.app.app_context():
         assert RefreshToken.select().count() == 1 and refresh.find(live_refresh) is not None
         assert AuthorizationCode.select().count() == 2

@@ -500,6 +500,91 @@ def test_token_settings_are_saved_and_shown(browser):
     assert response.status_code == 303 and stored(env, "app-1").access_token_format is None
 
 
+def test_mtls_par_and_profile_on_the_configuration_form(browser):
+    """tls_client_auth (RFC 8705 §2.1.2) named by a subject DN or a SAN, certificate-bound tokens
+    (§3.4), PAR (RFC 9126 §6) and the FAPI 2.0 profile: set, stored, shown again, and cleared."""
+    env = browser.env
+    register(env, "app-1", jwks=jwks_of((rsa_key(), "k1")))
+    page = browser.get("/console/service-providers/edit?client_id=app-1")
+    assert 'id="require_pushed_authorization_requests" name="require_pushed_authorization_requests">' in page.text
+    assert ('id="tls_client_certificate_bound_access_tokens" name="tls_client_certificate_bound_access_tokens">'
+            in page.text)
+    assert '<option value="fapi2">' in page.text and '<option value="tls_client_auth">' in page.text
+    assert '<option value="self_signed_tls_client_auth">' in page.text
+    assert 'id="tls_client_auth_value" name="tls_client_auth_value" value=""' in page.text
+    form = {"client_id": "app-1", "client_name": "Payments", "grant_type.client_credentials": "on",
+            "token_endpoint_auth_method": "tls_client_auth", "tls_client_auth_kind": "tls_client_auth_subject_dn",
+            "tls_client_auth_value": "  cn=Payments, o=Example  ", "require_pushed_authorization_requests": "on",
+            "tls_client_certificate_bound_access_tokens": "on", "profile": "fapi2"}
+    response = browser.post("/console/service-providers/edit", form)
+    assert response.status_code == 303, error_text(response.text)
+    client = stored(env, "app-1")
+    assert (client.auth_method, client.tls_client_auth_subject_dn, client.tls_client_auth_san, client.jwks,
+            client.secret_hash) == ("tls_client_auth", "CN=Payments,O=Example", None, None, None)
+    assert (client.require_pushed_authorization_requests, client.tls_client_certificate_bound_access_tokens,
+            client.profile) == (True, True, "fapi2")
+    page = browser.get(response.headers["Location"])
+    assert 'id="require_pushed_authorization_requests" name="require_pushed_authorization_requests" checked' in page.text
+    assert 'name="tls_client_certificate_bound_access_tokens" checked' in page.text
+    assert '<option value="fapi2" selected>' in page.text
+    assert '<option value="tls_client_auth_subject_dn" selected>' in page.text
+    assert 'name="tls_client_auth_value" value="CN=Payments,O=Example"' in page.text
+    assert 'id="configure-keys"' not in page.text and 'id="client-secret-hidden"' not in page.text
+    # A SAN instead; the profile and the booleans back to the server's defaults.
+    response = browser.post("/console/service-providers/edit", {
+        **form, "tls_client_auth_kind": "tls_client_auth_san_ip", "tls_client_auth_value": "2001:DB8:0::5",
+        "require_pushed_authorization_requests": "", "tls_client_certificate_bound_access_tokens": "",
+        "profile": ""})
+    assert response.status_code == 303, error_text(response.text)
+    client = stored(env, "app-1")
+    assert (client.tls_client_auth_subject_dn, client.tls_client_auth_san) == (None, "ip:2001:db8::5")
+    assert (client.require_pushed_authorization_requests, client.tls_client_certificate_bound_access_tokens,
+            client.profile) == (False, False, None)
+    page = browser.get(response.headers["Location"])
+    assert '<option value="tls_client_auth_san_ip" selected>' in page.text
+    assert 'name="tls_client_auth_value" value="2001:db8::5"' in page.text
+
+
+def test_self_signed_tls_client_auth_keys_on_the_public_key_page(browser):
+    """RFC 8705 §2.2: the self-signed certificate is registered on the public key page, which may
+    switch a private_key_jwt client to self_signed_tls_client_auth; the keystore is no source for it."""
+    env = browser.env
+    client_id, _ = browser.add_sp("Self-signed")
+    page = browser.get(f"/console/service-providers/keys?client_id={client_id}")
+    assert '<option value="self_signed_tls_client_auth">' in page.text
+    # Without keys (the keystore is private_key_jwt's fallback only) it is refused, and nothing changes.
+    before = stored(env, client_id)
+    response = browser.save_keys(client_id, {"key_source": "keystore",
+                                             "token_endpoint_auth_method": "self_signed_tls_client_auth"})
+    assert response.status_code == 400
+    assert "self_signed_tls_client_auth needs the client certificate's public key" in error_text(response.text)
+    assert '<option value="self_signed_tls_client_auth" selected>' in response.text
+    assert stored(env, client_id) == before
+    cert = certificate(ec_key(), client_id)
+    response = browser.save_keys(client_id, {"key_source": "certificate", "certificate_pem": cert_pem(cert).decode(),
+                                             "token_endpoint_auth_method": "self_signed_tls_client_auth"})
+    assert response.status_code == 200, error_text(response.text)
+    client = stored(env, client_id)
+    assert client.auth_method == "self_signed_tls_client_auth" and client.jwks and client.secret_hash is None
+    assert all_by_class(response.text, "key-kty") == ["EC"]
+    # The configuration form keeps the keys while the method keeps them.
+    page = browser.get(f"/console/service-providers/edit?client_id={client_id}")
+    assert 'id="configure-keys"' in page.text and "certificate uploaded" in by_id(page.text, "key-source")
+    response = browser.post("/console/service-providers/edit", {
+        "client_id": client_id, "client_name": "Renamed", "grant_type.client_credentials": "on",
+        "token_endpoint_auth_method": "self_signed_tls_client_auth"})
+    assert response.status_code == 303, error_text(response.text)
+    assert stored(env, client_id).jwks == client.jwks
+    # A secret client cannot become self-signed without keys.
+    secret_id, _ = browser.add_sp("Secret", "client_secret_basic")
+    response = browser.post("/console/service-providers/edit", {
+        "client_id": secret_id, "client_name": "Secret", "grant_type.client_credentials": "on",
+        "token_endpoint_auth_method": "self_signed_tls_client_auth"})
+    assert response.status_code == 400
+    assert "needs the client certificate's public key" in error_text(response.text)
+    assert stored(env, secret_id).auth_method == "client_secret_basic"
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"redirect_uris": "http://app.example.com/cb", "grant_type.authorization_code": "on"}, "must use https"),
     ({"redirect_uris": "https://app.example.com/cb#x", "grant_type.authorization_code": "on"}, "fragment"),
@@ -523,6 +608,32 @@ def test_token_settings_are_saved_and_shown(browser):
      "A resource in resources must not contain a fragment"),
     ({"grant_type.client_credentials": "on", "resources": "urn:example:a\r\nurn:example:a"},
      "resources lists a value twice"),
+    ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "tls_client_auth"},
+     "token_endpoint_auth_method tls_client_auth needs exactly one of tls_client_auth_subject_dn"),
+    ({"grant_type.client_credentials": "on", "tls_client_auth_kind": "tls_client_auth_subject_dn",
+      "tls_client_auth_value": "CN=app"}, "tls_client_auth_subject_dn applies to token_endpoint_auth_method "
+                                          "tls_client_auth only"),
+    ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "tls_client_auth",
+      "tls_client_auth_kind": "tls_client_auth_subject_dn", "tls_client_auth_value": "CN=app;O=x"},
+     "tls_client_auth_subject_dn must be a distinguished name in RFC 4514 string form"),
+    ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "tls_client_auth",
+      "tls_client_auth_kind": "tls_client_auth_san_ip", "tls_client_auth_value": "192.0.2.999"},
+     "tls_client_auth_san_ip must be an IPv4 or IPv6 address"),
+    ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "tls_client_auth",
+      "tls_client_auth_kind": "tls_client_auth_san_x", "tls_client_auth_value": "x"},
+     "Choose what names the client's certificate."),
+    ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "self_signed_tls_client_auth",
+      "token_endpoint_auth_signing_alg": "PS256"},
+     "token_endpoint_auth_signing_alg applies to token_endpoint_auth_method private_key_jwt only"),
+    ({"grant_type.client_credentials": "on", "profile": "fapi2", "token_endpoint_auth_signing_alg": "RS256"},
+     "FAPI 2.0: token_endpoint_auth_signing_alg must be PS256, ES256 or EdDSA"),
+    ({"grant_type.client_credentials": "on", "profile": "fapi2", "token_endpoint_auth_method": "client_secret_basic"},
+     "FAPI 2.0: token_endpoint_auth_method must be private_key_jwt, tls_client_auth or self_signed_tls_client_auth"),
+    ({"grant_type.client_credentials": "on", "profile": "oauth2"},
+     "profile must be fapi2, or absent for the server's profile"),
+    ({"grant_type.client_credentials": "on", "require_pushed_authorization_requests": "on", "profile": "fapi2",
+      "redirect_uris": "com.example.app:/cb", "grant_type.authorization_code": "on"},
+     "FAPI 2.0: a redirect URI must use https"),
 ])
 def test_oauth_configuration_refusals_save_nothing(browser, fields, message):
     register(browser.env, "app-1", jwks=jwks_of((rsa_key(), "k1")))

@@ -275,7 +275,8 @@ def test_client_ids_with_slashes_and_spaces_have_a_working_configuration_uri(api
     ({"token_endpoint_auth_signing_alg": "ES256"}, "invalid_client_metadata", "ES256"),
     ({"token_endpoint_auth_signing_alg": "HS256"}, "invalid_client_metadata", "token_endpoint_auth_signing_alg"),
     ({"token_endpoint_auth_method": "none"}, "invalid_client_metadata", "none"),
-    ({"token_endpoint_auth_method": "client_secret_basic"}, "invalid_client_metadata", "private_key_jwt only"),
+    ({"token_endpoint_auth_method": "client_secret_basic"}, "invalid_client_metadata",
+     "jwks applies to token_endpoint_auth_method private_key_jwt or self_signed_tls_client_auth only"),
     ({"grant_types": ["authorization_code"]}, "invalid_redirect_uri", "redirect URI"),
     ({"grant_types": ["authorization_code"], "redirect_uris": ["http://app.example.com/cb"]},
      "invalid_redirect_uri", "https"),
@@ -373,6 +374,143 @@ def _client_count(api) -> int:
     from storage import clients
     with api.env.app.app_context():
         return len(clients.all_clients())
+
+
+# --- mutual TLS (RFC 8705), PAR (RFC 9126), FAPI 2.0 ----------------------------------------------------
+
+def mtls(**extra) -> dict:
+    return {"client_name": "Payments", "token_endpoint_auth_method": "tls_client_auth",
+            "grant_types": ["client_credentials"], "scope": "openid", **extra}
+
+
+def test_tls_client_auth_round_trip(api):
+    """RFC 8705 §2.1.2: named by one subject DN or SAN, stored normalised, given back under its RFC
+    name; no secret, no keys. PAR and certificate-bound tokens with it."""
+    created = api.register(mtls(tls_client_auth_subject_dn="cn=Payments, O=Example\\2C Inc., c=SE",
+                                require_pushed_authorization_requests=True,
+                                tls_client_certificate_bound_access_tokens=True))
+    cid = created["client_id"]
+    assert created["token_endpoint_auth_method"] == "tls_client_auth"
+    assert created["tls_client_auth_subject_dn"] == "CN=Payments,O=Example\\, Inc.,C=SE"
+    assert not {"client_secret", "client_secret_expires_at", "jwks", "jwks_uri", "tls_client_auth_san_dns",
+                "tls_client_auth_san_uri", "tls_client_auth_san_ip", "tls_client_auth_san_email",
+                "profile"} & set(created)
+    assert (created["require_pushed_authorization_requests"], created["tls_client_certificate_bound_access_tokens"]) \
+        == (True, True)
+    read = assert_client_information(api.get(cid))
+    assert {k: v for k, v in read.items() if k != "registration_access_token"} == \
+        {k: v for k, v in created.items() if k != "registration_access_token"}
+    assert assert_client_information(api.put(cid, read)) == read   # the normalised DN is stable
+    from storage import clients
+    with api.env.app.app_context():
+        stored = clients.get(cid)
+    assert (stored.secret_hash, stored.tls_client_auth_subject_dn, stored.tls_client_auth_san) == \
+        (None, "CN=Payments,O=Example\\, Inc.,C=SE", None)
+    # Replaced by a SAN: the DN goes; the booleans return to false.
+    changed = assert_client_information(api.put(cid, mtls(tls_client_auth_san_ip="2001:DB8:0:0::7")))
+    assert changed["tls_client_auth_san_ip"] == "2001:db8::7" and "tls_client_auth_subject_dn" not in changed
+    assert (changed["require_pushed_authorization_requests"], changed["tls_client_certificate_bound_access_tokens"]) \
+        == (False, False)
+    with api.env.app.app_context():
+        assert clients.get(cid).tls_client_auth_san == "ip:2001:db8::7"
+    for field, value, given in (("tls_client_auth_san_dns", "Payments.Example.com", "payments.example.com"),
+                                ("tls_client_auth_san_uri", "spiffe://example.org/payments",
+                                 "spiffe://example.org/payments"),
+                                ("tls_client_auth_san_email", "ops@Example.com", "ops@example.com")):
+        body = assert_client_information(api.put(cid, mtls(**{field: value})))
+        assert body[field] == given
+        assert [name for name in body if name.startswith("tls_client_auth_s")] == [field]
+
+
+def test_self_signed_tls_client_auth_registers_its_certificate(api):
+    key = rsa_key()
+    created = api.register({"token_endpoint_auth_method": "self_signed_tls_client_auth",
+                            "grant_types": ["client_credentials"], "certificate": certificate(key).decode()})
+    assert created["token_endpoint_auth_method"] == "self_signed_tls_client_auth"
+    assert "client_secret" not in created and len(created["jwks"]["keys"]) == 1
+    assert "x5c" in created["jwks"]["keys"][0] and "token_endpoint_auth_signing_alg" not in created
+    assert assert_client_information(api.put(created["client_id"], assert_client_information(
+        api.get(created["client_id"]))))["jwks"] == created["jwks"]
+
+
+def test_a_client_chooses_fapi2_par_and_certificate_binding_itself(api):
+    token = _initial_token(api)
+    own = {"require_pushed_authorization_requests": True, "tls_client_certificate_bound_access_tokens": True,
+           "profile": "fapi2"}
+    created = api.register(mtls(tls_client_auth_san_dns="payments.example.com", **own), headers=bearer(token))
+    assert {name: created[name] for name in own} == own
+    # Its own profile holds it to FAPI 2.0 on this oauth2 server: a secret method is refused.
+    body = assert_oauth_error(api.put(created["client_id"], {**mtls(**own), "token_endpoint_auth_method":
+                                                             "client_secret_basic"},
+                                      headers=bearer(created["registration_access_token"])),
+                              400, "invalid_client_metadata")
+    assert body["error_description"].startswith("FAPI 2.0: token_endpoint_auth_method must be private_key_jwt")
+
+
+FAPI = {"profile": "fapi2"}
+MTLS_REFUSALS = [
+    (mtls(), "invalid_client_metadata", "token_endpoint_auth_method tls_client_auth needs exactly one of "
+     "tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri, tls_client_auth_san_ip, "
+     "tls_client_auth_san_email"),
+    (mtls(tls_client_auth_subject_dn="CN=client", tls_client_auth_san_ip="192.0.2.1"), "invalid_client_metadata",
+     "needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri, "
+     "tls_client_auth_san_ip, tls_client_auth_san_email, not tls_client_auth_subject_dn and tls_client_auth_san_ip"),
+    (pkjwt(rsa_key(), tls_client_auth_subject_dn="CN=client"), "invalid_client_metadata",
+     "tls_client_auth_subject_dn applies to token_endpoint_auth_method tls_client_auth only"),
+    ({"token_endpoint_auth_method": "self_signed_tls_client_auth", "grant_types": ["client_credentials"]},
+     "invalid_client_metadata", "token_endpoint_auth_method self_signed_tls_client_auth needs the client "
+     "certificate's public key: give jwks, jwks_uri or certificate"),
+    ({**pkjwt(rsa_key()), "token_endpoint_auth_method": "self_signed_tls_client_auth",
+      "token_endpoint_auth_signing_alg": "PS256"}, "invalid_client_metadata",
+     "token_endpoint_auth_signing_alg applies to token_endpoint_auth_method private_key_jwt only"),
+    (mtls(tls_client_auth_subject_dn="CN=client;O=Corp"), "invalid_client_metadata",
+     "tls_client_auth_subject_dn must be a distinguished name in RFC 4514 string form"),
+    (mtls(tls_client_auth_san_ip="192.0.2.300"), "invalid_client_metadata",
+     "tls_client_auth_san_ip must be an IPv4 or IPv6 address"),
+    (pkjwt(rsa_key(), profile="oauth2"), "invalid_client_metadata",
+     "profile must be fapi2, or absent for the server's profile"),
+    (pkjwt(rsa_key(), require_pushed_authorization_requests="true"), "invalid_client_metadata",
+     "require_pushed_authorization_requests must be true or false"),
+    ({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", **FAPI},
+     "invalid_client_metadata", "FAPI 2.0: token_endpoint_auth_method must be private_key_jwt, tls_client_auth or "
+     "self_signed_tls_client_auth (no public clients, no client secrets)"),
+    ({"redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "none", **FAPI},
+     "invalid_client_metadata", "FAPI 2.0: token_endpoint_auth_method must be private_key_jwt"),
+    (pkjwt(rsa_key(), token_endpoint_auth_signing_alg="RS256", **FAPI), "invalid_client_metadata",
+     "FAPI 2.0: token_endpoint_auth_signing_alg must be PS256, ES256 or EdDSA"),
+    (pkjwt(rsa_key(), grant_types=["authorization_code"], redirect_uris=["http://app.example.com/cb"], **FAPI),
+     "invalid_redirect_uri", "A redirect URI must use https (http only on a loopback address"),
+    (pkjwt(rsa_key(), grant_types=["authorization_code"], redirect_uris=["com.example.app:/cb"], **FAPI),
+     "invalid_redirect_uri", "FAPI 2.0: a redirect URI must use https (http only on a loopback address"),
+]
+
+
+@pytest.mark.parametrize("metadata, error, words", MTLS_REFUSALS, ids=[
+    "tls-no-identifier", "tls-two-identifiers", "tls-field-with-private_key_jwt", "self-signed-without-keys",
+    "self-signed-with-alg", "bad-dn", "bad-ip", "profile-oauth2", "par-string", "fapi-secret", "fapi-none",
+    "fapi-rs256", "fapi-http-redirect", "fapi-private-use-redirect"])
+def test_mtls_and_fapi_refusals_are_400(api, metadata, error, words):
+    before = _client_count(api)
+    body = assert_oauth_error(api.post(metadata), 400, error)
+    assert set(body) == {"error", "error_description"}
+    assert words in body["error_description"], body
+    assert _client_count(api) == before
+
+
+def test_fapi2_server_profile(tmp_path):
+    """[oauth] profile = "fapi2": every registration follows FAPI 2.0; loopback http stays allowed."""
+    api = make_api(tmp_path, extra='[oauth]\nprofile = "fapi2"\n')
+    body = assert_oauth_error(api.post({"grant_types": ["client_credentials"]}), 400, "invalid_client_metadata")
+    assert body["error_description"].startswith("FAPI 2.0: token_endpoint_auth_method must be private_key_jwt")
+    body = assert_oauth_error(api.post(pkjwt(rsa_key(), token_endpoint_auth_signing_alg="RS256")), 400,
+                              "invalid_client_metadata")
+    assert body["error_description"] == "FAPI 2.0: token_endpoint_auth_signing_alg must be PS256, ES256 or EdDSA"
+    created = api.register(pkjwt(rsa_key(), grant_types=["authorization_code"], token_endpoint_auth_signing_alg="PS256",
+                                 redirect_uris=["https://app.example.com/cb", "http://127.0.0.1:8080/cb"]))
+    assert created["redirect_uris"] == ["https://app.example.com/cb", "http://127.0.0.1:8080/cb"]
+    assert "profile" not in created   # the server's profile, not the client's
+    assert api.register(mtls(tls_client_auth_subject_dn="CN=payments"))["token_endpoint_auth_method"] == \
+        "tls_client_auth"
 
 
 # --- the request body ------------------------------------------------------------------------------

@@ -852,6 +852,59 @@ def test_cli_clients_create_token_settings(main):
     assert main.cli("clients", "show", "refused-client", check=False).returncode != 0
 
 
+def test_cli_clients_create_mtls_par_and_profile(main):
+    """--auth-method tls_client_auth with --tls-subject-dn or a --tls-san-*, self_signed_tls_client_auth
+    with --jwks-file, --require-par, --tls-bound-tokens and --profile: the registration API's rules."""
+    keys = client_files(main.config_path.parent / "clients", "self-signed-cli-client")
+    dn, ip, self_signed = cli_all(
+        main,
+        ("clients", "create", "--client-id", "mtls-dn-cli-client", "--auth-method", "tls_client_auth",
+         "--tls-subject-dn", "cn=Payments, O=Example\\2C Inc.", "--require-par", "--tls-bound-tokens",
+         "--profile", "fapi2"),
+        ("clients", "create", "--client-id", "mtls-ip-cli-client", "--auth-method", "tls_client_auth",
+         "--tls-san-ip", "2001:DB8:0::9"),
+        ("clients", "create", "--client-id", "self-signed-cli-client", "--auth-method", "self_signed_tls_client_auth",
+         "--jwks-file", str(keys.jwks_file)))
+    view = json.loads(dn.stdout)
+    assert (view["token_endpoint_auth_method"], view["tls_client_auth_subject_dn"], view["tls_client_auth_san"]) == \
+        ("tls_client_auth", "CN=Payments,O=Example\\, Inc.", None)
+    assert (view["require_pushed_authorization_requests"], view["tls_client_certificate_bound_access_tokens"],
+            view["profile"], view["key_source"]) == (True, True, "fapi2", None)
+    assert "client_secret" not in view
+    view = json.loads(ip.stdout)
+    assert (view["tls_client_auth_subject_dn"], view["tls_client_auth_san"], view["profile"]) == \
+        (None, "ip:2001:db8::9", None)
+    assert (view["require_pushed_authorization_requests"], view["tls_client_certificate_bound_access_tokens"]) == \
+        (False, False)
+    view = json.loads(self_signed.stdout)
+    assert (view["token_endpoint_auth_method"], view["key_source"]) == ("self_signed_tls_client_auth", "jwks")
+    assert "client_secret" not in view and "note:" not in self_signed.stderr
+    assert json.loads(main.cli("clients", "show", "mtls-dn-cli-client").stdout)["tls_client_auth_subject_dn"] == \
+        "CN=Payments,O=Example\\, Inc."
+    refusals = [
+        (("--auth-method", "tls_client_auth"),
+         "--auth-method: token_endpoint_auth_method tls_client_auth needs exactly one of tls_client_auth_subject_dn"),
+        (("--auth-method", "tls_client_auth", "--tls-subject-dn", "CN=a", "--tls-san-dns", "a.example.com"),
+         "--tls-san-dns: token_endpoint_auth_method tls_client_auth needs exactly one of"),
+        (("--auth-method", "private_key_jwt", "--tls-subject-dn", "CN=a"),
+         "--tls-subject-dn: tls_client_auth_subject_dn applies to token_endpoint_auth_method tls_client_auth only"),
+        (("--auth-method", "tls_client_auth", "--tls-san-ip", "192.0.2.300"),
+         "--tls-san-ip: tls_client_auth_san_ip must be an IPv4 or IPv6 address"),
+        (("--auth-method", "self_signed_tls_client_auth"),
+         "--jwks-file: token_endpoint_auth_method self_signed_tls_client_auth needs the client certificate's public key"),
+        (("--auth-method", "client_secret_basic", "--profile", "fapi2"),
+         "--auth-method: FAPI 2.0: token_endpoint_auth_method must be private_key_jwt, tls_client_auth or "
+         "self_signed_tls_client_auth"),
+        (("--auth-method", "private_key_jwt", "--profile", "oauth2"), "'oauth2' is not 'fapi2'"),
+    ]
+    with ThreadPoolExecutor(len(refusals)) as pool:
+        results = list(pool.map(lambda case: main.cli("clients", "create", "--client-id", f"refused-mtls-{case[0]}",
+                                                      *case[1][0], check=False), enumerate(refusals)))
+    for (args, words), result in zip(refusals, results):
+        assert result.returncode == 2 and words in result.stderr, (args, result.stderr)
+    assert not [c for c in json.loads(main.cli("clients", "list").stdout) if c["client_id"].startswith("refused-mtls")]
+
+
 def test_cli_keystore_list_shows_primary_key_entry(main):
     entries = json.loads(main.cli("keystore", "list").stdout)
     primary = next(e for e in entries if e["alias"] == "wso2carbon")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage import codes, users
-from storage.models import AccessToken, RefreshToken, SchemaVersion, User, UserSession
+from storage.models import SCHEMA_VERSION, AccessToken, RefreshToken, SchemaVersion, User, UserSession
 
 
 def test_password_hash_is_scrypt_salted_and_verifies():
@@ -126,13 +126,13 @@ def test_schema_upgrade_from_version_1_adds_tables_and_columns(any_db):
     any_db.execute_sql("INSERT INTO oauth_access_token VALUES ('h', 'c', 'read', 1, 2, FALSE)")
     any_db.create_tables([SchemaVersion])
     SchemaVersion.create(version=1, applied_at=1)
-    assert upgrade(any_db) == 2
+    assert upgrade(any_db) == SCHEMA_VERSION
     row = AccessToken.get(AccessToken.token_hash == "h")
     assert (row.client_id, row.scope, row.user_sub, row.grant_id) == ("c", "read", None, None)
     assert "grant_id" in {c for index in any_db.get_indexes("oauth_access_token") for c in index.columns}
     assert User.select().count() == 0
-    assert upgrade(any_db) == 2  # idempotent
-    assert [v.version for v in SchemaVersion.select().order_by(SchemaVersion.version)] == [1, 2]
+    assert upgrade(any_db) == SCHEMA_VERSION  # idempotent
+    assert [v.version for v in SchemaVersion.select().order_by(SchemaVersion.version)] == [1, SCHEMA_VERSION]
     # A node still on version 1 keeps inserting clients without the new columns (rolling upgrade).
     any_db.execute_sql("INSERT INTO oauth_client (client_id, client_name, auth_method, grant_types, scopes, "
                        "redirect_uris, created_at, updated_at) VALUES ('old-node', '', 'private_key_jwt', "
@@ -140,6 +140,10 @@ def test_schema_upgrade_from_version_1_adds_tables_and_columns(any_db):
     from storage import clients
     old = clients.get("old-node")
     assert (old.description, old.first_party) == ("", False)
+    assert (old.dpop_bound_access_tokens, old.require_dpop_nonce, old.resources, old.access_token_format) == \
+        (False, False, (), None)
+    assert (old.require_pushed_authorization_requests, old.tls_client_certificate_bound_access_tokens,
+            old.profile) == (False, False, None)
 
 
 def test_concurrent_upgrades_from_version_1(any_db):
@@ -159,7 +163,7 @@ def test_concurrent_upgrades_from_version_1(any_db):
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
         results = pool.starmap(_upgrade_in_process, [(url, base)] * 4)
-    assert results == [2, 2, 2, 2]
+    assert results == [SCHEMA_VERSION] * 4
 
 
 def _upgrade_in_process(url: str, base: str) -> int:

@@ -8,8 +8,9 @@ from urllib.parse import unquote, urlsplit
 from flask import Blueprint
 from werkzeug.exceptions import NotFound
 
-from keystore import id_token
+from core.profile import fapi2
 from server import current
+from server.endpoints import par
 from server.endpoints.userinfo import ID_TOKEN_CLAIMS, SCOPE_CLAIMS
 from server.render import json_response
 
@@ -52,16 +53,22 @@ def metadata():
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [id_token.ALGORITHM],
+        "id_token_signing_alg_values_supported": [idp.services.keys().primary.alg],
         "scopes_supported": ["openid", *SCOPE_CLAIMS],
         "claims_supported": [*ID_TOKEN_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims)],
         # RFC 7636 §4.2; plain only when [oauth.pkce] allow_plain says so.
         "code_challenge_methods_supported": ["S256", "plain"] if settings.pkce["allow_plain"] else ["S256"],
         "authorization_response_iss_parameter_supported": True,  # RFC 9207
-        # OpenID Connect Discovery §3: request_uri_parameter_supported defaults to true; neither
-        # request objects nor request_uri are supported.
+        # OpenID Connect Discovery §3: request_uri_parameter_supported defaults to true, and is
+        # about request objects by reference (OIDC Core §6.2), which are not supported: false. The
+        # request_uri of a pushed request is announced by the PAR metadata below (RFC 9126 §5
+        # does not ask for this one), and a client fetching its own request_uri would be refused.
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
+        # RFC 9126 §5; required by [oauth.par] required or the server's FAPI 2.0 profile (a client's
+        # own requirement is its registration's require_pushed_authorization_requests, §6).
+        "pushed_authorization_request_endpoint": settings.base_url + par.ENDPOINT,
+        "require_pushed_authorization_requests": bool(settings.par["required"] or fapi2(settings)),
         "dpop_signing_alg_values_supported": list(idp.services.dpop.algorithms),  # RFC 9449 §5.1
         **idp.chain.metadata(),
     }

@@ -33,7 +33,8 @@ def _introspect_access(token: str, client_id: str) -> dict | None:
     found = current.services().access_tokens.active(token)
     if found is None:
         return None
-    # RFC 9449 §6.2: token_type and cnf.jkt of a DPoP-bound token; RFC 8707: its audience.
+    # RFC 9449 §6.2: token_type and cnf.jkt of a DPoP-bound token; RFC 8705 §3.2: cnf.x5t#S256 of
+    # a certificate-bound one (both members when both bind it); RFC 8707: its audience.
     body: dict = {"client_id": found.client_id, "token_type": found.token_type, "exp": found.expires_at,
                   "iat": found.issued_at}
     if found.scope:
@@ -42,8 +43,8 @@ def _introspect_access(token: str, client_id: str) -> dict | None:
         body["sub"] = found.user_sub
     if found.audience:
         body["aud"] = found.audience[0] if len(found.audience) == 1 else list(found.audience)
-    if found.jkt:
-        body["cnf"] = {"jkt": found.jkt}
+    if found.cnf:
+        body["cnf"] = found.cnf
     return body
 
 

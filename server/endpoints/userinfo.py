@@ -1,8 +1,9 @@
-"""The userinfo endpoint (OpenID Connect Core §5.3) with bearer tokens (RFC 6750) and DPoP-bound
-tokens (RFC 9449 §7)."""
+"""The userinfo endpoint (OpenID Connect Core §5.3) with bearer tokens (RFC 6750), DPoP-bound
+tokens (RFC 9449 §7) and certificate-bound tokens (RFC 8705 §3)."""
 
 from __future__ import annotations
 
+import hmac
 import re
 
 from flask import Blueprint, request
@@ -12,6 +13,7 @@ from server import current
 from server.forms import one_dpop_header, parse_form, read_body
 from server.render import json_response
 from core.access_tokens import ActiveToken
+from keystore.certificates import x5t_s256
 from storage import clients, users
 
 bp = Blueprint("userinfo", __name__)
@@ -84,7 +86,8 @@ def _presented_token() -> tuple[str, str]:
 def _usable_token() -> ActiveToken:
     """The presented access token if it is active and presented as its binding requires: a
     DPoP-bound token only with the DPoP scheme and a proof of its key carrying its hash
-    (RFC 9449 §7), a bearer token only as a bearer token."""
+    (RFC 9449 §7), a bearer token only as a bearer token; a certificate-bound one only over a
+    connection with the same TLS client certificate (RFC 8705 §3), whichever its scheme."""
     token, scheme = _presented_token()
     services = current.services()
     proof = None
@@ -105,17 +108,36 @@ def _usable_token() -> ActiveToken:
     if found.jkt is None:
         if proof is not None:
             raise dpop_error("invalid_token", "The access token is not DPoP-bound: send it as a Bearer token")
+        _check_certificate(found)
         return found
     if proof is None:  # RFC 9449 §7.2: a bound token is not a bearer token
         raise dpop_error("invalid_token", "The access token is DPoP-bound: send it with the DPoP scheme and a proof")
     if proof.jkt != found.jkt:
         raise dpop_error("invalid_dpop_proof", "The DPoP proof is not signed by the key the token is bound to")
+    _check_certificate(found)  # before the proof's jti is used up
     dpop = services.dpop
     dpop.check_nonce(proof, clients.get(found.client_id),
                      error=lambda nonce: dpop_error("use_dpop_nonce", "The DPoP proof must carry the nonce the "
                                                     "server provides", {"DPoP-Nonce": nonce}))
     dpop.record(proof, error=lambda d, **_: dpop_error("invalid_dpop_proof", d))
     return found
+
+
+def _check_certificate(found: ActiveToken) -> None:
+    """RFC 8705 §3: a certificate-bound token only from a client presenting that certificate on
+    this request (server.current.client_certificate: this server's TLS or a trusted proxy's
+    Client-Cert header). The error is in the token's own scheme."""
+    if found.x5t_s256 is None:
+        return
+    try:
+        presented = current.client_certificate(request)
+    except OAuthError as exc:  # a trusted proxy's malformed Client-Cert header
+        raise bearer_error(exc.status, "invalid_request", exc.description) from None
+    if presented is None or not hmac.compare_digest(x5t_s256(presented), found.x5t_s256):
+        description = "The access token is bound to a TLS client certificate that this request did not present"
+        if found.jkt:
+            raise dpop_error("invalid_token", description)
+        raise bearer_error(401, "invalid_token", description)
 
 
 @bp.route("/oauth2/userinfo", methods=["GET", "POST"], provide_automatic_options=False)

@@ -178,6 +178,7 @@ STARTUP = {
                       "authorization_code_validity"),
     "plain-pkce": ({}, "[oauth.pkce]\nallow_plain = true\n", "allow_plain"),
     "proof-lifetime": ({}, "[oauth.dpop]\nproof_lifetime = 300\n", "proof_lifetime"),
+    "proof-algorithms": ({}, '[oauth.dpop]\nsigning_algorithms = ["ES256", "RS256"]\n', "signing_algorithms"),
 }
 
 
@@ -209,3 +210,4 @@ def test_shipped_deployment_toml_with_one_line_starts(tmp_path):
     assert settings.par["required"] is True and settings.pkce["mandatory"] is True
     assert settings.token["signing_alg"] == "PS256"
     assert settings.validity["authorization_code_validity"] == 60
+    assert settings.dpop["signing_algorithms"] == ["PS256", "ES256", "EdDSA"]
