@@ -162,18 +162,15 @@ def serve(deployment_toml: str | None = None) -> None:
         if server["client_certificates"] == "optional":
             # RFC 8705 over this server's own TLS: ask every client for a certificate and accept
             # a connection without one (the token endpoint serves other methods too). A
-            # certificate that is sent must chain to a CA in client_ca_file, or the handshake
-            # fails; so a self-signed client certificate must be listed there itself.
-            ca_file = str(settings.resolve(server["client_ca_file"]))
-            try:
-                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
-            except OSError as exc:  # ssl.SSLError is one: a file without a PEM certificate
-                why = "no PEM certificate in it" if isinstance(exc, ssl.SSLError) else exc.strerror
-                print(f"configuration error: {settings.error(('server', 'client_ca_file'), f'cannot be read: {why}')}",
-                      file=sys.stderr)
-                sys.exit(2)
+            # certificate that is sent must chain to a CA in client_ca_file or be one listed in
+            # client_self_signed_file, or the handshake fails (which of the two it is, the
+            # authenticator checks again: handlers.tls_client_auth).
+            trusted = b"".join(settings.resolve(server[key]).read_bytes()
+                               for key in ("client_ca_file", "client_self_signed_file") if server[key])
+            trust_file = tls_dir / "client-trust.pem"
+            trust_file.write_bytes(trusted)
             options["cert_reqs"] = ssl.CERT_OPTIONAL
-            options["ca_certs"] = ca_file
+            options["ca_certs"] = str(trust_file)
         if settings.profile == "fapi2":
             # FAPI 2.0 Security Profile §5.2.1: TLS 1.2 or later (TLS 1.3 suites are all fine),
             # and for TLS 1.2 only the cipher suites BCP 195 recommends (RFC 9325 §4.2), in

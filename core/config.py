@@ -22,6 +22,8 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import ParseError
 
+from keystore.certificates import read_certificates
+
 
 class ConfigError(Exception):
     """A mistake in deployment.toml; str() is the one line printed at start-up."""
@@ -84,7 +86,8 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         # RFC 8705: "optional" asks TLS clients for a certificate (mutual TLS) issued by a CA in
         # client_ca_file; behind a proxy, the Client-Cert header (RFC 9440) of trusted_proxies.
         "client_certificates": (("off", "optional"), "off"),
-        "client_ca_file": (str, ""),
+        "client_ca_file": (str, ""),     # the CAs that issue tls_client_auth clients' certificates
+        "client_self_signed_file": (str, ""),  # self_signed_tls_client_auth certificates TLS accepts
     },
     ("database", "identity_db"): {
         "url": (str, "sqlite:///var/identity.db"),
@@ -405,9 +408,17 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     par = values[("oauth", "par")]
     if not 10 <= par["request_uri_lifetime"] <= 600:
         raise fail(("oauth", "par", "request_uri_lifetime"), "must be between 10 and 600 seconds")
-    if server["client_certificates"] != "off" and server["tls"] and not server["client_ca_file"]:
+    if server["client_certificates"] != "off" and server["tls"] and not (
+            server["client_ca_file"] or server["client_self_signed_file"]):
         raise fail(("server", "client_ca_file"), "is required when client_certificates is on and the server "
-                                                 "terminates TLS: the CAs whose client certificates it accepts")
+                                                 "terminates TLS: the CAs whose client certificates it accepts "
+                                                 "(or client_self_signed_file)")
+    for key in ("client_ca_file", "client_self_signed_file"):
+        if server[key]:
+            try:
+                read_certificates(str(path.parent / server[key]))
+            except (OSError, ValueError):
+                raise fail(("server", key), "cannot be read as a PEM file of certificates") from None
     if not 1 <= fetch["refresh_interval"] <= 3600:
         raise fail(("oauth", "jwks_fetch", "refresh_interval"), "must be between 1 and 3600 seconds")
 

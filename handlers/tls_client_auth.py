@@ -1,15 +1,16 @@
 """Mutual-TLS client authentication (RFC 8705 §2): tls_client_auth and self_signed_tls_client_auth.
 
 The certificate arrives with the request (TokenRequest.client_certificate, read in one place:
-server.current.client_certificate), already proven: the client holds its private key (the TLS
-handshake) and, over this server's own TLS, it chains to a CA in [server] client_ca_file (the
-handshake fails otherwise); behind a trusted proxy, the proxy verified both. What is left is
-which client it identifies:
+server.current.client_certificate) with its private key proven by the TLS handshake (ours, or a
+trusted proxy's). Over our own TLS it chains to a CA in [server] client_ca_file or is listed in
+client_self_signed_file (the handshake fails otherwise). What is left is which client it
+identifies:
 
-- tls_client_auth (§2.1, PKI): the registered subject DN (tls_client_auth_subject_dn) equals the
-  certificate's subject, or the one registered subject alternative name (tls_client_auth_san) is
-  among the certificate's SANs of that kind. A self-issued certificate never qualifies: one
-  listed in client_ca_file for self_signed_tls_client_auth must not pass as issued by a CA.
+- tls_client_auth (§2.1, PKI): a CA in client_ca_file issued it (checked here again, whatever the
+  TLS layer or a proxy accepted: a certificate listed for a self-signed client is a trust anchor
+  of the handshake, and must not vouch for certificates of its own making), and the registered
+  subject DN (tls_client_auth_subject_dn) equals its subject, or the one registered subject
+  alternative name (tls_client_auth_san) is among its SANs of that kind.
 - self_signed_tls_client_auth (§2.2): the certificate's public key is one of the keys the client
   registered (jwks or jwks_uri), compared by RFC 7638 thumbprint.
 
@@ -28,8 +29,9 @@ from typing import Any
 from cryptography import x509
 
 from handlers.base import AuthAttempt, AuthenticatedClient, ClientAuthenticator, RegisteredClient, TokenRequest, invalid_client
-from keystore.certificates import (EXPIRED, NOT_YET_VALID, SAN_KINDS, Validity, certificate_key, normalised_dn,
-                                   normalised_san, san_entries, self_issued, subject_dn)
+from keystore.certificates import (EXPIRED, NOT_YET_VALID, SAN_KINDS, Validity, certificate_key, issued_by_one_of,
+                                   normalised_dn, normalised_san, read_certificates, san_entries, self_issued,
+                                   subject_dn)
 from keystore.jwk import InvalidKey, PublicKey, parse_jwks
 from keystore.jwks_uri import JWKSFetchError
 from storage import clients
@@ -44,7 +46,11 @@ class TLSClientAuthenticator(ClientAuthenticator):
     def __init__(self, services, props: dict[str, Any]) -> None:
         super().__init__(services, props)
         self.skew = services.settings.timestamp_skew
-        self.enabled = services.settings.server["client_certificates"] != "off"
+        server = services.settings.server
+        self.enabled = server["client_certificates"] != "off"
+        # The CAs of tls_client_auth (core.config checked the file at start-up).
+        self.authorities = (read_certificates(str(services.settings.resolve(server["client_ca_file"])))
+                            if self.enabled and server["client_ca_file"] else [])
         if not self.enabled:
             # Without client certificates no request can use these methods: discovery does not
             # offer them (handlers.chain lists the methods of each authenticator).
@@ -81,18 +87,24 @@ class TLSClientAuthenticator(ClientAuthenticator):
         if client is None or client.auth_method not in self.methods:
             raise invalid_client(FAILED, reason="wrong_method" if client else "unknown_client")
         attempt.method = client.auth_method
-        if client.auth_method == "tls_client_auth":
-            self._check_pki(cert, client)
-        else:
-            self._check_self_signed(cert, client)
+        try:
+            if client.auth_method == "tls_client_auth":
+                self._check_pki(cert, client)
+            else:
+                self._check_self_signed(cert, client)
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+            # A name or extension cryptography cannot read (non-UTF-8 strings, two SAN extensions,
+            # an X.400 name…): OpenSSL let it through the handshake; it identifies nobody.
+            raise invalid_client(FAILED, reason="certificate_malformed") from None
         return AuthenticatedClient(client, client.auth_method)
 
     # --- §2.1: PKI ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_pki(cert: x509.Certificate, client: RegisteredClient) -> None:
+    def _check_pki(self, cert: x509.Certificate, client: RegisteredClient) -> None:
         if self_issued(cert):
             raise invalid_client(FAILED, reason="self_signed")
+        if not issued_by_one_of(cert, self.authorities):
+            raise invalid_client(FAILED, reason="issuer", detail="no CA in client_ca_file issued the certificate")
         if client.tls_client_auth_subject_dn:
             # Both sides in cryptography's RFC 4514 spelling (keystore.certificates.normalised_dn).
             try:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from keystore.jwk import InvalidKey, PublicKey, parse_jwk
 
@@ -127,6 +127,35 @@ def normalised_dn(text: str) -> str:
 def subject_dn(cert: x509.Certificate) -> str:
     """The certificate's subject in normalised_dn's spelling. ValueError when it cannot be written."""
     return normalised_dn(cert.subject.rfc4514_string())
+
+
+def read_certificates(path: str) -> list[x509.Certificate]:
+    """The certificates of a PEM file (a CA bundle). OSError when it cannot be read, ValueError
+    when it holds no certificate."""
+    with open(path, "rb") as handle:
+        certificates = x509.load_pem_x509_certificates(handle.read())
+    return certificates
+
+
+def issued_by_one_of(cert: x509.Certificate, authorities: list[x509.Certificate]) -> bool:
+    """RFC 5280 §6.1 for a chain of one: one of `authorities` (a CA: basicConstraints cA true)
+    named the certificate's issuer and signed it."""
+    for authority in authorities:
+        if authority.subject != cert.issuer or not _is_ca(authority):
+            continue
+        try:
+            cert.verify_directly_issued_by(authority)
+            return True
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            continue
+    return False
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        return False
 
 
 def self_issued(cert: x509.Certificate) -> bool:

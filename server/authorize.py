@@ -59,7 +59,7 @@ NOT_SUPPORTED = (("request", "request_not_supported"), ("request_uri", "request_
 # The hidden field that marks a pushed request's parameters on the pages (see the module's doc),
 # and how long after the request started its pages may be posted.
 PUSHED_FIELD = "pushed_request"
-PUSHED_PAGE_LIFETIME = 1800
+PUSHED_PAGE_LIFETIME = 600  # seconds to sign in and consent once the request_uri was used
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})   # OIDC Core §3.1.2.1
 MAX_STATE = 512
 MAX_NONCE = 512
@@ -105,7 +105,7 @@ class AuthorizationRequest:
     parameters: dict[str, str]        # as received: the hidden fields of the next page
     resources: tuple[str, ...] = ()   # RFC 8707 §2: the `resource` parameters (they may repeat)
     dpop_jkt: str | None = None       # RFC 9449 §10: the code is redeemable with this DPoP key only
-    pushed: bool = False              # RFC 9126: the parameters came from the client's pushed request
+    pushed: str | None = None         # RFC 9126: the pushed request they came from (its request_uri's hash)
 
     def hidden_fields(self) -> list[tuple[str, str]]:
         return [*self.parameters.items(), *(("resource", resource) for resource in self.resources)]
@@ -138,10 +138,10 @@ def authorize() -> Response:
     if action is not None:
         web.check_csrf(form)
     client = _client(form)
-    pushed = False
+    pushed = None
     if action is None and form.get("request_uri", "").startswith(pushed_requests.PREFIX):
-        form, resources = _pushed(form, client, parse_error)
-        parse_error, pushed = None, True
+        form, resources, pushed = _pushed(form, client, parse_error)
+        parse_error = None
     elif action is not None:
         pushed = _carried_pushed(form, resources)
     redirect_uri = _verified_redirect_uri(form, client)
@@ -251,6 +251,9 @@ def _decide(auth: AuthorizationRequest, allowed: bool) -> Response:
 def _issue_code(auth: AuthorizationRequest, account: Account, auth_time: int) -> Response:
     """RFC 6749 §4.1.2: the code, bound to everything the request said, back to the client."""
     settings = current.idp().services.settings
+    if auth.pushed is not None and not pushed_requests.issue_code(auth.pushed):
+        raise web.PageError(400, "Invalid request", "This authorization request was already answered "
+                                                    "(invalid_request_uri). Go back to the application and start again.")
     code = codes.issue(client_id=auth.client.client_id, user_sub=account.sub, redirect_uri=auth.redirect_uri,
                        redirect_uri_sent="redirect_uri" in auth.parameters, scopes=auth.scopes, nonce=auth.nonce, code_challenge=auth.code_challenge,
                        code_challenge_method=auth.code_challenge_method, auth_time=auth_time,
@@ -309,7 +312,7 @@ def _client(form: dict[str, str]) -> RegisteredClient:
 
 
 def _pushed(form: dict[str, str], client: RegisteredClient,
-            parse_error: OAuthError | None) -> tuple[dict[str, str], tuple[str, ...]]:
+            parse_error: OAuthError | None) -> tuple[dict[str, str], tuple[str, ...], str]:
     """RFC 9126 §4: the parameters pushed for the request_uri, used up now; the URL's others are
     ignored (its client_id named the client, which must be the one that pushed). No redirect URI
     is established yet, so a request_uri that cannot be used is a page (invalid_request_uri:
@@ -327,31 +330,34 @@ def _pushed(form: dict[str, str], client: RegisteredClient,
                             "The authorization request is unknown, has expired or was already used "
                             "(invalid_request_uri). Go back to the application and start again.") from None
     resources = tuple(pushed.pop("resource", ()))
-    return pushed, resources
+    return pushed, resources, pushed_requests.request_uri_hash(form["request_uri"])
 
 
-def _carried_pushed(form: dict[str, str], resources: tuple[str, ...]) -> bool:
-    """Whether a posted page carries the parameters of a pushed request, as they were pushed."""
-    match = re.fullmatch(r"([0-9]{1,12})\.([A-Za-z0-9_-]{43})", form.get(PUSHED_FIELD, ""))
+def _carried_pushed(form: dict[str, str], resources: tuple[str, ...]) -> str | None:
+    """The pushed request a posted page carries the parameters of, as they were pushed, or None."""
+    match = re.fullmatch(r"([0-9]{1,12})\.([0-9a-f]{64})\.([A-Za-z0-9_-]{43})", form.get(PUSHED_FIELD, ""))
     if match is None or int(match[1]) < time.time():
-        return False
+        return None
     parameters = {name: form[name] for name in AUTHORIZATION_PARAMETERS if name in form}
-    return hmac.compare_digest(match[2], _pushed_tag(int(match[1]), parameters, resources))
+    if not hmac.compare_digest(match[3], _pushed_tag(int(match[1]), match[2], parameters, resources)):
+        return None
+    return match[2]
 
 
 def _pushed_mark(auth: AuthorizationRequest) -> str:
+    assert auth.pushed is not None
     expires = int(time.time()) + PUSHED_PAGE_LIFETIME
-    return f"{expires}.{_pushed_tag(expires, auth.parameters, auth.resources)}"
+    return f"{expires}.{auth.pushed}.{_pushed_tag(expires, auth.pushed, auth.parameters, auth.resources)}"
 
 
-def _pushed_tag(expires: int, parameters: dict[str, str], resources: tuple[str, ...]) -> str:
+def _pushed_tag(expires: int, pushed: str, parameters: dict[str, str], resources: tuple[str, ...]) -> str:
     # Bound to this browser (its CSRF token) and to the keystore's key: no secret to distribute
     # between nodes, and HKDF's label keeps this use apart from any other (like DPoP nonces).
     der = current.services().keystore().private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pushed-authorization-request").derive(der)
-    message = json.dumps([web.csrf_token(), expires, sorted(parameters.items()), list(dict.fromkeys(resources))],
-                         separators=(",", ":"))
+    message = json.dumps([web.csrf_token(), expires, pushed, sorted(parameters.items()),
+                          list(dict.fromkeys(resources))], separators=(",", ":"))
     tag = hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(tag).rstrip(b"=").decode("ascii")
 
@@ -394,11 +400,11 @@ def redirect_uri(form: dict[str, str], client: RegisteredClient) -> str:
     return uri
 
 
-def authorization_request(form: dict[str, str], resources: tuple[str, ...], client: RegisteredClient,
-                          *, pushed: bool = False) -> AuthorizationRequest:
+def authorization_request(form: dict[str, str], resources: tuple[str, ...],
+                          client: RegisteredClient) -> AuthorizationRequest:
     """Every rule of an authorization request of a known client, redirect URI included: what the
     pushed authorization request endpoint checks (RFC 9126 §2.1)."""
-    return validate(form, resources, client, redirect_uri(form, client), pushed=pushed)
+    return validate(form, resources, client, redirect_uri(form, client))
 
 
 def _same_loopback_uri(sent: str, registered: str) -> bool:
@@ -431,7 +437,7 @@ def _valid_state(state: str | None) -> str | None:
 
 
 def validate(form: dict[str, str], resources: tuple[str, ...], client: RegisteredClient,
-             redirect_uri: str, *, pushed: bool = False) -> AuthorizationRequest:
+             redirect_uri: str, *, pushed: str | None = None) -> AuthorizationRequest:
     """Every rule after the client and redirect URI are known; each failure is an OAuthError,
     sent back to the redirect URI (or, at the pushed authorization request endpoint, answered
     as JSON)."""
@@ -556,7 +562,7 @@ def _client_name(client: RegisteredClient) -> str:
 
 def _hidden_fields(auth: AuthorizationRequest) -> list[tuple[str, str]]:
     """What the next page posts back: the parameters, and for a pushed request its mark."""
-    return [*auth.hidden_fields(), *([(PUSHED_FIELD, _pushed_mark(auth))] if auth.pushed else [])]
+    return [*auth.hidden_fields(), *([(PUSHED_FIELD, _pushed_mark(auth))] if auth.pushed is not None else [])]
 
 
 def _signin_page(auth: AuthorizationRequest, username: str, *, error: str | None = None,

@@ -65,6 +65,8 @@ class PushedAuthorizationRequest(BaseModel):
     parameters = peewee.TextField()                                # the validated parameters, JSON
     expires_at = peewee.BigIntegerField(index=True)
     used = peewee.BooleanField(default=False)
+    # A code was issued for it: one code per pushed request, however often its pages are posted.
+    code_issued = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
 
     class Meta:
         table_name = "oauth_par_request"

@@ -44,7 +44,7 @@ def push(client_id: str, parameters: dict, lifetime: int) -> tuple[str, int]:
     now = int(time.time())
     PushedAuthorizationRequest.create(request_uri_hash=request_uri_hash(request_uri), client_id=client_id,
                                       parameters=json.dumps(parameters, separators=(",", ":")),
-                                      expires_at=now + lifetime, used=False)
+                                      expires_at=now + lifetime, used=False, code_issued=False)
     if _periodic.tick():
         _periodic.run(lambda: purge(PushedAuthorizationRequest._meta.database, now, _periodic.batch))
     return request_uri, lifetime
@@ -69,6 +69,14 @@ def use(request_uri: str, client_id: str) -> dict:
         raise RequestUriError("client" if found.client_id != client_id else
                               "expired" if found.expires_at <= now else "reused")
     return json.loads(found.parameters)
+
+
+def issue_code(hashed: str) -> bool:
+    """Whether a code may be issued for the pushed request (by its request_uri's hash): once only,
+    by one conditional UPDATE, so two posts of its pages give one code (RFC 9126 §4: one use)."""
+    row = PushedAuthorizationRequest
+    return row.update(code_issued=True).where((row.request_uri_hash == hashed)
+                                              & (row.code_issued == False)).execute() == 1  # noqa: E712
 
 
 def purge(db: peewee.Database, now: int | None = None, limit: int = PURGE_BATCH) -> int:

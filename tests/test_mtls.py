@@ -27,7 +27,7 @@ import requests
 from cryptography import x509
 
 from support import (ASSERTION_TYPE, JWKSServer, Server, assert_oauth_error, audit_records, certificate_authority,
-                     cert_pem, claims_for, client_cert_header, dpop_proof, ec_key, free_port, jkt_of, jwks_of,
+                     cert_der, cert_pem, claims_for, client_cert_header, dpop_proof, ec_key, free_port, jkt_of, jwks_of,
                      register_in_database, rsa_key, session_from, shared_keystore, sign, tls_client_certificate,
                      write_config, write_tls_pair, x5t_s256_of)
 
@@ -35,7 +35,8 @@ REDIRECT = "https://app.example.com/cb"
 DN = "CN=dn-client,O=Example Corp,C=DE"
 FAILED = "Client authentication failed"
 REQUIRED = "Client authentication is required"
-MTLS = 'client_certificates = "optional"\nclient_ca_file = "client-ca.pem"\n'
+MTLS = ('client_certificates = "optional"\nclient_ca_file = "client-ca.pem"\n'
+        'client_self_signed_file = "client-self-signed.pem"\n')
 
 
 @dataclass
@@ -56,10 +57,13 @@ class PKI:
         self.keys[name], self.certs[name] = key, cert
         self.pairs[name] = write_tls_pair(self.directory, name, key, cert)
 
-    def ca_file(self, *self_signed: str) -> bytes:
-        """client_ca_file: the CA, and the self-signed client certificates listed by name (gunicorn's
-        TLS verifies every certificate sent, so a self-signed one must be a trust anchor itself)."""
-        return b"".join([cert_pem(self.ca[1]), *(cert_pem(self.certs[name]) for name in self_signed)])
+    def write_trust(self, directory: Path, *self_signed: str) -> None:
+        """client_ca_file: the CA; client_self_signed_file: the self-signed client certificates
+        listed by name (gunicorn's TLS verifies every certificate sent, so a self-signed one must
+        be a trust anchor itself)."""
+        (directory / "client-ca.pem").write_bytes(cert_pem(self.ca[1]))
+        (directory / "client-self-signed.pem").write_bytes(
+            b"".join(cert_pem(self.certs[name]) for name in self_signed) or cert_pem(self.ca[1]))
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,13 @@ def pki(tmp_path_factory) -> PKI:
     pki.add("bound", "CN=bound-client")
     pki.add("bound-2", "CN=bound-client")               # the same DN, another key: another certificate
     pki.add("fapi", "CN=fapi-client", key=rsa_key())
+    # A self_signed_tls_client_auth client's certificate that is also a CA (openssl req -x509
+    # makes such certificates), and a certificate it issued with the DN dn-client registered.
+    attacker = certificate_authority("CN=attacker-client")
+    pki.keys["attacker"], pki.certs["attacker"] = attacker
+    pki.pairs["attacker"] = write_tls_pair(pki.directory, "attacker", *attacker)
+    pki.keys["forged-dn"], pki.certs["forged-dn"] = tls_client_certificate(DN, attacker)
+    pki.pairs["forged-dn"] = write_tls_pair(pki.directory, "forged-dn", pki.keys["forged-dn"], pki.certs["forged-dn"])
     return pki
 
 
@@ -193,7 +204,7 @@ def handshake(server: Server, *, maximum=None, minimum=None, ciphers: str | None
 @pytest.fixture(scope="module")
 def mtls(tmp_path_factory, pki):
     directory = tmp_path_factory.mktemp("mtls")
-    (directory / "client-ca.pem").write_bytes(pki.ca_file("self-signed", "self-signed-uri", "self-signed-dn"))
+    pki.write_trust(directory, "self-signed", "self-signed-uri", "self-signed-dn", "attacker")
     jwks = JWKSServer(json.loads(jwks_of((pki.keys["self-signed-uri"], "k1"))))
     try:
         with running(directory, server_extra=MTLS) as server:
@@ -295,6 +306,16 @@ def test_a_self_signed_certificate_never_passes_for_a_ca_issued_one(mtls, pki):
     body = assert_oauth_error(post(mtls, cc("dn-client"), pki.pairs["self-signed-dn"]), 401, "invalid_client")
     assert body["error_description"] == FAILED
     assert audit_records(mtls.log(), client_id="dn-client", outcome="failure")[-1]["reason"] == "self_signed"
+
+
+def test_a_self_signed_clients_certificate_vouches_for_nobody(mtls, pki):
+    """The attacker's self-signed certificate is listed in client_self_signed_file (so the TLS
+    handshake takes what it issued) and is a CA: a certificate it issued with dn-client's DN is
+    refused all the same, since no CA in client_ca_file issued it."""
+    register(mtls, "attacker", "self_signed_tls_client_auth", jwks=jwks_of((pki.keys["attacker"], "k1")))
+    body = assert_oauth_error(post(mtls, cc("dn-client"), pki.pairs["forged-dn"]), 401, "invalid_client")
+    assert body["error_description"] == FAILED
+    assert audit_records(mtls.log(), client_id="dn-client", outcome="failure")[-1]["reason"] == "issuer"
 
 
 def test_another_method_with_a_certificate_is_that_method(mtls, pki):
@@ -401,9 +422,12 @@ def proxied(tmp_path_factory, pki):
     """tls = false, trusted_proxies = 127.0.0.1: the test plays the proxy (it verified the client's
     certificate itself) from 127.0.0.1, and a client that bypasses it from 127.0.0.2."""
     directory = tmp_path_factory.mktemp("proxied")
-    extra = 'tls = false\ntrusted_proxies = ["127.0.0.1"]\nclient_certificates = "optional"\n'
+    pki.write_trust(directory)
+    extra = ('tls = false\ntrusted_proxies = ["127.0.0.1"]\nclient_certificates = "optional"\n'
+             'client_ca_file = "client-ca.pem"\n')
     with running(directory, plain=True, server_extra=extra) as server:
         register(server, "dn-client", tls_client_auth_subject_dn=DN)
+        register(server, "san-dns", tls_client_auth_san="dns:dn-client.example.com")
         register(server, "self-signed", "self_signed_tls_client_auth", jwks=jwks_of((pki.keys["unlisted-self-signed"],
                                                                                    "k1")))
         register(server, "bound", tls_client_auth_subject_dn="CN=bound-client",
@@ -426,8 +450,43 @@ def test_client_cert_header_from_a_trusted_proxy(proxied, pki):
 
 
 def test_the_proxy_vouches_for_the_chain(proxied, pki):
-    """Whatever CA the proxy trusts: here a self-signed certificate no client_ca_file lists."""
+    """For self_signed_tls_client_auth, whatever the proxy accepts: here a self-signed certificate
+    no file of this server lists (the registered key decides)."""
     assert_token(via_proxy(proxied, cc("self-signed"), pki.certs["unlisted-self-signed"]))
+
+
+def test_a_proxied_certificate_must_come_from_a_ca_in_client_ca_file(proxied, pki):
+    """Whatever the proxy accepted, tls_client_auth needs a CA of client_ca_file to have issued
+    the certificate: a DN forged by another issuer (here the attacker's self-made CA) is refused."""
+    body = assert_oauth_error(via_proxy(proxied, cc("dn-client"), pki.certs["forged-dn"]), 401, "invalid_client")
+    assert body["error_description"] == FAILED
+    assert audit_records(proxied.log(), client_id="dn-client", outcome="failure")[-1]["reason"] == "issuer"
+    body = assert_oauth_error(via_proxy(proxied, cc("dn-client"), pki.certs["other-ca"]), 401, "invalid_client")
+
+
+def _patched(pki, dn: str, sans, old: bytes, new: bytes) -> str:
+    """A certificate of the trusted CA with bytes of its DER replaced (its signature then fails
+    too), as the Client-Cert header value."""
+    _, cert = tls_client_certificate(dn, pki.ca, sans=sans)
+    der = cert_der(cert)
+    assert old in der
+    return ":" + base64.b64encode(der.replace(old, new)).decode() + ":"
+
+
+@pytest.mark.parametrize("case", ["subject-not-utf8", "issuer-not-utf8", "two-san-extensions", "edi-party-name"])
+def test_certificates_cryptography_cannot_read_identify_nobody(proxied, pki, case):
+    """Names and extensions OpenSSL lets through and cryptography cannot read: 401, never a 500."""
+    sans = [x509.DNSName("XXXXX"), x509.DNSName("dn-client.example.com")]
+    value = {
+        "subject-not-utf8": lambda: _patched(pki, "CN=QQQQ,O=Example Corp,C=DE", sans, b"QQQQ", b"\xff\xfe\xfd\xfc"),
+        "issuer-not-utf8": lambda: _patched(pki, DN, sans, b"Test Client CA", b"\xffest Client CA"),
+        "two-san-extensions": lambda: _patched(pki, DN, [x509.DNSName("dn-client.example.com")],
+                                               b"\x06\x03\x55\x1d\x25", b"\x06\x03\x55\x1d\x11"),
+        "edi-party-name": lambda: _patched(pki, DN, sans, b"\x82\x05XXXXX", b"\xa5\x05\xa1\x03\x0c\x01A"),
+    }[case]()
+    for client_id in ("dn-client", "san-dns"):
+        body = assert_oauth_error(via_proxy(proxied, cc(client_id), **{"Client-Cert": value}), 401, "invalid_client")
+        assert body["error_description"] == FAILED
 
 
 def test_client_cert_header_from_an_untrusted_address_is_ignored(proxied, pki):
@@ -494,7 +553,7 @@ def test_a_bound_token_behind_the_proxy(proxied, pki):
 @pytest.fixture(scope="module")
 def fapi2(tmp_path_factory, pki):
     directory = tmp_path_factory.mktemp("fapi2")
-    (directory / "client-ca.pem").write_bytes(pki.ca_file())
+    pki.write_trust(directory)
     with running(directory, server_extra=MTLS, extra='[oauth]\nprofile = "fapi2"\n') as server:
         register(server, "fapi-client", tls_client_auth_subject_dn="CN=fapi-client",
                  tls_client_certificate_bound_access_tokens=True)

@@ -183,7 +183,8 @@ def test_the_pages_carry_the_pushed_parameters_not_the_request_uri(env):
     fields = dict(hidden(page))
     assert "request_uri" not in fields
     assert fields["scope"] == "openid email" and fields["state"] == "pushed-state"
-    assert re.fullmatch(r"[0-9]+\.[A-Za-z0-9_-]{43}", fields["pushed_request"])
+    # expiry . the request_uri's SHA-256 . the HMAC
+    assert re.fullmatch(r"[0-9]+\.[0-9a-f]{64}\.[A-Za-z0-9_-]{43}", fields["pushed_request"])
     # The client requires pushed requests: the pages posted back as they were go through...
     signin = [*hidden(page), ("action", "signin"), ("username", "alice"), ("password", PASSWORD)]
     consent = browser.post("/oauth2/authorize", data=urlencode(signin), content_type=FORM, base_url=BASE)
@@ -202,6 +203,11 @@ def test_the_pages_carry_the_pushed_parameters_not_the_request_uri(env):
     values = redirect_values(allowed, 303)
     assert values["state"] == "pushed-state" and "code" in values
     assert redeem(env, values["code"], "pushing").json["scope"] == "openid email"
+    # One pushed request, one code (RFC 9126 §4): its consent page posted again gives none.
+    again = browser.post("/oauth2/authorize", data=urlencode([*hidden(consent), ("action", "allow")]),
+                         content_type=FORM, base_url=BASE)
+    assert again.status_code == 400 and "(invalid_request_uri)" in again.get_data(as_text=True)
+    assert "Location" not in again.headers
 
 
 def test_the_mark_is_bound_to_the_browser(env):
@@ -276,6 +282,19 @@ def test_a_request_uri_that_is_not_ours_is_a_request_object_reference(env):
     """OIDC Core §6.2 (request objects by reference) stays unsupported."""
     values = redirect_values(authorize(env, **request_params(request_uri="https://app.example/request.jwt")))
     assert values["error"] == "request_uri_not_supported"
+
+
+def test_a_pushed_request_is_no_bigger_than_a_url_would_carry(env):
+    """A public client's push needs no secret: what it stores is bounded (a login_hint too long to
+    be used is still stored), and a too large one is refused before it reaches the database."""
+    from storage.models import PushedAuthorizationRequest
+    with env.app.app_context():
+        before = PushedAuthorizationRequest.select().count()
+    response = push(env, "spa", login_hint="\x01" * 8000)
+    assert_oauth_error(response, 400, "invalid_request")
+    assert response.json["error_description"] == "The pushed request exceeds 8000 characters"
+    with env.app.app_context():
+        assert PushedAuthorizationRequest.select().count() == before
 
 
 def test_purge_deletes_expired_rows_only(env):

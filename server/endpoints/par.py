@@ -10,13 +10,15 @@ JSON error (§2.3), since no redirect URI is involved.
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint
 
 from core.dpop import claimed_client_id
 from core.errors import OAuthError, invalid_dpop_proof, invalid_request
 from core.request import PAR
 from server import current
-from server.authorize import authorization_request
+from server.authorize import MAX_QUERY, authorization_request
 from server.forms import token_request
 from server.render import json_response
 from storage import par as pushed_requests
@@ -24,6 +26,7 @@ from storage import par as pushed_requests
 bp = Blueprint("par", __name__)
 
 ENDPOINT = "/oauth2/par"
+MAX_PUSHED = MAX_QUERY
 
 
 @bp.route(ENDPOINT, methods=["POST"], provide_automatic_options=False)
@@ -56,10 +59,13 @@ def push():
             if form.setdefault("dpop_jkt", proof.jkt) != proof.jkt:
                 raise invalid_dpop_proof("The dpop_jkt parameter is not the thumbprint of the DPoP proof's key",
                                          reason="dpop_jkt")
-        auth = authorization_request(form, request.resources, client, pushed=True)
+        auth = authorization_request(form, request.resources, client)
+        parameters = auth.pushed_parameters()
+        if len(json.dumps(parameters)) > MAX_PUSHED:  # what GET /oauth2/authorize would take, no more
+            raise invalid_request(f"The pushed request exceeds {MAX_PUSHED} characters", reason="too_large")
         if proof is not None:
             dpop.record(proof)   # once the request is known good, as at the token endpoint
-        request_uri, expires_in = pushed_requests.push(client.client_id, auth.pushed_parameters(),
+        request_uri, expires_in = pushed_requests.push(client.client_id, parameters,
                                                        current.services().settings.par["request_uri_lifetime"])
     except OAuthError as exc:
         exc.headers.update(headers)
