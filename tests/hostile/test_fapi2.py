@@ -150,6 +150,26 @@ def test_dpop_proof_iat_70_seconds_ahead_refused(fapi):
     assert_oauth_error(token(fapi, fapi.assertion("ps-client", alg="PS256"), proof), 400, "invalid_dpop_proof")
 
 
+# --- authorization requests (§5.3.2.2) ------------------------------------------------------------
+
+def test_authorization_request_without_par_refused(fapi):
+    """A well-formed request with PKCE S256, not pushed: back to the redirect URI with
+    invalid_request and the issuer (RFC 9207), no sign-in page."""
+    from urllib.parse import parse_qs, urlsplit
+    fapi.register("web-client", jwks_of((fapi.keys.p256, "k1")), grant_types=("authorization_code",),
+                  redirect_uris=("https://app.example/cb",))
+    r = fapi.session.get(fapi.server.base + "/oauth2/authorize", verify=fapi.server.ca, allow_redirects=False, params={
+        "response_type": "code", "client_id": "web-client", "redirect_uri": "https://app.example/cb",
+        "scope": "openid", "state": "s1", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256"})
+    assert r.status_code == 302
+    location = urlsplit(r.headers["Location"])
+    assert location.netloc == "app.example"
+    values = {k: v[0] for k, v in parse_qs(location.query).items()}
+    assert values["error"] == "invalid_request" and values["state"] == "s1" and values["iss"] == fapi.issuer
+    assert "pushed authorization request is required" in values["error_description"]
+
+
 # --- metadata -------------------------------------------------------------------------------------
 
 def test_metadata_says_what_fapi2_accepts(fapi):
