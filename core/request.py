@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 from keystore.dpop import Proof as DPoPProof
 from core.errors import invalid_target
@@ -86,6 +86,10 @@ class AuthAttempt:
     # client id and address, client id), or None. While set, a failure is answered 429 and
     # not recorded; a credential that verifies is served all the same.
     limited: int | None = None
+    # What an accepted client assertion looked like, for the migration report (handlers/client_activity):
+    # {"aud": "issuer" | "token_endpoint" | "alias" | "array" | "other", "typ": header typ or None,
+    #  "alg": ..., "lifetime": seconds from iat (or now) to exp}.
+    assertion: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

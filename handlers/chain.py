@@ -166,9 +166,13 @@ class Chain:
             self.emit("token_error", {"request_id": request.request_id, "client_id": client.client.client_id,
                                       "grant_type": grant_type, "error": exc.error, "reason": exc.reason})
             raise
+        certificate_bound = registered.tls_client_certificate_bound_access_tokens  # the issuer bound it (RFC 8705 §3)
         self.emit("token_issued", {"request_id": request.request_id, "client_id": client.client.client_id,
                                    "grant_type": grant_type, "scope": response.get("scope", ""),
-                                   "token_type": response.get("token_type")})
+                                   "token_type": response.get("token_type"),
+                                   "format": registered.access_token_format or self.services.access_tokens.default_format,
+                                   "binding": "+".join(b for b, on in (("dpop", proof is not None),
+                                                                        ("mtls", certificate_bound)) if on) or "bearer"})
         return response, headers
 
     def authenticate(self, request: TokenRequest) -> AuthenticatedClient:
@@ -222,6 +226,8 @@ class Chain:
                 "reason": reason, "remote_addr": request.remote_addr}
         if detail:
             data["detail"] = detail
+        if attempt.assertion is not None:
+            data["assertion"] = attempt.assertion
         self.emit("client_authentication", data)
 
     def emit(self, event: str, data: dict[str, Any]) -> None:

@@ -135,7 +135,20 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         prevent = self.props["PreventTokenReuse"] if client.token_reuse is None else client.token_reuse == "prevent"
         if not self.services.replay.use(client.client_id, claims["jti"], exp_time, prevent):
             raise invalid_client("The client assertion has already been used (jti replay)", reason="replay")
+        attempt.assertion = {"aud": self._audience_form(claims["aud"], request), "typ": header.get("typ"), "alg": alg,
+                             "lifetime": int(claims["exp"] - claims.get("iat", time.time()))}
         return AuthenticatedClient(client, "private_key_jwt")
+
+    def _audience_form(self, aud: Any, request: TokenRequest) -> str:
+        """How an accepted assertion named this server, for the migration report."""
+        if isinstance(aud, list):
+            return "array"
+        settings = self.services.settings
+        if aud == settings.issuer:
+            return "issuer"
+        if aud in (settings.token_endpoint, request.endpoint_url):
+            return "token_endpoint"
+        return "alias" if aud == self.props["TokenEndpointAlias"] else "other"
 
     @staticmethod
     def _check_typ(header: dict, explicit: bool) -> None:
