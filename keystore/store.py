@@ -312,8 +312,9 @@ def _normalise_type(store_type: str) -> str:
     return normalised
 
 
-def _atomic_write(path: str, data: bytes, mode: int) -> None:
-    """Write through a temp file in the same directory and rename it over ``path``."""
+def _atomic_write(path: str, data: bytes, mode: int) -> tuple[int, int, int]:
+    """Write through a temp file in the same directory and rename it over ``path``; returns the
+    written file's _version."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".keystore-", dir=directory)
@@ -323,11 +324,26 @@ def _atomic_write(path: str, data: bytes, mode: int) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            written = _version(os.fstat(handle.fileno()))
         os.replace(tmp, path)
+        return written
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _version(stat: os.stat_result) -> tuple[int, int, int]:
+    """What tells one version of the keystore file from another: a rewrite through _atomic_write
+    is a new inode, an edit in place (keytool) a new modification time or size."""
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _file_version(path: str) -> tuple[int, int, int] | None:
+    try:
+        return _version(os.stat(path))
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
@@ -414,6 +430,7 @@ class Keystore:
         self.private_key = primary.key
         self.certificate = primary.certificates[0]
         self._primary = primary
+        self._version: tuple[int, int, int] | None = None  # of the file the records were read from
 
     def __repr__(self) -> str:
         return f"Keystore(path={self.path!r}, store_type={self.store_type!r}, alias={self.alias!r})"
@@ -421,7 +438,10 @@ class Keystore:
     @classmethod
     def load(cls, path: str, store_type: str, password: str, alias: str) -> "Keystore":
         store_type = _normalise_type(store_type)
-        return cls(path, store_type, password, alias, _read_records(path, store_type, password))
+        version = _file_version(path)  # before reading: a change made meanwhile is read next time
+        keystore = cls(path, store_type, password, alias, _read_records(path, store_type, password))
+        keystore._version = version
+        return keystore
 
     @classmethod
     def create(cls, path: str, store_type: str, password: str, alias: str, hostname: str) -> "Keystore":
@@ -465,21 +485,36 @@ class Keystore:
         return crypto.load_certificate(crypto.FILETYPE_ASN1, _cert_der(record.certificates[0]))
 
     def import_certificate(self, alias: str, data: bytes) -> Entry:
-        if not alias or alias != alias.strip():
-            raise KeystoreError(f"keystore {self.path}: invalid alias {alias!r}")
-        try:
-            cert = _parse_certificate(data)
-        except ValueError as exc:
-            raise KeystoreError(f"keystore {self.path}: input is not an X.509 certificate") from exc
+        return self.import_certificates([(alias, data)])[0]
+
+    def import_certificates(self, items: list[tuple[str, bytes]]) -> list[Entry]:
+        """Import (alias, PEM or DER certificate) pairs with one rewrite of the file: all of them,
+        or, when one alias or certificate is refused, none (the error names it)."""
+        parsed: list[tuple[str, x509.Certificate]] = []
+        for alias, data in items:
+            if not alias or alias != alias.strip():
+                raise KeystoreError(f"keystore {self.path}: invalid alias {alias!r}")
+            try:
+                parsed.append((alias, _parse_certificate(data)))
+            except ValueError as exc:
+                raise KeystoreError(f"keystore {self.path}: the input for alias {alias!r} is not an X.509 "
+                                    "certificate") from exc
         with _edit_lock(self.path):
             self._reload()  # pick up entries another process (e.g. keytool) added meanwhile
-            if any(r.alias.lower() == alias.lower() for r in self._records):
-                raise KeystoreError(f"keystore {self.path}: alias {alias!r} already exists")
-            stored = alias.lower() if self.store_type == "JKS" else alias
-            record = _Record(stored, [cert])
-            self._records.append(record)
-            self._save()
-        return Entry(record.alias, record.kind, cert)
+            taken = {r.alias.lower() for r in self._records}
+            records = []
+            for alias, cert in parsed:
+                if alias.lower() in taken:
+                    raise KeystoreError(f"keystore {self.path}: alias {alias!r} already exists")
+                taken.add(alias.lower())
+                records.append(_Record(alias.lower() if self.store_type == "JKS" else alias, [cert]))
+            self._records.extend(records)
+            try:
+                self._save()
+            except KeystoreError:
+                del self._records[-len(records):]
+                raise
+        return [Entry(r.alias, r.kind, r.certificates[0]) for r in records]
 
     def delete_entry(self, alias: str) -> None:
         with _edit_lock(self.path):
@@ -503,8 +538,12 @@ class Keystore:
         return cert_path, key_path
 
     def _reload(self) -> None:
-        if os.path.exists(self.path):
+        """Read the file again unless it is the version the records came from (reading a large
+        PKCS12 file costs far more than the change itself)."""
+        version = _file_version(self.path)
+        if version is not None and version != self._version:
             self._records = _read_records(self.path, self.store_type, self._password)
+            self._version = version
             self._primary = _find(self._records, self.alias, PRIVATE_KEY_ENTRY) or self._primary
 
     def _save(self, new_file: bool = False) -> None:
@@ -514,7 +553,7 @@ class Keystore:
         data = writer(self._records, self._password)
         mode = 0o600 if new_file else os.stat(self.path).st_mode & 0o777
         try:
-            _atomic_write(self.path, data, mode)
+            self._version = _atomic_write(self.path, data, mode)
         except OSError as exc:
             raise KeystoreError(f"keystore {self.path}: cannot write ({exc.strerror})") from exc
 

@@ -228,6 +228,32 @@ def test_duplicate_and_invalid_imports_refused(created, client_cert, other_cert)
     assert [e.alias.lower() for e in created.entries()] == [PRIMARY, "myapp"]
 
 
+def test_import_many_at_once_all_or_none(created, store_type, client_cert, other_cert):
+    """One rewrite for many certificates (registering a thousand keystore clients); one refused
+    alias or certificate, wherever it is in the list, and nothing is imported."""
+    entries = created.import_certificates([("a", client_cert[0]), ("b", other_cert), ("c", client_cert[1])])
+    assert [e.alias for e in entries] == ["a", "b", "c"]
+    for bad, match in (([("d", other_cert), ("A", other_cert)], "alias 'A' already exists"),
+                       ([("d", other_cert), ("d", client_cert[1])], "alias 'd' already exists"),
+                       ([("d", other_cert), ("e", b"junk")], "alias 'e' is not an X.509 certificate"),
+                       ([("d", other_cert), (" e", other_cert)], "invalid alias")):
+        with pytest.raises(KeystoreError, match=match):
+            created.import_certificates(bad)
+    for store in (created, Keystore.load(created.path, store_type, PASSWORD, PRIMARY)):
+        assert [e.alias for e in store.entries()] == [PRIMARY, "a", "b", "c"]
+
+
+def test_a_change_by_another_process_is_read_before_the_next_edit(created, store_type, client_cert, other_cert):
+    """The file is read again only when it changed since this process read or wrote it; a change
+    made by another writer (here a second Keystore object) is never lost."""
+    other = Keystore.load(created.path, store_type, PASSWORD, PRIMARY)
+    created.import_certificate("first", client_cert[1])
+    other.import_certificate("second", other_cert)   # reads "first" before writing
+    created.import_certificate("third", client_cert[0])   # reads "second" before writing
+    loaded = Keystore.load(created.path, store_type, PASSWORD, PRIMARY)
+    assert [e.alias for e in loaded.entries()] == [PRIMARY, "first", "second", "third"]
+
+
 def test_delete_entry(created, store_type, client_cert):
     created.import_certificate("client", client_cert[1])
     created.delete_entry("CLIENT")
