@@ -16,11 +16,12 @@ import playground
 from handlers import chain as handler_chain
 from keystore.store import Keystore, KeystoreError
 from core import config
+from core import metrics as core_metrics
 from server import authorize, console, registration, web
 from server.cli import register_cli
 from server.render import raw_error
 from core.services import Services, build_services
-from server.endpoints import discovery, health, introspection, par, revocation, token, userinfo
+from server.endpoints import discovery, health, introspection, metrics, par, revocation, token, userinfo
 from storage.database import close_all, describe, open_database, release
 from storage.schema import upgrade
 from storage.sql import compile_all
@@ -85,6 +86,8 @@ def build_app(deployment_toml: str | None = None) -> Flask:
         release(db)
 
     app.wsgi_app = token.TokenEndpoint(app.wsgi_app, app.extensions["idp"], lambda: release(db))
+    if services.metrics is not None:  # outermost: it times and counts every answer, and serves /metrics
+        app.wsgi_app = metrics.RequestMetrics(app.wsgi_app, app.extensions["idp"])
     return app
 
 
@@ -103,6 +106,9 @@ def ready_message(settings: config.Settings, keystore_path) -> str:
     without user or password)."""
     server = settings.server
     scheme = "https" if server["tls"] else "http"
+    monitoring = settings.monitoring
+    metrics_at = (f"{scheme}://{server['bind_address']}:{monitoring['port'] or server['port']}/metrics"
+                  if monitoring["enabled"] else "off")
     return "\n".join([
         f"serving on {scheme}://{server['bind_address']}:{server['port']} ({server['workers']} workers, "
         f"{server['threads']} threads each)",
@@ -111,7 +117,25 @@ def ready_message(settings: config.Settings, keystore_path) -> str:
         f"  keystore   {keystore_path}",
         f"  database   {describe(settings.database_url, settings.path.parent)}",
         f"  config     {settings.path}",
+        f"  metrics    {metrics_at}",
     ])
+
+
+# How gunicorn serves the application, whatever deployment.toml says (bench/floor.py serves the
+# stack's floor with exactly these).
+GUNICORN_OPTIONS = {
+    "worker_class": "gthread",
+    "keepalive": 5,
+    "timeout": 30,
+    "graceful_timeout": 10,
+    "limit_request_line": 8190,
+    "limit_request_fields": 100,
+    "accesslog": None,
+    "errorlog": "-",
+    "loglevel": "info",
+    "preload_app": True,
+    "control_socket_disable": True,  # several servers may run on one machine
+}
 
 
 def serve(deployment_toml: str | None = None) -> None:
@@ -121,6 +145,20 @@ def serve(deployment_toml: str | None = None) -> None:
     from gunicorn import util as gunicorn_util
     from gunicorn.app.base import BaseApplication
 
+    try:
+        loaded = config.load(deployment_toml)
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if loaded.monitoring["enabled"]:
+        # Before the app and its metrics exist: the workers share their values through files in
+        # a directory emptied at every start (README, "Metrics").
+        metrics_dir = loaded.resolve("var/metrics")
+        try:
+            core_metrics.enable_multiprocess(metrics_dir)
+        except OSError as exc:
+            print(f"start-up error: cannot prepare {metrics_dir}: {exc.strerror}", file=sys.stderr)
+            sys.exit(3)
     app = create_app(deployment_toml)
     idp: IdP = app.extensions["idp"]
     settings = idp.services.settings
@@ -134,22 +172,11 @@ def serve(deployment_toml: str | None = None) -> None:
     close_all(idp.services.db)  # never share a connection with the forked workers
 
     server = settings.server
-    options = {
-        "bind": f"{server['bind_address']}:{server['port']}",
-        "workers": server["workers"],
-        "worker_class": "gthread",
-        "threads": server["threads"],
-        "keepalive": 5,
-        "timeout": 30,
-        "graceful_timeout": 10,
-        "limit_request_line": 8190,
-        "limit_request_fields": 100,
-        "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "info",
-        "preload_app": True,
-        "control_socket_disable": True,  # several servers may run on one machine
-    }
+    binds = [f"{server['bind_address']}:{server['port']}"]
+    if settings.monitoring["enabled"] and settings.monitoring["port"]:
+        # A second listener of every worker, for /metrics only (server.endpoints.metrics).
+        binds.append(f"{server['bind_address']}:{settings.monitoring['port']}")
+    options = {**GUNICORN_OPTIONS, "bind": binds, "workers": server["workers"], "threads": server["threads"]}
     if server["tls"]:
         tls_dir = settings.resolve("var/tls")
         try:
@@ -190,6 +217,9 @@ def serve(deployment_toml: str | None = None) -> None:
     gunicorn_util.write_error = lambda sock, status, reason, mesg: gunicorn_util.write_nonblock(
         sock, raw_error(status, reason))
 
+    if idp.services.metrics is not None:
+        options["post_fork"] = lambda arbiter, worker: idp.services.metrics.worker_started()
+        options["child_exit"] = lambda arbiter, worker: core_metrics.worker_exited(worker.pid)
     options["when_ready"] = lambda arbiter: print(ready_message(settings, idp.services.keystore().path),
                                                   file=sys.stderr, flush=True)
 

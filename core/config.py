@@ -152,6 +152,11 @@ SCHEMA: dict[tuple[str, ...], dict[str, tuple[Any, Any]]] = {
         "max_bytes": (int, 65536),
         "refresh_interval": (int, 60),
     },
+    ("monitoring",): {
+        "enabled": (bool, True),         # GET /metrics, the Prometheus text format
+        "port": (int, 0),                # 0: /metrics on [server] port; else on this port only
+        "allowed_addresses": (list, ["127.0.0.0/8", "::1"]),  # addresses or networks that may read it
+    },
 }
 # RFC 9449 §4.2: asymmetric algorithms only ("none" and MACs never).
 DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA")
@@ -212,6 +217,7 @@ class Settings:
     par: dict[str, Any] = field(default_factory=dict)        # [oauth.par]
     token: dict[str, Any] = field(default_factory=dict)      # [oauth.token]
     dpop: dict[str, Any] = field(default_factory=dict)       # [oauth.dpop]
+    monitoring: dict[str, Any] = field(default_factory=dict)  # [monitoring], plus allowed_networks (parsed)
     listeners: list[ListenerEntry] = field(default_factory=list)
     caches: dict[str, CacheEntry] = field(default_factory=dict)
 
@@ -453,6 +459,18 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     if not dpop["signing_algorithms"] or any(alg not in DPOP_ALGORITHMS for alg in dpop["signing_algorithms"]):
         raise fail(("oauth", "dpop", "signing_algorithms"), "each value must be one of " + ", ".join(DPOP_ALGORITHMS))
 
+    monitoring = values[("monitoring",)]
+    if not 0 <= monitoring["port"] <= 65535:
+        raise fail(("monitoring", "port"), "must be between 1 and 65535 (or 0: /metrics on [server] port)")
+    if monitoring["port"] == server["port"]:
+        raise fail(("monitoring", "port"), "must differ from [server] port (or be 0: /metrics on that port)")
+    try:
+        networks = tuple(ipaddress.ip_network(a) for a in monitoring["allowed_addresses"])
+    except ValueError:
+        raise fail(("monitoring", "allowed_addresses"), 'must list IP addresses or networks ("10.0.0.0/8", '
+                                                        'host bits zero)') from None
+    monitoring = {**monitoring, "allowed_networks": networks}
+
     settings = Settings(
         path=path,
         server=server,
@@ -467,6 +485,7 @@ def load(path: str | os.PathLike | None = None) -> Settings:
         par=par,
         token=token,
         dpop=dpop,
+        monitoring=monitoring,
         session_lifetime=values[("session",)]["lifetime"],
         jwks_fetch=fetch,
         rate_limit=limits,

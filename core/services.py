@@ -1,4 +1,5 @@
-"""The shared services handlers receive explicitly: settings, database, keystore, key fetcher, replay store."""
+"""The shared services handlers receive explicitly: settings, database, keystore, key fetcher, replay
+store, metrics."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from keystore.store import Keystore
 from core.access_tokens import AccessTokens
 from core.config import Settings, primary_algorithm
 from core.dpop import DPoP
+from core.metrics import Metrics
 from core.ratelimit import FailureLimiter
 from storage.models import DPoPJTI
 from storage.replay import ReplayStore, SeenCache
@@ -36,6 +38,7 @@ class Services:
     limiter: FailureLimiter
     jwks_fetcher: JWKSFetcher
     dpop: DPoP
+    metrics: Metrics | None  # None with [monitoring] enabled = false
     _keystore: Keystore
     _key_sets: KeySets
     access_tokens: AccessTokens = field(init=False)
@@ -88,16 +91,23 @@ def _limiter(settings: Settings) -> FailureLimiter:
 def build_services(settings: Settings, db: peewee.Database, keystore: Keystore) -> Services:
     entry = settings.cache("PrivateKeyJWT")
     cache = SeenCache(capacity=entry.capacity, timeout_seconds=entry.timeout_minutes * 60) if entry.enable else None
+    # The lower layers report to the metrics through these callables; they never import them.
+    metrics = Metrics() if settings.monitoring["enabled"] else None
+    on_fetch = metrics.jwks_fetched if metrics else None
+    on_key_set_used = metrics.jwks_key_set_used if metrics else None
+    on_purge = metrics.replay_purged if metrics else None
     fetch = settings.jwks_fetch
     fetcher = JWKSFetcher(parse_jwks, require_https=fetch["require_https"], allowed_hosts=fetch["allowed_hosts"],
                           timeout=fetch["timeout"], max_bytes=fetch["max_bytes"],
-                          refetch_interval_seconds=fetch["refresh_interval"])
+                          refetch_interval_seconds=fetch["refresh_interval"],
+                          on_fetch=on_fetch, on_key_set_used=on_key_set_used)
     # Purged at least as fast as it fills: a row lives only as long as its proof's iat is acceptable.
-    dpop = DPoP(settings.dpop, ReplayStore(db, purge_every=500, purge_batch=1000, model=DPoPJTI, owner="jkt"),
+    dpop = DPoP(settings.dpop, ReplayStore(db, purge_every=500, purge_batch=1000, model=DPoPJTI, owner="jkt",
+                                           on_purge=on_purge),
                 Nonces.secret_from(keystore.private_key))
-    services = Services(settings=settings, db=db, replay=ReplayStore(db, cache),
+    services = Services(settings=settings, db=db, replay=ReplayStore(db, cache, on_purge=on_purge),
                         tokens=TokenStore(db), jwks_fetcher=fetcher,
-                        limiter=_limiter(settings), dpop=dpop,
+                        limiter=_limiter(settings), dpop=dpop, metrics=metrics,
                         _keystore=keystore, _key_sets=KeySets(settings.token["signing_alg"],
                                                               settings.token["signing_key_alias"],
                                                               primary_algorithm(settings.profile)))

@@ -26,7 +26,8 @@ log = logging.getLogger("handlers.chain")
 
 # Built-in handlers run with their defaults even when deployment.toml does not name them.
 BUILTIN_MODULES = ("private_key_jwt", "client_secret", "client_credentials", "token_issuer", "audit_log", "failure_log",
-                   "public_client", "authorization_code", "refresh_token", "tls_client_auth")
+                   "public_client", "authorization_code", "refresh_token", "tls_client_auth", "client_activity",
+                   "metrics")
 FAPI2_METHODS = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["JWKSFetchError", "JWKSFetcher", "check_jwks_uri", "DEFAULT_CACHE_SECONDS", "MIN_CACHE_SECONDS",
+__all__ = ["JWKSFetchError", "JWKSFetcher", "check_jwks_uri", "fetch_outcome", "DEFAULT_CACHE_SECONDS", "MIN_CACHE_SECONDS",
            "MAX_CACHE_SECONDS", "MAX_STALE_SECONDS"]
 
 log = logging.getLogger("keystore.jwks_uri")
@@ -341,6 +341,22 @@ def _header_tokens(message, name: str) -> list[str]:
 
 # --- the fetcher --------------------------------------------------------------------------------
 
+# A failed fetch's outcome, for metrics: a fixed word for each of the fixed descriptions above.
+_OUTCOMES = (("timed out", "timeout"), ("taking too long", "timeout"), ("non-public", "refused"),
+             ("unusable address", "refused"), ("resol", "dns"), ("certificate", "tls"), ("TLS", "tls"),
+             ("connection", "connection"), ("redirect", "http_status"), ("error status", "http_status"),
+             ("too large", "too_large"))
+
+
+def fetch_outcome(description: str) -> str:
+    """timeout, refused (SSRF rules), dns, tls, connection, http_status, too_large or invalid
+    (anything else: not HTTP, an encoding, a body that is not a key set)."""
+    for words, outcome in _OUTCOMES:
+        if words in description:
+            return outcome
+    return "invalid"
+
+
 
 class _Entry:
     __slots__ = ("lock", "good", "last_fetch", "tried_for", "last_error")
@@ -350,8 +366,9 @@ class _Entry:
         # (keys, fresh_until, valid_for) of the last successful fetch; one attribute so readers
         # without the lock never see keys from one fetch with the lifetime of another.
         # valid_for is the largest `not_before` a caller had passed when the set was fetched:
-        # the set serves callers whose registration is not newer than that.
-        self.good: tuple[list, float, float] | None = None
+        # the set serves callers whose registration is not newer than that; fetched is clock()
+        # at the start of that fetch.
+        self.good: tuple[list, float, float, float] | None = None
         self.last_fetch: float | None = None  # clock() at the start of the last attempt
         # The largest `not_before` an attempt has been made for, successful or not: only a newer
         # registration may fetch before refetch_interval has passed, and only once.
@@ -384,7 +401,9 @@ class JWKSFetcher:
                  default_cache_seconds: int = DEFAULT_CACHE_SECONDS, min_cache_seconds: int = MIN_CACHE_SECONDS,
                  max_cache_seconds: int = MAX_CACHE_SECONDS, refetch_interval_seconds: int = 60,
                  max_stale_seconds: int = MAX_STALE_SECONDS,
-                 capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic) -> None:
+                 capacity: int = CAPACITY, clock: Callable[[], float] = time.monotonic,
+                 on_fetch: Callable[[str, int], None] | None = None,
+                 on_key_set_used: Callable[[float], None] | None = None) -> None:
         if not callable(parse):
             raise TypeError("parse must be callable")
         if not timeout > 0:
@@ -407,6 +426,10 @@ class JWKSFetcher:
         self._max_stale = max_stale_seconds  # see MAX_STALE_SECONDS
         self._capacity = int(capacity)
         self._clock = clock
+        # Observers (metrics): each fetch's outcome (fetch_outcome()) with the number of URIs
+        # cached; the age in seconds of every cached key set handed out.
+        self._on_fetch = on_fetch
+        self._on_key_set_used = on_key_set_used
         # How long a caller waits for another thread's fetch of the same URI: the fetch itself is
         # bounded by the deadline, this only guards against the unexpected.
         self._wait = 2 * self._timeout + 1.0
@@ -427,13 +450,15 @@ class JWKSFetcher:
         this node's clock. When no fetch is allowed and no usable set is held: JWKSFetchError at
         once, so callers (with a valid signature or not) never get a failing URI fetched per request."""
         entry = self._entry(uri)
-        if self._usable(entry.good, not_before):
-            return list(entry.good[0])
+        good = entry.good
+        if self._usable(good, not_before):
+            return self._hand_out(good)
         if not entry.lock.acquire(timeout=self._wait):
             return self._current(entry, "jwks_uri fetch is taking too long", not_before)
         try:
-            if self._usable(entry.good, not_before):
-                return list(entry.good[0])
+            good = entry.good
+            if self._usable(good, not_before):
+                return self._hand_out(good)
             if not self._recently_fetched(entry) or (not_before is not None and not_before > entry.tried_for):
                 self._fetch(uri, entry, not_before)
             return self._current(entry, entry.last_error, not_before)
@@ -498,8 +523,23 @@ class JWKSFetcher:
     def _current(self, entry: _Entry, reason: str, not_before: float | None = None) -> list:
         good = entry.good
         if good is not None and self._clock() < good[1] + self._max_stale and not self._older(good, not_before):
-            return list(good[0])
+            return self._hand_out(good)
         raise JWKSFetchError(reason or "jwks_uri could not be fetched")
+
+    def _hand_out(self, good: tuple) -> list:
+        if self._on_key_set_used is not None:
+            try:
+                self._on_key_set_used(max(0.0, self._clock() - good[3]))
+            except Exception:  # an observer never fails a lookup
+                log.exception("jwks_uri key set observer failed")
+        return list(good[0])
+
+    def _observe_fetch(self, outcome: str) -> None:
+        if self._on_fetch is not None:
+            try:
+                self._on_fetch(outcome, len(self._entries))
+            except Exception:  # an observer never fails a fetch
+                log.exception("jwks_uri fetch observer failed")
 
     def _fetch(self, uri: str, entry: _Entry, not_before: float | None = None) -> None:
         """One fetch attempt, with ``entry.lock`` held. Updates the entry; never raises."""
@@ -522,11 +562,13 @@ class JWKSFetcher:
             entry.last_error = reason
             log.warning("jwks_uri fetch failed: host=%s reason=%s; %s", host, reason,
                         "keeping the last good key set" if entry.good is not None else "no key set available")
+            self._observe_fetch(fetch_outcome(reason))
             return
         # Every registration a caller presented before this fetch started was already saved: the
         # set is valid for all of them (a refresh after a failed attempt for a newer one included).
-        entry.good = (list(keys), started + lifetime, entry.tried_for)
+        entry.good = (list(keys), started + lifetime, entry.tried_for, started)
         entry.last_error = ""
+        self._observe_fetch("success")
 
     def _download(self, scheme: str, host: str, ip, port: int, target: str) -> tuple[bytes, int]:
         deadline = time.monotonic() + self._timeout

@@ -177,6 +177,47 @@ def clients_delete(client_id):
     click.echo(f"deleted {client_id}")
 
 
+@clients_cli.command("report")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def clients_report(as_json):
+    """Who a stricter setting would refuse: per client, the shape of its successful client
+    assertions of the last 7 UTC days (aud form, typ, alg, lifetime) and how its tokens were bound,
+    with the clients that AudiencePolicy=strict, RequireExplicitTyp=true or the FAPI 2.0 profile
+    would refuse listed first, and why."""
+    from handlers import client_activity  # the report's one implementation, shared with the console
+    report = client_activity.report(current.chain(), current.services().settings, client_store.all_clients())
+    if as_json:
+        _print(report.as_json())
+        return
+    click.echo(_report_table(report))
+
+
+def _report_table(report) -> str:
+    """The report for a terminal: one line per client, then why each setting would refuse it."""
+    def counts(values: dict[str, int]) -> str:
+        return " ".join(f"{name}={count}" for name, count in values.items()) or "-"
+
+    settings = report.settings
+    lines = [f"Client assertions and tokens of the last {report.days} UTC days (today included); in force now: "
+             f"AudiencePolicy {settings['AudiencePolicy']}, "
+             f"RequireExplicitTyp {str(bool(settings['RequireExplicitTyp'])).lower()}, profile {settings['profile']}.",
+             ""]
+    header = ("CLIENT", "REFUSED BY", "ASSERTIONS", "AUD", "TYP", "ALG", "LIFETIME", "TOKENS", "DPOP")
+    table = [header] + [(row.client_id, ", ".join(row.refused_by) or "-", str(row.assertions),
+                         counts(row.group("aud")), counts(row.group("typ")), counts(row.group("alg")),
+                         row.max_lifetime or "-", str(row.issued), str(row.dpop)) for row in report.rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for index, line in enumerate(table):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        row = report.rows[index - 1] if index else None
+        if row is not None:
+            lines += [f"    {setting}: {'; '.join(why)}" for setting, why in row.refused_by.items()]
+            lines += [f"    note: {note}" for note in row.notes]
+    if not report.rows:
+        lines.append("(no clients registered)")
+    return "\n".join(lines)
+
+
 @keystore_cli.command("import-cert")
 @click.option("--alias", required=True, help="The client id, for a client's certificate.")
 @click.option("--file", "cert_file", required=True, type=click.File("rb"), help="PEM or DER certificate.")
@@ -382,3 +423,27 @@ def initial_token_revoke(token_id):
 def register_cli(app: Flask) -> None:
     for group in (clients_cli, keystore_cli, assertion_cli, jti_cli, db_cli, users_cli, admin_cli, dcr_cli):
         app.cli.add_command(group)
+    app.cli.add_command(check_command)
+
+
+# --- preflight -----------------------------------------------------------------------------------
+
+@click.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON document.")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on errors.")
+def check_command(as_json, strict):
+    """Check what start-up does not: certificate expiry (primary and signing keys, TLS, client CAs,
+    client certificates), clients' jwks_uri, clients the chain no longer accepts, the database
+    schema version and the Redis of the rate limits. One line per finding; exit status 1 when
+    any is an error (with --strict, a warning too), else 0. deployment.toml is read as start-up
+    reads it: a mistake there prints start-up's message and exits 2."""
+    from server import preflight
+
+    services = current.services()
+    findings = preflight.run(services.settings, services, current.chain())
+    status = preflight.exit_status(findings, strict)
+    if as_json:
+        click.echo(preflight.render_json(findings, services.settings, strict))
+    else:
+        click.echo(preflight.render_text(findings, services.settings))
+    sys.exit(status)

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
-from handlers import failure_log
+from handlers import client_activity, failure_log
 from keystore.certificates import x5c_validity
 from keystore.jwk import SIGNING_ALGORITHMS
 from keystore.store import PRIVATE_KEY_ENTRY, TRUSTED_CERT_ENTRY, Entry, KeystoreError
@@ -38,6 +38,7 @@ from server.client_metadata import MetadataError
 from core.errors import OAuthError
 from server.forms import MAX_BODY_BYTES, MAX_PARAMETERS, read_body
 from server.web import PageError
+from storage import activity
 from storage import clients as client_store
 
 bp = Blueprint("console", __name__, url_prefix="/console")
@@ -176,15 +177,30 @@ def home():
 
 # --- service providers --------------------------------------------------------------------------
 
+# The list's sort orders (?sort=…): no script, a link per column.
+SP_SORTS = {
+    "name": lambda c, last, failed: ((c.client_name or c.client_id).casefold(), c.client_id),
+    "client_id": lambda c, last, failed: (c.client_id,),
+    "last_issued": lambda c, last, failed: (-last.get(c.client_id, 0), c.client_id),   # the latest first
+    "failures": lambda c, last, failed: (-failed.get(c.client_id, 0), c.client_id),    # the most first
+}
+
+
 @bp.get("/service-providers")
 def service_providers():
     query = request.args.get("q", "").strip()
+    sort = request.args.get("sort", "name")
+    if sort not in SP_SORTS:
+        sort = "name"
     clients = client_store.all_clients()
     if query:
         folded = query.casefold()
         clients = [c for c in clients if folded in c.client_id.casefold() or folded in c.client_name.casefold()]
-    return _page("console/service_providers.html", clients=clients, query=query,
-                 deleted=request.args.get("deleted", ""))
+    last = activity.last_issued()
+    failed = activity.failures_since(int(time.time()) // 3600 - 23)
+    clients.sort(key=lambda c: SP_SORTS[sort](c, last, failed))
+    return _page("console/service_providers.html", clients=clients, query=query, sort=sort, last_issued=last,
+                 failures=failed, deleted=request.args.get("deleted", ""))
 
 
 def _client_or_404(client_id: str) -> client_store.RegisteredClient:
@@ -242,7 +258,90 @@ def _edit_page(client: client_store.RegisteredClient, status: int = 200, **conte
                  algorithms=SIGNING_ALGORITHMS, lifetimes=client_metadata.LIFETIME_BOUNDS,
                  form=context.pop("form", None) or _form_of(client), keystore_cert=keystore_cert,
                  certificates=_registered_certificates(client.jwks), failures=failure_log.recent(client.client_id),
-                 budget=_failure_budget(client.client_id), **context)
+                 budget=_failure_budget(client.client_id), activity=_activity(client.client_id),
+                 assertions=client_activity.client_row(current.chain(), current.services().settings, client),
+                 **context)
+
+
+# --- activity charts ---------------------------------------------------------------------------
+
+CHART = {"width": 640, "height": 180, "left": 40, "right": 8, "top": 12, "bottom": 26}
+
+
+def _scale(value: int) -> int:
+    """The chart's top: the smallest 1, 2 or 5 × 10^k at least `value` (at least 1)."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if step * factor >= value:
+                return step * factor
+        step *= 10
+
+
+def bar_chart(title: str, labels: list[str], issued: list[int], failures: list[int],
+              label_every: int = 1) -> dict[str, Any]:
+    """The geometry of a bar chart of issued tokens beside failures per period, for the SVG
+    the template draws (no script: the console's CSP allows none)."""
+    c = CHART
+    top = _scale(max(issued + failures + [1]))
+    plot_w = c["width"] - c["left"] - c["right"]
+    plot_h = c["height"] - c["top"] - c["bottom"]
+    group = plot_w / len(labels)
+    bar = max(1.0, group * 0.38)
+    bars, ticks = [], []
+    for i, (label, ok, bad) in enumerate(zip(labels, issued, failures)):
+        x0 = c["left"] + i * group + (group - 2 * bar) / 2
+        for kind, value, x in (("issued", ok, x0), ("failures", bad, x0 + bar)):
+            h = round(plot_h * value / top, 1)
+            bars.append({"kind": kind, "x": round(x, 1), "y": round(c["top"] + plot_h - h, 1), "w": round(bar, 1),
+                         "h": h, "value": value, "label": label})
+        if i % label_every == 0:
+            ticks.append({"x": round(c["left"] + i * group + group / 2, 1), "label": label})
+    axis = [{"y": round(c["top"] + plot_h - plot_h * v / top, 1), "value": v} for v in sorted({0, top // 2, top})]
+    return {"title": title, "bars": bars, "ticks": ticks, "axis": axis, "rows": list(zip(labels, issued, failures)),
+            "base": c["top"] + plot_h, **c}
+
+
+def _activity(client_id: str, now: float | None = None) -> dict[str, Any]:
+    """The client's last 24 hours (by hour) and last 7 days (by UTC day, today included)."""
+    now = time.time() if now is None else now
+    now_hour = int(now) // 3600
+    first_day = client_activity.window_start(now) // 24   # the migration report's window too
+    counts = activity.hourly(client_id, first_day * 24)
+    by_hour: dict[int, list[int]] = {}
+    reasons: dict[str, list[int]] = {}
+    for (hour, name), count in counts.items():
+        if name == activity.ISSUED or name.startswith(activity.FAILURE_PREFIX):
+            slot = by_hour.setdefault(hour, [0, 0])
+            slot[0 if name == activity.ISSUED else 1] += count
+        if name.startswith(activity.FAILURE_PREFIX):
+            per = reasons.setdefault(name[len(activity.FAILURE_PREFIX):], [0, 0])
+            per[1] += count
+            if hour > now_hour - 24:
+                per[0] += count
+    hours = list(range(now_hour - 23, now_hour + 1))
+    days = list(range(first_day, first_day + client_activity.REPORT_DAYS))
+
+    def hour_label(hour: int) -> str:
+        return f"{hour % 24:02d}:00"
+
+    def day_label(day: int) -> str:
+        return datetime.datetime.fromtimestamp(day * 86400, datetime.timezone.utc).strftime("%a %d %b")
+
+    def day_sum(day: int, index: int) -> int:
+        return sum(by_hour.get(h, [0, 0])[index] for h in range(day * 24, day * 24 + 24))
+
+    day_chart = bar_chart("Last 7 days (UTC days)", [day_label(d) for d in days],
+                          [day_sum(d, 0) for d in days], [day_sum(d, 1) for d in days])
+    hour_chart = bar_chart("Last 24 hours (UTC, by hour)", [hour_label(h) for h in hours],
+                           [by_hour.get(h, [0, 0])[0] for h in hours], [by_hour.get(h, [0, 0])[1] for h in hours],
+                           label_every=3)
+    return {"hours": hour_chart, "days": day_chart,
+            "issued_24h": sum(hour_chart["rows"][i][1] for i in range(24)),
+            "failures_24h": sum(hour_chart["rows"][i][2] for i in range(24)),
+            "issued_7d": sum(day_chart["rows"][i][1] for i in range(7)),
+            "failures_7d": sum(day_chart["rows"][i][2] for i in range(7)),
+            "reasons": sorted(reasons.items(), key=lambda item: (-item[1][1], item[0]))}
 
 
 def _failure_budget(client_id: str) -> dict[str, int] | None:
@@ -679,6 +778,14 @@ def _client_using(alias: str):
     if client is not None and client.auth_method == "private_key_jwt" and not client.jwks and not client.jwks_uri:
         return client
     return None
+
+
+# --- the migration report ------------------------------------------------------------------------
+
+@bp.get("/report")
+def migration_report():
+    report = client_activity.report(current.chain(), current.services().settings, client_store.all_clients())
+    return _page("console/report.html", report=report, settings_list=client_activity.SETTINGS)
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from core.errors import OAuthError
 from server import current
+from server.endpoints.metrics import note_unavailable
 from server.forms import check_media_type, parse_form, read_body
 from server.render import as_oauth_error, error_response
 from storage import users as user_store
@@ -187,6 +188,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(OAuthError)
     def oauth_error(exc: OAuthError):
+        note_unavailable(request.environ, exc)
         if html_pages():
             return error_page(PageError(exc.status, "Bad request", exc.description))
         return error_response(exc)
@@ -204,6 +206,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         error = as_oauth_error(exc)
+        note_unavailable(request.environ, exc)
         if html_pages():
             return error_page(PageError(error.status, "Service unavailable" if error.status == 503
                                                 else "Server error", error.description))

@@ -7,7 +7,8 @@ import peewee
 
 from storage.database import database_proxy
 
-SCHEMA_VERSION = 3
+# 4: IDN_OAUTH_CLIENT_ACTIVITY (a new table: upgrade() creates it on an existing database).
+SCHEMA_VERSION = 4
 
 
 class BaseModel(peewee.Model):
@@ -239,6 +240,22 @@ class AuthFailure(BaseModel):
         table_name = "oauth_auth_failure"
 
 
+class ClientActivity(BaseModel):
+    """IDN_OAUTH_CLIENT_ACTIVITY: per client and hour, how often each counter moved (tokens issued,
+    failures by reason, the shape of accepted client assertions). Every node adds its counts to
+    the same rows (storage.activity), so the console shows the whole deployment."""
+
+    client_id = peewee.CharField(max_length=255, column_name="CLIENT_ID")
+    hour = peewee.BigIntegerField(column_name="EPOCH_HOUR", index=True)   # seconds since the epoch // 3600
+    name = peewee.CharField(max_length=64, column_name="COUNTER")         # "issued", "failure:<reason>", "aud:issuer"…
+    count = peewee.BigIntegerField(column_name="TOTAL")
+    last_time = peewee.BigIntegerField(column_name="LAST_TIME")           # the latest event counted in the row
+
+    class Meta:
+        table_name = "IDN_OAUTH_CLIENT_ACTIVITY"
+        primary_key = peewee.CompositeKey("client_id", "hour", "name")
+
+
 class SchemaVersion(BaseModel):
     version = peewee.IntegerField()
     applied_at = peewee.BigIntegerField()
@@ -273,4 +290,4 @@ class RegistrationAccessToken(BaseModel):
 
 
 TABLES = [JTI, DPoPJTI, RevokedJWT, PushedAuthorizationRequest, Client, AccessToken, User, UserSession, Consent, AuthorizationCode, RefreshToken, AuthFailure,
-          SchemaVersion, InitialAccessToken, RegistrationAccessToken]
+          ClientActivity, SchemaVersion, InitialAccessToken, RegistrationAccessToken]

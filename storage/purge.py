@@ -44,9 +44,11 @@ def purge_all(db: peewee.Database, model, expiry, now: int, batch: int = 1000) -
 class PeriodicPurge:
     """Runs one small purge batch every `every` calls (bounded work during normal operation)."""
 
-    def __init__(self, every: int = 1000, batch: int = 500) -> None:
+    def __init__(self, every: int = 1000, batch: int = 500,
+                 observer: Callable[[int | None], None] | None = None) -> None:
         self.every = every
         self.batch = batch
+        self.observer = observer  # told each batch's deleted rows, or None when it failed (metrics)
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -58,6 +60,12 @@ class PeriodicPurge:
     def run(self, purge: Callable[[], int]) -> None:
         """One batch on the request path; a failure is logged, never the request's."""
         try:
-            purge()
+            deleted: int | None = purge()
         except Exception as exc:  # e.g. a lock timeout: the next batch will try again
             log.warning("purge of expired rows failed: %s", exc.__class__.__name__)
+            deleted = None
+        if self.observer is not None:
+            try:
+                self.observer(deleted)
+            except Exception:
+                log.exception("purge observer failed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from typing import Callable
 
 import peewee
 
@@ -71,12 +72,16 @@ class _Statements:
 class ReplayStore:
     def __init__(self, db: peewee.Database, cache: SeenCache | None = None,
                  purge_every: int = 1000, purge_batch: int = 500,
-                 model: type[peewee.Model] = JTI, owner: str = "client_id") -> None:
+                 model: type[peewee.Model] = JTI, owner: str = "client_id",
+                 on_purge: Callable[[str, int | None], None] | None = None) -> None:
         self.db = db
         self.cache = cache
         self.model = model
         self.sql = _Statements(model, owner)
-        self.periodic = PeriodicPurge(purge_every, purge_batch)
+        # on_purge(table, deleted rows or None for a failed batch): the periodic purges' results.
+        table = model._meta.table_name
+        self.periodic = PeriodicPurge(purge_every, purge_batch,
+                                      None if on_purge is None else lambda deleted: on_purge(table, deleted))
 
     def use(self, client_id: str, jwt_id: str, exp_time: int, prevent_reuse: bool,
             now: int | None = None) -> bool:

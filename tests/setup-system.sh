@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The system packages the test suite needs on Debian: keytool (a JRE) for the keystore tests,
 # Chromium and its driver for the browser tests, curl for the documented requests, npm for the
-# interoperability tests. Installs only
+# interoperability tests, Prometheus for the metrics test (it scrapes a running server). Installs only
 # what is missing, so a machine that has everything is not touched (and needs no root).
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v keytool >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v curl >/dev/null || missing+=(curl)
 # npm installs the interop tests' client library and the Node.js binary it runs on (tests/interop).
 command -v npm >/dev/null || missing+=(npm)
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -7,6 +7,10 @@ The screenshot of the configuration page is saved in the test's directory; with 
 (a path relative to the repository, or absolute) it is saved there too. The README's picture:
 
     CONSOLE_SCREENSHOT=docs/console.png python -m pytest tests/test_browser_console.py -k onboard
+
+The activity section of a client's page (charts and migration report) likewise, with ACTIVITY_SCREENSHOT:
+
+    ACTIVITY_SCREENSHOT=docs/activity.png python -m pytest tests/test_browser_console.py -k activity
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from browser import chromium, wait_for_element, wait_for_url, wait_until
-from support import ROOT, Server, assert_oauth_error, claims_for, free_port, rsa_key, shared_keystore, sign, \
-    token_form, write_config
+from support import ROOT, Server, assert_oauth_error, claims_for, free_port, jwks_of, rsa_key, shared_keystore, \
+    sign, token_form, write_config
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "console admin passphrase"
@@ -214,8 +218,8 @@ def screenshot(driver, path: Path) -> None:
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000, (path, len(data))
 
 
-def readme_screenshot_path() -> Path | None:
-    value = os.environ.get("CONSOLE_SCREENSHOT")
+def readme_screenshot_path(variable: str = "CONSOLE_SCREENSHOT") -> Path | None:
+    value = os.environ.get(variable)
     if not value:
         return None
     path = Path(value)
@@ -319,3 +323,103 @@ def test_rotate_the_key_with_a_pem_certificate(server, tmp_path):
 
         back_to_configuration(driver, server, client_id)
         assert [row[1] for row in failure_rows(driver)] == ["signature", "no_certificate"]   # newest first
+
+
+# --- per-client activity -------------------------------------------------------------------------
+
+def seeded_week(client_id: str, now_hour: int) -> dict:
+    """Six days and 23 hours of history before the current hour: more tokens in working hours (UTC),
+    a few failures, assertions sent to the token endpoint URL without typ."""
+    counts = {}
+    for hour in range(now_hour - 7 * 24 + 1, now_hour):
+        busy = 8 <= hour % 24 < 18
+        issued = (40 if busy else 12) + (hour * 7) % 9
+        failed = (hour * 5) % 4 if busy else 0
+        for name, count in (("issued", issued), ("binding:bearer", issued), ("aud:token_endpoint", issued),
+                            ("typ:absent", issued), ("alg:RS256", issued), ("lifetime:300", issued),
+                            ("failure:expired", failed)):
+            if count:
+                counts[(client_id, hour, name)] = (count, hour * 3600 + 1800)
+    return counts
+
+
+def section_screenshot(driver, first_id: str, last_id: str, path: Path) -> None:
+    """The part of the page from one element's top to another's bottom, as a PNG file."""
+    top, bottom = driver.execute_script(
+        "const a = document.getElementById(arguments[0]).getBoundingClientRect();"
+        "const b = document.getElementById(arguments[1]).getBoundingClientRect();"
+        "return [a.top + window.scrollY - 16, b.bottom + window.scrollY + 16];", first_id, last_id)
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": top, "width": WINDOW[0], "height": bottom - top, "scale": 1}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
+
+
+def test_client_activity_charts(tmp_path):
+    """A client's week of activity (the history written to the table, the last minutes by real
+    token requests to two workers), drawn as SVG charts with the figures in tables."""
+    import time
+    from storage import activity
+    from storage.database import close_all, open_database
+
+    shared_keystore(tmp_path)
+    port = free_port()
+    listener = ('[[event_listener]]\nid = "client_activity"\nname = "client_activity"\n'
+                '[event_listener.properties]\nFlushIntervalInSeconds = 1\n')
+    server = Server(write_config(tmp_path, port, workers=2, listeners=listener), port).start()
+    try:
+        server.cli("admin", "create", "--username", ADMIN, "--password-stdin", input=ADMIN_PASSWORD + "\n")
+        issuer = server.get("/.well-known/openid-configuration").json()["issuer"]
+        server.issuer = issuer
+        key = rsa_key()
+        (tmp_path / "jwks.json").write_text(jwks_of((key, "k1")))
+        server.cli("clients", "create", "--client-id", "billing-batch", "--client-name", "Billing batch",
+                   "--auth-method", "private_key_jwt", "--jwks-file", str(tmp_path / "jwks.json"))
+        now_hour = int(time.time()) // 3600
+        seeded = seeded_week("billing-batch", now_hour)
+        db = open_database("sqlite:///var/identity.db", tmp_path)
+        try:
+            activity.add(seeded)
+        finally:
+            close_all(db)
+        for _ in range(5):
+            assert request_token(server, "billing-batch", key).status_code == 200
+        for _ in range(2):
+            assert_oauth_error(request_token(server, "billing-batch", rsa_key()), 401, "invalid_client")
+
+        def seeded_sum(name: str, since_hour: int) -> int:
+            return sum(count for (_, hour, counter), (count, _) in seeded.items()
+                       if counter == name and hour >= since_hour)
+        issued_24h = seeded_sum("issued", now_hour - 23) + 5
+        failures_24h = seeded_sum("failure:expired", now_hour - 23) + 2
+
+        with chromium(tmp_path, trust_cert=server.ca) as driver:
+            set_viewport(driver)
+            sign_in(driver, server)
+            page = f"{server.base}/console/service-providers/edit?client_id=billing-batch"
+            driver.get(page)
+            for _ in range(20):  # until both workers have flushed
+                shown = int(text_of(driver, "issued-24h")), int(text_of(driver, "failures-24h"))
+                if shown[0] >= issued_24h and shown[1] >= failures_24h:
+                    break
+                time.sleep(0.5)
+                driver.get(page)
+            if int(time.time()) // 3600 == now_hour:   # the figures, unless an hour has just begun
+                assert text_of(driver, "issued-24h") == str(issued_24h)
+                assert text_of(driver, "failures-24h") == str(failures_24h)
+            assert len(driver.find_elements("css selector", "svg.chart")) == 2
+            assert len(driver.find_elements("css selector", "#chart-24h rect.bar-issued")) == 24
+            assert len(driver.find_elements("css selector", "#chart-7d rect.bar-issued")) == 7
+            assert texts_of(driver, "#failure-reasons tr.failure-reason-row th")[0] in ("expired", "signature")
+            refusals = text_of(driver, "client-refusals")
+            assert "AudiencePolicy=strict would refuse it" in refusals
+            assert "RequireExplicitTyp=true would refuse it" in refusals
+            section_screenshot(driver, "activity", "client-refusals", tmp_path / "activity.png")
+            readme_copy = readme_screenshot_path("ACTIVITY_SCREENSHOT")
+            if readme_copy is not None:
+                section_screenshot(driver, "activity", "client-refusals", readme_copy)
+                assert readme_copy.stat().st_size < 300_000, "the README's screenshot should stay small"
+    finally:
+        server.stop()

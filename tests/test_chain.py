@@ -20,7 +20,8 @@ def test_builtins_run_with_defaults(tmp_path):
                                                                 "TLSClientAuthenticator", "PublicClientAuthenticator"]
     assert list(chain.grants) == ["client_credentials", "authorization_code", "refresh_token"]
     assert type(chain.issuer).__name__ == "DefaultTokenIssuer"
-    assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener", "AuthFailureLogListener"]
+    assert [type(l).__name__ for l in chain.listeners] == ["AuditLogListener", "AuthFailureLogListener",
+                                                           "ClientActivityListener", "MetricsListener"]
     pkjwt = chain.authenticators[0]
     assert pkjwt.props["PreventTokenReuse"] is True and pkjwt.props["AudiencePolicy"] == "strict"
     assert pkjwt.order == 899

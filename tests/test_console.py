@@ -40,6 +40,8 @@ needs_keytool = pytest.mark.skipif(KEYTOOL is None, reason="keytool (a JDK) is n
 PAGES = [
     ("GET", "/console/"),
     ("GET", "/console/service-providers"),
+    ("GET", "/console/report"),
+    ("GET", "/console/service-providers?sort=failures"),
     ("GET", "/console/service-providers?q=x"),
     ("GET", "/console/service-providers/add"),
     ("POST", "/console/service-providers/add"),

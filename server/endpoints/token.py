@@ -8,6 +8,7 @@ from werkzeug.wrappers import Request
 from core.errors import OAuthError
 from core.request import TOKEN
 from server import current
+from server.endpoints.metrics import note_unavailable
 from server.forms import token_request
 from server.render import as_oauth_error, error_response, json_response
 
@@ -29,20 +30,33 @@ class TokenEndpoint:
     """WSGI middleware: POST /oauth2/token, the hot path, is answered without Flask's
     per-request machinery (request context, routing, hooks: a fifth to a third of the request's
     CPU, bench/README.md); everything else, other methods on this path included, goes to
-    Flask. The view, the errors and their rendering are the ones Flask uses."""
+    Flask. The steps, the errors and their rendering are the view's; each request is also
+    counted by grant_type and outcome (core.metrics), the early refusals included."""
 
     def __init__(self, flask_app, idp, release) -> None:
         self.flask_app, self.idp, self.release = flask_app, idp, release
+        self.metrics = idp.services.metrics
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != "/oauth2/token" or environ.get("REQUEST_METHOD") != "POST":
             return self.flask_app(environ, start_response)
+        grant_type = None
+        error: OAuthError | None = None
         try:
-            response = token_response(Request(environ), self.idp)
+            token_req = token_request(TOKEN, Request(environ), self.idp)
+            grant_type = token_req.form.get("grant_type")
+            body, headers = self.idp.chain.token(token_req)
+            response = json_response(body, headers=headers)
         except OAuthError as exc:
-            response = error_response(exc)
+            error = exc
         except Exception as exc:  # every failure leaves as JSON, as under Flask's handlers
-            response = error_response(as_oauth_error(exc))
+            error = as_oauth_error(exc)
+            note_unavailable(environ, exc)
         finally:
             self.release()
+        if error is not None:
+            note_unavailable(environ, error)
+            response = error_response(error)
+        if self.metrics is not None:
+            self.metrics.token_request(grant_type, error.error if error else None, response.status_code)
         return response(environ, start_response)
