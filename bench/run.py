@@ -42,7 +42,10 @@ VENV_PY = REPO / ".venv" / "bin" / "python"
 FLASK = REPO / ".venv" / "bin" / "flask"
 LUA = BENCH / "token.lua"
 ASSERTION_TYPE = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer"
-OUR_PORT, NODE_PORT, AUTHLIB_PORT = 9780, 3000, 5000
+OUR_PORT, NODE_PORT, AUTHLIB_PORT, FLOOR_PORT = 9780, 3000, 5000, 9790
+# The stack's floor (bench/floor.py) under our gunicorn settings, and under the Authlib peer's.
+FLOOR, AUTHLIB_FLOOR = "floor", "authlib-floor"
+FLOORS = (FLOOR, AUTHLIB_FLOOR)
 # Our issuer and token endpoint as the server computes them from [server] hostname and port (always
 # https: tls = false means a TLS-terminating proxy): the assertions' aud and the DPoP proofs' htu.
 OUR_ENDPOINT = f"https://127.0.0.1:{OUR_PORT}/oauth2/token"
@@ -52,7 +55,7 @@ PAGE_KB = 1
 EXPECTED_REASONS = {"s": "signature is invalid", "r": "already been used", "e": "has expired"}
 # Lines per second of run time to pre-sign for each target (≈1.5× the fastest seen, so a
 # faster server does not run dry; a run that does is flagged "exhausted").
-RATE_BUDGET = {"ours": 6000, "node-oidc-provider": 11000, "authlib": 4000}
+RATE_BUDGET = {"ours": 6000, "node-oidc-provider": 11000, "authlib": 4000, FLOOR: 7000, AUTHLIB_FLOOR: 7000}
 
 
 def log(msg: str) -> None:
@@ -439,6 +442,19 @@ def make_authlib(args, keys: dict, server_cpus: str) -> Target:
                   cleanup=lambda: shutil.rmtree(state, ignore_errors=True))
 
 
+def make_floor(args, keys: dict, server_cpus: str, flavour: str, threads: int) -> Target:
+    """The do-nothing Flask view (bench/floor.py): `ours` with our gunicorn settings and thread
+    count, `sync` as the Authlib peer is served."""
+    base = f"http://127.0.0.1:{FLOOR_PORT}"
+    name = FLOOR if flavour == "ours" else AUTHLIB_FLOOR
+    config = (f"Flask floor, gunicorn gthread x{args.workers}, {threads} threads" if flavour == "ours"
+              else f"Flask floor, gunicorn sync x{args.workers}")
+    return Target(name, f"{config}, CPU {server_cpus}", base + "/token", base + "/health", base + "/token",
+                  ["taskset", "-c", server_cpus, str(VENV_PY), str(BENCH / "floor.py"), "--flavour", flavour,
+                   "--bind", f"127.0.0.1:{FLOOR_PORT}", "--workers", str(args.workers), "--threads", str(threads)],
+                  REPO, dict(os.environ), server_cpus, keys)
+
+
 # --------------------------------------------------------------------------- one run
 
 
@@ -571,6 +587,8 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
         s1 = post_assertion(t.token_url, jws0, fresh())
         result["sanity"] = f"{s0[0]} {s0[1][:120]}"
         result["immediate_replay"] = f"{s1[0]} {s1[1][:160]}"
+        if t.name in FLOORS:
+            s1 = (s1[0], "(the floor checks nothing)")
         if s0[0] != 200 or "access_token" not in s0[1] or (t.dpop and '"DPoP"' not in s0[1]):
             raise RuntimeError(f"sanity request failed: {s0[0]} {s0[1][:300]}\n{server_log.read_text()[-2000:]}")
 
@@ -605,7 +623,7 @@ def measure(t: Target, args, wrk_cpu: str, stamp: str, profile: bool) -> dict:
             code, body = post_assertion(t.token_url, line(afile, n)[1], fresh())
             replays[label] = {"line": n, "status": code, "body": body[:160], "rejected": code != 200}
         result["replays_after_run"] = replays
-        expect_rejected = t.name != "ours" or args.reuse == "prevent"
+        expect_rejected = t.name not in FLOORS and (t.name != "ours" or args.reuse == "prevent")
         result["replay_ok"] = all(r["rejected"] == expect_rejected for r in replays.values()) and (
             (s1[0] != 200) == expect_rejected)
 
@@ -764,7 +782,7 @@ def ratios(rows: list[dict]) -> list[str]:
     for rnd in rounds:
         same = [r for r in rows if r.get("round", 1) == rnd and "rps" in r]
         for o in (r for r in same if r["target"] == "ours"):
-            for p in (r for r in same if r["target"] != "ours"):
+            for p in (r for r in same if r["target"] not in ("ours", *FLOORS)):
                 name = o["config"].split(",")[0]
                 per_pair.setdefault((name, p["target"]), []).append(o["rps"] / p["rps"])
                 where = f" [round {rnd}]" if len(rounds) > 1 else ""
@@ -774,6 +792,42 @@ def ratios(rows: list[dict]) -> list[str]:
         if len(values) > 1:
             out.append(f"ours ({name}) / {peer}: median {statistics.median(values):.2f}x over {len(values)} rounds "
                        f"(each: {', '.join(f'{v:.2f}' for v in values)})")
+    return out
+
+
+def floor_shares(rows: list[dict]) -> list[str]:
+    """Our share of the floor (same round, same thread count) and the application time per request,
+    ours (1/ours - 1/floor) beside Authlib's (1/Authlib - 1/its own floor under the sync worker),
+    in microseconds; with several rounds, the medians."""
+    out: list[str] = []
+    per: dict[str, list[tuple[float, float, float | None]]] = {}
+    us = lambda rps: 1e6 / rps  # noqa: E731
+    for rnd in sorted({r.get("round", 1) for r in rows}):
+        same = {(r["target"], r.get("threads"), r.get("variant")): r for r in rows
+                if r.get("round", 1) == rnd and r.get("rps")}
+        floors = {th: r for (name, th, _), r in same.items() if name == FLOOR}
+        authlib = next((r for (name, _, _), r in same.items() if name == "authlib"), None)
+        authlib_floor = next((r for (name, _, _), r in same.items() if name == AUTHLIB_FLOOR), None)
+        theirs = us(authlib["rps"]) - us(authlib_floor["rps"]) if authlib and authlib_floor else None
+        for (name, th, variant), o in same.items():
+            floor = floors.get(th)
+            if name != "ours" or floor is None:
+                continue
+            share, mine = o["rps"] / floor["rps"], us(o["rps"]) - us(floor["rps"])
+            per.setdefault(f"{variant}, {th} threads", []).append((share, mine, theirs))
+            line = (f"ours ({variant}, {th} threads) / floor [round {rnd}]: {share:.2f} of the floor "
+                    f"({o['rps']:,.0f} vs {floor['rps']:,.0f} req/s, p99 {o['p99_ms']:.1f} vs {floor['p99_ms']:.1f} ms); "
+                    f"application time {mine:,.0f} µs/request")
+            if theirs is not None:
+                line += (f", Authlib's {theirs:,.0f} µs ({authlib['rps']:,.0f} req/s on a floor of "
+                         f"{authlib_floor['rps']:,.0f})")
+            out.append(line)
+    for name, values in per.items():
+        theirs = [v[2] for v in values if v[2] is not None]
+        out.append(f"ours ({name}): median {statistics.median(v[0] for v in values):.2f} of the floor, "
+                   f"application time {statistics.median(v[1] for v in values):,.0f} µs/request"
+                   + (f" (Authlib's {statistics.median(theirs):,.0f} µs)" if theirs else "")
+                   + f" over {len(values)} round(s)")
     return out
 
 
@@ -837,6 +891,9 @@ def parse_args(argv=None):
     ap.add_argument("--count", type=int, default=0, help="assertions per target (default: sized to the run)")
     ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure node-oidc-provider and Authlib (default: yes)")
+    ap.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the stack's floor (bench/floor.py) under our gunicorn settings and, with the "
+                         "peers, under Authlib's sync worker (default: yes; not with --hostile)")
     ap.add_argument("--profile", action="store_true", help="run py-spy on our worker during the measured run")
     ap.add_argument("--keep", action="store_true", help="keep our server's temporary directory")
     ap.add_argument("--jti-rows", type=int, default=0,
@@ -904,24 +961,32 @@ def main(argv=None) -> int:
         for th in threads_list:
             for v in variants:
                 plan.append(("ours", (th, v), rnd))
+            if args.floor and not args.hostile:
+                plan.append((FLOOR, (th, None), rnd))
         if args.peers:
             plan.append(("node-oidc-provider", None, rnd))
             plan.append(("authlib", None, rnd))
+            if args.floor and not args.hostile:
+                plan.append((AUTHLIB_FLOOR, None, rnd))
     try:
-        for i, (name, ours, rnd) in enumerate(plan):
-            th, variant = ours or (None, None)
-            log(f"-- [{i + 1}/{len(plan)}] {name}{f' ({variant.name}, threads={th})' if ours else ''}"
+        for i, (name, setting, rnd) in enumerate(plan):
+            th, variant = setting or (None, None)
+            log(f"-- [{i + 1}/{len(plan)}] {name}{f' ({variant.name}, threads={th})' if variant else ''}"
                 f"{f', round {rnd}' if args.rounds > 1 else ''}")
             if name == "ours":
                 t = make_ours(args, th, variant, keys, dpop_key, jwks_server, server_cpus)
+            elif name in FLOORS:
+                t = make_floor(args, peer_keys, server_cpus, "ours" if name == FLOOR else "sync", th or 1)
             elif name == "node-oidc-provider":
                 t = make_node(args, peer_keys, server_cpus)
             else:
                 t = make_authlib(args, peer_keys, server_cpus)
             try:
                 label = stamp if args.rounds == 1 else f"{stamp}-r{rnd}"
-                if ours and len(threads_list) * len(variants) > 1:   # raw files of each of ours apart
+                if variant and len(threads_list) * len(variants) > 1:   # raw files of each of ours apart
                     label += f"-{variant.name.replace('+', '_')}-t{th}"
+                elif name == FLOOR and len(threads_list) > 1:
+                    label += f"-t{th}"
                 r = measure(t, args, wrk_cpu, label, args.profile and name == "ours")
                 r["threads"] = th
             except Exception as exc:  # a failed target is reported, the others still run
@@ -947,7 +1012,7 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     log("")
     log(table(rows))
-    for s in ratios(rows) + variant_ratios(rows):
+    for s in ratios(rows) + floor_shares(rows) + variant_ratios(rows):
         log(s)
     log(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (other work on the machine adds noise)")
     prof = None
@@ -960,7 +1025,7 @@ def main(argv=None) -> int:
     out = RESULTS / f"{stamp}-{args.alg}-c{args.clients}-{args.db}-w{args.workers}{'-hostile' if args.hostile else ''}" \
                     f"{('-' + args.tag) if args.tag else ''}.json"
     out.write_text(json.dumps({"timestamp": stamp, "args": vars(args), "machine": machine(),
-                               "load_average": [load0, load1], "rows": rows, "ratios": ratios(rows),
+                               "load_average": [load0, load1], "rows": rows, "ratios": ratios(rows), "floor_shares": floor_shares(rows),
                                "variant_ratios": variant_ratios(rows)}, indent=2))
     log(f"-> {out.relative_to(REPO)}")
     return 0 if all("rps" in r for r in rows) else 1
