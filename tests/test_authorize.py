@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import re
 import threading
 import time
@@ -518,20 +517,27 @@ def test_post_with_query_or_wrong_media_type_is_a_page(browser):
     assert_page(response, 400)
 
 
+class AuditEvents:
+    """The events the audit log listener wrote to standard error so far, decoded."""
+
+    def __init__(self, capfd) -> None:
+        self.capfd, self.events = capfd, []
+
+    def _read(self) -> list[dict]:
+        err = self.capfd.readouterr().err
+        self.events += [json.loads(line) for line in err.splitlines() if line.startswith('{"ts":')]
+        return self.events
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __getitem__(self, index):
+        return self._read()[index]
+
+
 @pytest.fixture
-def audit_events():
-    """The events the audit log listener writes, decoded."""
-    events: list[dict] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            events.append(json.loads(record.getMessage()))
-
-    handler = Collect()
-    logger = logging.getLogger("audit")
-    logger.addHandler(handler)
-    yield events
-    logger.removeHandler(handler)
+def audit_events(capfd):
+    return AuditEvents(capfd)
 
 
 def test_head_is_405_and_issues_nothing(env, browser, audit_events):
@@ -550,6 +556,7 @@ def test_head_is_405_and_issues_nothing(env, browser, audit_events):
         assert AuthorizationCode.select().count() == codes_before
     assert audit_events[events_before:] == []
     callback(browser.authorize(state="get"))         # GET still answers
+    assert [e["event"] for e in audit_events[events_before:]] == ["authorization_code_issued"]
 
 
 def test_head_of_logout_only_asks(env, browser):
