@@ -8,6 +8,8 @@ from typing import Callable
 
 import peewee
 
+from storage.database import database_proxy
+
 log = logging.getLogger("storage.purge")
 
 
@@ -42,7 +44,9 @@ def purge_all(db: peewee.Database, model, expiry, now: int, batch: int = 1000) -
 
 
 class PeriodicPurge:
-    """Runs one small purge batch every `every` calls (bounded work during normal operation)."""
+    """One small purge batch every `every` calls (bounded work during normal operation), run on a
+    thread of its own: the request whose call is the `every`-th never waits for it (nor for the
+    locks it takes). While a batch is still running, the next due one is skipped."""
 
     def __init__(self, every: int = 1000, batch: int = 500,
                  observer: Callable[[int | None], None] | None = None) -> None:
@@ -51,6 +55,7 @@ class PeriodicPurge:
         self.observer = observer  # told each batch's deleted rows, or None when it failed (metrics)
         self._calls = 0
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     def tick(self) -> bool:
         with self._lock:
@@ -58,14 +63,38 @@ class PeriodicPurge:
             return self._calls % self.every == 0
 
     def run(self, purge: Callable[[], int]) -> None:
-        """One batch on the request path; a failure is logged, never the request's."""
+        """Start one batch in the background; a failure is logged, never the request's."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            # Started when due, so never before gunicorn forks (a thread does not survive a fork).
+            self._thread = threading.Thread(target=self._batch, args=(purge,), name="purge", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the batch started last has finished (tests, shutdown)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _batch(self, purge: Callable[[], int]) -> None:
         try:
             deleted: int | None = purge()
         except Exception as exc:  # e.g. a lock timeout: the next batch will try again
             log.warning("purge of expired rows failed: %s", exc.__class__.__name__)
             deleted = None
+        finally:
+            _close_connection()
         if self.observer is not None:
             try:
                 self.observer(deleted)
             except Exception:
                 log.exception("purge observer failed")
+
+
+def _close_connection() -> None:
+    """The purge thread's connection: back to the pool (network databases) or closed (SQLite)."""
+    try:
+        database_proxy.close()
+    except Exception:  # a connection broken by an outage: dropped with the thread
+        pass
