@@ -5,8 +5,9 @@
 PLAN_JSON is a list of {"client_id", "source": "jwks"|"keystore"|"jwks_uri", "jwks_file",
 "cert_file", "jwks_uri"}. Each client is created exactly as
 `flask --app app clients create --client-id … --auth-method private_key_jwt …` would
-(and `flask --app app keystore import-cert …` for keystore clients), but in one process, since
-starting the CLI a thousand times would take minutes. Run with the repository root as cwd.
+and the keystore clients' certificates (`<client_id>.crt`, all in one folder) are imported with
+one `flask --app app keystore import-certs FOLDER`, all in one process, since starting the CLI
+a thousand times would take minutes. Run with the repository root as cwd.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main() -> int:
 
     cli("db", "upgrade")
     plan = json.load(open(plan_file))
+    folders = {os.path.dirname(item["cert_file"]) for item in plan if item["source"] == "keystore"}
+    for folder in folders:  # one rewrite of the keystore for all of them
+        cli("keystore", "import-certs", folder)
     for item in plan:
         cid = item["client_id"]
         args = ["clients", "create", "--client-id", cid, "--auth-method", "private_key_jwt"]
@@ -39,8 +43,6 @@ def main() -> int:
             args += ["--jwks-file", item["jwks_file"]]
         elif item["source"] == "jwks_uri":
             args += ["--jwks-uri", item["jwks_uri"]]
-        else:
-            cli("keystore", "import-cert", "--alias", cid, "--file", item["cert_file"])
         cli(*args)
     print(f"registered {len(plan)} clients", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import click
 from cryptography.hazmat.primitives import hashes, serialization
@@ -228,6 +229,25 @@ def keystore_import(alias, cert_file):
     except KeystoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported {entry.alias} ({entry.certificate.subject.rfc4514_string()})")
+
+
+CERTIFICATE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+
+
+@keystore_cli.command("import-certs")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, dir_okay=True))
+def keystore_import_many(directory):
+    """Import every certificate file of DIRECTORY (*.pem, *.crt, *.cer, *.der), each under its file
+    name without the extension as alias (the client id), with one rewrite of the keystore: all of
+    them, or none when one is refused."""
+    files = sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in CERTIFICATE_SUFFIXES)
+    if not files:
+        raise click.ClickException(f"no certificate files ({', '.join(CERTIFICATE_SUFFIXES)}) in {directory}")
+    try:
+        entries = current.services().keystore().import_certificates([(p.stem, p.read_bytes()) for p in files])
+    except (KeystoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"imported {len(entries)} certificates")
 
 
 @keystore_cli.command("list")

@@ -922,6 +922,32 @@ def test_cli_import_cert_is_a_keytool_trusted_cert_entry(main, tmp_path):
     assert re.search(r"^wso2carbon, .*PrivateKeyEntry", listing, re.M), listing
 
 
+def test_cli_import_certs_imports_a_directory_at_once_or_nothing(main, tmp_path):
+    keys = {f"batch-{i}": rsa_key() for i in range(3)}
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name, key in keys.items():
+        write_cert(certs / f"{name}.pem", self_signed(key, name))
+    (certs / "README.txt").write_text("not a certificate file name: ignored")
+    assert main.cli("keystore", "import-certs", str(certs)).stdout.strip() == "imported 3 certificates"
+    listed = {e["alias"]: e["subject"] for e in json.loads(main.cli("keystore", "list").stdout)}
+    assert {name: listed[name] for name in keys} == {name: f"CN={name}" for name in keys}
+    # One alias already taken (a second run), or one file that is no certificate: nothing is imported.
+    write_cert(certs / "batch-new.pem", self_signed(rsa_key(), "batch-new"))
+    again = main.cli("keystore", "import-certs", str(certs), check=False)
+    assert again.returncode == 1 and "alias 'batch-0' already exists" in again.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    write_cert(other / "batch-good.pem", self_signed(rsa_key(), "batch-good"))
+    (other / "batch-junk.crt").write_text("junk")
+    refused = main.cli("keystore", "import-certs", str(other), check=False)
+    assert refused.returncode == 1 and "alias 'batch-junk' is not an X.509 certificate" in refused.stderr
+    listed = {e["alias"] for e in json.loads(main.cli("keystore", "list").stdout)}
+    assert not listed & {"batch-new", "batch-good", "batch-junk"}
+    empty = main.cli("keystore", "import-certs", str(tmp_path / "certs" / ".."), check=False)
+    assert empty.returncode == 1 and "no certificate files" in empty.stderr
+
+
 def test_certificate_imported_with_cli_is_used_without_restart(main, tmp_path):
     key = rsa_key()
     cert_file = write_cert(tmp_path / "live.pem", self_signed(key, "live-cert-client"))
