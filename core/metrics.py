@@ -13,12 +13,19 @@ in this process, in a registry of this Metrics object's own.
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess, values
+from prometheus_client.mmap_dict import MmapedDict
+
+log = logging.getLogger("core.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -97,6 +104,21 @@ def status_label(status: int) -> str:
     return str(status) if 100 <= status <= 599 else OTHER
 
 
+def _observing(record):
+    """A recording never fails the request it observes: a value that cannot be written (the
+    multiprocess directory removed, a full disk) is dropped, and logged at most once a minute."""
+    @functools.wraps(record)
+    def observe(self: "Metrics", *args: Any, **kwargs: Any) -> None:
+        try:
+            record(self, *args, **kwargs)
+        except Exception as exc:
+            now = time.monotonic()
+            if self.failure_logged is None or now - self.failure_logged >= 60:
+                self.failure_logged = now
+                log.error("metrics not recorded: %s: %s", exc.__class__.__name__, exc)
+    return observe
+
+
 class _Family:
     """A labelled metric with its children kept in a plain dict: after the first use of a set of
     label values, recording takes no lock of its own (prometheus_client's labels() does)."""
@@ -132,17 +154,50 @@ def worker_exited(pid: int) -> None:
     so that totals never go down)."""
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
-        multiprocess.mark_process_dead(pid, directory)
+        try:
+            multiprocess.mark_process_dead(pid, directory)
+        except OSError as exc:   # in gunicorn's main loop: an exception there stops the server
+            log.error("metrics of worker %d not removed: %s", pid, exc)
+
+
+class _ReadableFiles:
+    """prometheus_client's multiprocess collector over the files of the directory it can read: a
+    file left empty or damaged (a worker killed while creating it) is skipped, said once, rather
+    than failing every scrape until the next start."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+        self.skipped: set[str] = set()
+
+    def collect(self):
+        if not self.directory.is_dir():   # nothing to read: a failed scrape, not an empty one
+            raise FileNotFoundError(f"no metrics directory {self.directory}")
+        readable = []
+        for path in sorted(self.directory.glob("*.db")):
+            try:
+                for key, *_ in MmapedDict.read_all_values_from_file(str(path)):
+                    json.loads(key)
+            except FileNotFoundError:   # a live gauge of a worker that has just exited
+                continue
+            except Exception as exc:
+                if path.name not in self.skipped:
+                    self.skipped.add(path.name)
+                    log.warning("metrics file %s skipped: %s", path.name, exc.__class__.__name__)
+                continue
+            readable.append(str(path))
+        return multiprocess.MultiProcessCollector.merge(readable, accumulate=True)
 
 
 class Metrics:
     """Every metric of the server, created once per application."""
 
     def __init__(self) -> None:
+        self.failure_logged: float | None = None  # monotonic time (_observing)
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV)) and values.ValueClass is not values.MutexValue
         # Multiprocess: nothing is registered here; a scrape reads the directory.
         registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
         self.registry = registry
+        self.files: _ReadableFiles | None = None   # multiprocess: what a scrape reads
 
         def counter(name: str, documentation: str, labels: tuple[str, ...]) -> _Family:
             return _Family(Counter(name, documentation, labels, registry=registry))
@@ -178,39 +233,48 @@ class Metrics:
 
     # --- recording (each call is a few dictionary look-ups and a memory write) -----------
 
+    @_observing
     def worker_started(self) -> None:
         """In each worker after the fork (gunicorn's post_fork); a dead worker's 1 leaves the
         sum with its file (worker_exited)."""
         self.workers.set(1)
 
+    @_observing
     def request(self, endpoint: str, status: int, seconds: float, unavailable_cause: str | None = None) -> None:
         self.http_requests.labels(endpoint, status_label(status)).inc()
         self.http_duration.labels(endpoint).observe(seconds)
         if status == 503:
             self.unavailable.labels(_fixed(unavailable_cause, UNAVAILABLE_CAUSES)).inc()
 
+    @_observing
     def token_request(self, grant_type: Any, error: str | None, status: int) -> None:
         self.token_requests.labels(grant_type_label(grant_type), outcome_label(error, status)).inc()
 
+    @_observing
     def client_auth_failed(self, method: Any, reason: Any) -> None:
         self.client_auth_failures.labels(method_label(method), reason_label(reason)).inc()
         if reason == "rate_limited":
             self.rate_limited.labels("client_authentication").inc()
 
+    @_observing
     def sign_in_refused(self) -> None:
         self.rate_limited.labels("sign_in").inc()
 
+    @_observing
     def token_issued(self, grant_type: Any, token_format: Any, binding: Any) -> None:
         self.tokens_issued.labels(grant_type_label(grant_type), _fixed(token_format, TOKEN_FORMATS),
                                   _fixed(binding, BINDINGS)).inc()
 
+    @_observing
     def jwks_fetched(self, outcome: str, cached: int) -> None:
         self.jwks_fetches.labels(_fixed(outcome, JWKS_OUTCOMES)).inc()
         self.jwks_cached.set(cached)
 
+    @_observing
     def jwks_key_set_used(self, age_seconds: float) -> None:
         self.jwks_age.observe(age_seconds)
 
+    @_observing
     def replay_purged(self, table: str, deleted: int | None) -> None:
         """`deleted` is None when the purge failed."""
         table = _fixed(table, REPLAY_TABLES)
@@ -224,6 +288,8 @@ class Metrics:
         """The text format, version 0.0.4 (what every Prometheus 2 and 3 reads), and its media type."""
         if self.registry is not None:
             return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        if self.files is None:
+            self.files = _ReadableFiles(os.environ[MULTIPROC_ENV])
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.files)
         return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

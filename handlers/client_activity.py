@@ -2,9 +2,9 @@
 assertions, counted per hour in IDN_OAUTH_CLIENT_ACTIVITY (storage.activity).
 
 The token path only adds to counters in this process's memory; a background thread of each
-worker adds them to the table in one upsert batch every `FlushIntervalInSeconds` and when the
-worker exits, so every node contributes to the same rows. Now and then (at most once an hour per
-process) a flush deletes rows older than `RetentionInDays`.
+worker adds them to the table, a few hundred rows per short transaction, every
+`FlushIntervalInSeconds` and when the worker exits, so every node contributes to the same rows.
+Now and then (at most once an hour per process) a flush deletes rows older than `RetentionInDays`.
 
 Counted: events of registered clients only (a failure whose client id the authenticator did not
 find — `client_known` false — has no console page and would let anyone grow the table). A 429
@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import peewee
 
+from core.metrics import AUTH_REASONS, ERROR_CODES
 from handlers.base import Listener, Property, RegisteredClient, fapi2
 from handlers.chain import FAPI2_METHODS
 from handlers.private_key_jwt import EXPLICIT_TYP, FAPI2_ALGORITHMS, PrivateKeyJWTClientAuthenticator
@@ -48,8 +49,14 @@ BINDINGS = ("bearer", "dpop", "mtls", "dpop+mtls")
 # Assertion lifetime (exp - iat) buckets: at most 1 minute, 5 minutes, 1 hour, longer.
 LIFETIMES = (("60", 60), ("300", 300), ("3600", 3600), ("long", None))
 _REASON = re.compile(r"[a-z0-9_.+-]{1,48}")
-# Counts kept in memory while the database cannot be written; beyond this, new keys are dropped.
+# Counts kept in memory while the database cannot be written; beyond this, new keys are dropped
+# (said once per flush interval).
 MAX_PENDING = 100_000
+# Distinct failure reasons a process counts under their own name beyond the well-known ones
+# (client authentication's reasons, the OAuth error codes); later ones count as failure:other:
+# a drop-in handler's reason might carry request input.
+MAX_REASONS = 256
+_KNOWN_FAILURES = frozenset(FAILURE + reason for reason in (*AUTH_REASONS, *ERROR_CODES))
 PURGE_INTERVAL = 3600
 REPORT_DAYS = 7
 
@@ -120,6 +127,8 @@ class ClientActivityListener(Listener):
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._pending: dict[activity.Key, tuple[int, int]] = {}
+        self._reasons: set[str] = set()
+        self._dropping = False   # MAX_PENDING reached since the last flush (and said)
         self._wake = threading.Event()
 
     def on_event(self, event: str, data: dict[str, Any]) -> None:
@@ -134,10 +143,17 @@ class ClientActivityListener(Listener):
         hour = now // 3600
         with self._lock:
             for name in names:
+                if name.startswith(FAILURE) and name not in _KNOWN_FAILURES and name not in self._reasons:
+                    if len(self._reasons) < MAX_REASONS:
+                        self._reasons.add(name)
+                    else:
+                        name = FAILURE + "other"
                 key = (client_id, hour, name)
                 count = self._pending.get(key)
                 if count is None and len(self._pending) >= MAX_PENDING:
-                    log.warning("client activity not counted: %d counters wait for the database", MAX_PENDING)
+                    if not self._dropping:
+                        self._dropping = True
+                        log.warning("client activity not counted: %d counters wait for the database", MAX_PENDING)
                     return
                 self._pending[key] = (count[0] + 1, now) if count else (1, now)
 
@@ -162,17 +178,22 @@ class ClientActivityListener(Listener):
         now = time.time() if now is None else now
         with self._flushing:
             with self._lock:
-                batch, self._pending = self._pending, {}
+                batch, self._pending, self._dropping = self._pending, {}, False
+            items = sorted(batch.items())   # key order in every transaction: no deadlock between nodes
             written = 0
             try:
-                written = activity.add(batch, self.services.db)   # the database this chain was built with
-                if batch and now - self._last_purge >= PURGE_INTERVAL:
+                # One short transaction per slice: a large flush (after an outage) never holds
+                # SQLite's one write lock for seconds against the token path.
+                for start in range(0, len(items), activity.BATCH):
+                    # the database this chain was built with
+                    written += activity.add(dict(items[start:start + activity.BATCH]), self.services.db)
+                if items and now - self._last_purge >= PURGE_INTERVAL:
                     self._last_purge = now
                     self._purge(now)
             except Exception as exc:  # kept for the next flush; the thread lives on, the tokens were served
                 self._failed("client activity not written yet", exc)
                 with self._lock:
-                    for key, (count, last) in batch.items():
+                    for key, (count, last) in items[written:]:   # the slices written stay written
                         if key in self._pending:
                             held = self._pending[key]
                             self._pending[key] = (held[0] + count, max(held[1], last))
@@ -245,7 +266,8 @@ class ReportRow:
                 "refused_by": [{"setting": s, "why": why} for s, why in self.refused_by.items()],
                 "notes": self.notes, "assertions": self.assertions,
                 "aud": self.group("aud"), "typ": self.group("typ"), "alg": self.group("alg"),
-                "lifetime": {LIFETIME_LABELS[name]: count for name, count in self.group("lifetime").items()},
+                "lifetime": {LIFETIME_LABELS.get(name, name): count   # a name of another release: as it is
+                             for name, count in self.group("lifetime").items()},
                 "max_lifetime": self.max_lifetime, "tokens_issued": self.issued, "binding": self.group("binding")}
 
 

@@ -514,8 +514,11 @@ def check_jwks_uris(ctx: Context) -> list[Finding]:
 # --- the rate-limit store -----------------------------------------------------------------------
 
 def _redis_where(url: str) -> str:
-    """Scheme, host, port and database of a Redis URL: never a user name or password."""
+    """Scheme, host, port and database of a Redis URL: never a user name or password (of which
+    a "/" not percent-encoded would otherwise move a part into the path)."""
     parts = urlsplit(url)
+    if "@" in parts.path:
+        return f"{parts.scheme}://"
     if parts.scheme == "unix":
         return f"unix://{parts.path}"
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""

@@ -16,7 +16,8 @@ import peewee
 from storage.models import ClientActivity
 
 # Rows per INSERT statement: SQLite allows 32766 bound parameters (5 per row), the others more.
-_BATCH = 500
+# Writers flushing many counts add them this many at a time, one short transaction each.
+BATCH = 500
 FAILURE_PREFIX = "failure:"
 ISSUED = "issued"
 
@@ -48,16 +49,31 @@ def add(counts: Mapping[Key, tuple[int, int]], db: peewee.Database | None = None
                                                     ClientActivity.last_time)}
     target = {} if mysql else {"conflict_target": [ClientActivity.client_id, ClientActivity.hour, ClientActivity.name]}
     with db.atomic():
-        for start in range(0, len(rows), _BATCH):
-            (ClientActivity.insert_many(rows[start:start + _BATCH])
+        for start in range(0, len(rows), BATCH):
+            (ClientActivity.insert_many(rows[start:start + BATCH])
              # A row count, not the keys: no RETURNING, whichever database the models point at now.
              .on_conflict(update=update, **target).as_rowcount().execute(db))
     return len(rows)
 
 
-def purge(before_hour: int, db: peewee.Database | None = None) -> int:
-    """Delete the rows of hours before `before_hour`; returns how many."""
-    return ClientActivity.delete().where(ClientActivity.hour < before_hour).execute(_database(db))
+def purge(before_hour: int, db: peewee.Database | None = None, batch: int = 100) -> int:
+    """Delete the rows of hours before `before_hour`, `batch` rows per transaction (never a long
+    lock against the token path's writes); returns how many."""
+    db = _database(db)
+    key = (ClientActivity.client_id, ClientActivity.hour, ClientActivity.name)
+    deleted = 0
+    while True:
+        rows = list(ClientActivity.select(*key).where(ClientActivity.hour < before_hour).limit(batch)
+                    .tuples().execute(db))
+        if not rows:
+            return deleted
+        with db.atomic():
+            # A flat IN list of row values: nested ORs overflow SQLite's parser.
+            n = (ClientActivity.delete()
+                 .where(peewee.Tuple(*key).in_([peewee.Tuple(*row) for row in rows])).execute(db))
+        deleted += n
+        if len(rows) < batch or not n:   # never a loop over rows that will not go
+            return deleted
 
 
 def hourly(client_id: str, since_hour: int) -> dict[tuple[int, str], int]:

@@ -55,6 +55,8 @@ def describe(url: str, base_dir: Path) -> str:
     parts = urlsplit(url)
     if parts.scheme.split("+", 1)[0] == "sqlite":
         return str(sqlite_path(url, base_dir))
+    if "@" in parts.path + parts.query + parts.fragment:  # a password with "/", "?" or "#" not percent-encoded
+        return f"{parts.scheme}://{url.rpartition('@')[2].split('?', 1)[0].split('#', 1)[0]}"
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 

@@ -587,3 +587,64 @@ def test_a_worker_writes_its_counts_when_it_exits(tmp_path):
     assert stored_counts("sqlite:///var/identity.db", tmp_path)["app"] == {
         "issued": 3, "binding:bearer": 3, "aud:token_endpoint": 3, "typ:absent": 3, "alg:RS256": 3,
         "lifetime:300": 3}
+
+
+# --- bounded: memory, names, locks ---------------------------------------------------------------
+
+def test_the_cap_on_pending_counters_is_said_once_per_flush(any_db, monkeypatch, caplog):
+    from handlers import client_activity
+    monkeypatch.setattr(client_activity, "MAX_PENDING", 4)
+    counter = listener(any_db)
+    for round_ in range(2):
+        for i in range(50):   # two counters each: beyond the cap from the third client on
+            counter.on_event(*issued(f"c{i}"))
+        assert len(counter._pending) == 4
+        assert len([m for m in caplog.messages if m.startswith("client activity not counted")]) == round_ + 1
+        assert counter.flush() == 4
+
+
+def test_failure_reasons_are_a_bounded_vocabulary(any_db, monkeypatch):
+    """A drop-in handler whose reason carries request input cannot grow the table without end."""
+    from handlers import client_activity
+    monkeypatch.setattr(client_activity, "MAX_REASONS", 5)
+    counter = listener(any_db)
+    for i in range(20):
+        counter.on_event("token_error", {"client_id": "c", "error": "invalid_grant", "reason": f"scope_{i}"})
+    counter.on_event("client_authentication", auth("failure", reason="signature"))
+    names = {name for (_, _, name) in counter._pending}
+    assert names == {f"failure:scope_{i}" for i in range(5)} | {"failure:other", "failure:signature"}
+    counter.on_event("token_error", {"client_id": "c", "error": "invalid_grant", "reason": "scope_3"})
+    assert counter._pending[("c", int(time.time()) // 3600, "failure:scope_3")][0] == 2
+
+
+def test_a_large_flush_commits_in_slices_and_keeps_only_what_was_not_written(any_db):
+    """Each slice is its own short transaction (a large flush never holds SQLite's one write lock
+    for seconds against the token path); a slice the database refuses is kept, the slices
+    already written are not counted twice."""
+    if any_db.kind != "sqlite":
+        pytest.skip("the refusal is a SQLite trigger")
+    counter = listener(any_db)
+    for i in range(1200):
+        counter.on_event("token_issued", {"client_id": f"client-{i:04d}", "binding": "none"})
+    any_db.execute_sql('CREATE TRIGGER refuse BEFORE INSERT ON "IDN_OAUTH_CLIENT_ACTIVITY" '
+                       "WHEN NEW.\"CLIENT_ID\" = 'client-0900' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    assert counter.flush() == activity.BATCH          # the first slice only
+    assert len(counter._pending) == 1200 - activity.BATCH
+    any_db.execute_sql("DROP TRIGGER refuse")
+    assert counter.flush() == 1200 - activity.BATCH
+    assert ClientActivity.select().count() == 1200
+    assert {r.count for r in ClientActivity.select()} == {1}
+
+
+def test_purge_deletes_in_small_transactions(any_db):
+    activity.add({(f"c{i}", h, "issued"): (1, 0) for i in range(70) for h in (100, 101, 200)})
+    assert activity.purge(150, batch=50) == 140
+    assert ClientActivity.select().count() == 70
+    assert {h for _, h, _ in rows(any_db)} == {200}
+
+
+def test_a_counter_name_this_release_does_not_know_is_reported_as_it_is():
+    """Another node (an older or newer release) may have written names this one has no label for."""
+    row = judge(client(), {"lifetime:90": 1, "lifetime:60": 2, "aud:somewhere": 1, "typ:new": 1}, settings(), CURRENT)
+    assert row.as_json()["lifetime"] == {"90": 1, "≤ 1 min": 2}
+    assert row.max_lifetime == "≤ 1 min"

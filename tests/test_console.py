@@ -1332,3 +1332,25 @@ def test_the_client_ids_failure_budget_is_shown_as_a_signal(tmp_path):
     assert text.startswith("Failed authentications in the current window: 2 of a budget of 2 — over the budget for ")
     assert "assertions that verify are served as always" in text
     assert env.post(token_form(sign(key, claims_for("watched", env.issuer), headers={"kid": "k1"}))).status_code == 200
+
+
+def test_activity_charts_and_the_report_escape_what_clients_and_other_nodes_wrote(env, browser):
+    """Client ids, names and the counter names another node wrote are text in the SVG, the
+    tables and the links, never markup; the list's sort parameter only picks a known order."""
+    import time as _time
+    from storage import activity
+    evil = '"><svg onload=alert(1)><script>x</script>'
+    register(env, "c" + evil, client_name="n" + evil)
+    hour = int(_time.time()) // 3600
+    with env.app.app_context():
+        activity.add({("c" + evil, hour, "issued"): (3, int(_time.time())),
+                      ("c" + evil, hour, "failure:" + evil[:40]): (2, int(_time.time())),
+                      ("c" + evil, hour, "aud:" + evil[:40]): (1, int(_time.time()))})
+    pages = [browser.get("/console/service-providers/edit", query_string={"client_id": "c" + evil}),
+             browser.get("/console/report"),
+             browser.get("/console/service-providers", query_string={"sort": evil}),
+             browser.get("/console/service-providers", query_string={"sort": "failures", "q": evil})]
+    for page in pages:
+        assert page.status_code == 200, page.text
+        assert "<svg onload" not in page.text and "<script>" not in page.text
+    assert "&lt;svg onload=alert(1)&gt;" in pages[0].text

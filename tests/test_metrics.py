@@ -190,7 +190,9 @@ def test_replay_purges_are_reported_through_the_services(idp):
     services.replay.periodic.every = 1  # a purge after every recorded jti
     with idp.app.app_context():
         services.replay.use("client-1", "old", exp_time=1, prevent_reuse=True, now=0)
+    services.replay.periodic.wait()  # each batch runs on a thread of its own
     assert idp.token(idp.assertion()).status_code == 200
+    services.replay.periodic.wait()
     text = scrape(idp)
     assert value(text, "idp_replay_purges_total", table="IDN_OIDC_JTI", outcome="success") == 2
     assert value(text, "idp_replay_purged_rows_total", table="IDN_OIDC_JTI") == 1
@@ -202,6 +204,7 @@ def test_a_failed_purge_is_reported(idp):
     store.purge = lambda now, limit: 1 / 0  # e.g. a lock timeout
     with idp.app.app_context():
         assert store.use("client-1", "jti-1", exp_time=int(time.time()) + 60, prevent_reuse=True)
+    store.periodic.wait()
     assert results == [("IDN_OIDC_JTI", None)]
 
 
@@ -442,3 +445,81 @@ def test_disallowed_address_and_a_port_of_its_own_on_the_real_server(tmp_path):
         assert_oauth_error(requests.get(f"https://localhost:{metrics_port}/oauth2/jwks", verify=server.ca, timeout=15),
                            404, "not_found")
         assert f"  metrics    https://127.0.0.1:{metrics_port}/metrics" in server.log()
+
+
+# --- what an attacker or an unlucky deployment can do -------------------------------------------------
+
+@contextlib.contextmanager
+def multiprocess_values(directory: Path):
+    """prometheus_client's multiprocess mode in this process (as under gunicorn), undone after."""
+    from prometheus_client import values
+    core_metrics.enable_multiprocess(directory)
+    try:
+        yield
+    finally:
+        os.environ.pop(core_metrics.MULTIPROC_ENV, None)
+        values.ValueClass = values.get_value_class()
+
+
+def test_a_metrics_directory_that_cannot_be_written_never_fails_a_request(make_idp, tmp_path, caplog):
+    directory = tmp_path / "metrics"
+    with multiprocess_values(directory):
+        env = make_idp()
+        env.register()
+        assert env.app.extensions["idp"].services.metrics.multiprocess
+        for leftover in directory.iterdir():
+            leftover.unlink()
+        directory.rmdir()   # e.g. removed by a clean-up job: no value file can be created
+        for _ in range(2):
+            r = env.token(env.assertion())
+            assert r.status_code == 200, r.text
+        assert_oauth_error(env.app.test_client().get("/no/such/page"), 404, "not_found")
+        r = env.app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert_oauth_error(r, 500, "server_error")
+    assert len([m for m in caplog.messages if m.startswith("metrics not recorded")]) == 1   # not once per request
+
+
+@pytest.mark.parametrize("headers", [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"},
+                                     {"X-Real-IP": "203.0.113.9"}, {"X-Forwarded-For": "127.0.0.1"}])
+def test_a_request_an_unknown_proxy_forwarded_is_refused(idp, headers):
+    """A reverse proxy on the loopback interface that is not one of trusted_proxies would make
+    every client of it a loopback reader: a forwarded request from such a peer is refused."""
+    for address in ("127.0.0.1", "::ffff:127.0.0.1"):
+        r = idp.app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": address}, headers=headers)
+        assert_oauth_error(r, 403, "access_denied")
+
+
+def test_a_trusted_proxy_on_a_dual_stack_listener_does_not_open_the_metrics(make_idp):
+    env = make_idp(server_extra='trusted_proxies = ["127.0.0.1"]')
+    r = env.app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"},
+                                  headers={"X-Forwarded-For": "203.0.113.9"})
+    assert_oauth_error(r, 403, "access_denied")
+    # A trusted proxy that says whom it forwarded only in headers the address is not read from.
+    for header in ("Forwarded", "X-Real-IP"):
+        r = env.app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                                      headers={header: "for=203.0.113.9"})
+        assert_oauth_error(r, 403, "access_denied")
+    # The proxy's own requests (a Prometheus beside it, no forwarding header) are still served.
+    assert env.app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"}).status_code == 200
+
+
+def test_an_unreadable_file_in_the_metrics_directory_does_not_take_the_others_down(make_idp, tmp_path):
+    """A worker killed while creating its file leaves it empty; the scrape skips it."""
+    directory = tmp_path / "metrics"
+    with multiprocess_values(directory):
+        env = make_idp()
+        env.register()
+        assert env.token(env.assertion()).status_code == 200
+        (directory / "counter_999999.db").write_bytes(b"")
+        (directory / "histogram_999998.db").write_bytes(b"\xff" * 64)
+        text = scrape(env)
+        assert value(text, "idp_token_requests_total", grant_type="client_credentials", outcome="success") == 1
+
+
+def test_a_dead_workers_files_that_cannot_be_removed_never_stop_the_master(tmp_path, caplog):
+    """gunicorn's master runs child_exit in its main loop: an exception there would stop the server."""
+    directory = tmp_path / "metrics"
+    with multiprocess_values(directory):
+        (directory / "gauge_livesum_424242.db").mkdir()   # os.remove cannot remove it
+        core_metrics.worker_exited(424242)
+    assert any(m.startswith("metrics of worker 424242 not removed") for m in caplog.messages)

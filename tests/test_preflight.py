@@ -367,3 +367,29 @@ def test_under_fapi2_a_client_secret_client_is_an_error(tmp_path):
         "ERROR  clients.auth_method  client secret-app authenticates with client_secret_basic, which the token "
         'endpoint does not accept: not allowed under [oauth] profile = "fapi2"',
         setup.summary(2, 0, 3)]
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://user:secret@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("rediss://:secret@[::1]:6380/2", "rediss://[::1]:6380/2"),
+    # A password with a character URLs give a meaning to (not percent-encoded): never part of it shown.
+    ("redis://:sec/ret@127.0.0.1:6379/0", "redis://"),
+    ("redis://:sec?ret@127.0.0.1:6379/0", "redis://"),
+    ("unix://:sec/ret@/run/redis.sock?db=1", "unix://"),
+    ("unix:///run/redis/redis.sock?password=secret", "unix:///run/redis/redis.sock"),
+])
+def test_the_redis_address_is_shown_without_credentials(url, shown):
+    from server.preflight import _redis_where
+    assert _redis_where(url) == shown
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://idp:secret@db:5432/identity?max_connections=8", "postgresql://db:5432/identity"),
+    ("postgresql://idp:sec/ret@db/identity", "postgresql://db/identity"),
+    ("mysql://idp:sec#ret@db/identity", "mysql://db/identity"),
+    ("mysql://idp:sec?ret@db/identity?charset=utf8mb4", "mysql://db/identity"),
+])
+def test_the_database_is_named_without_credentials(url, shown, tmp_path):
+    """What check_database (and the start-up message) print of [database.identity_db] url."""
+    from storage.database import describe
+    assert describe(url, tmp_path) == shown

@@ -8,7 +8,9 @@ second gunicorn listener; every other path there is 404, and /metrics on the ser
 Who may read it: [monitoring] allowed_addresses, matched against the client's address as the
 rate limits and the audit log see it (server.current.client_address): the TCP peer, or behind one
 of [server] trusted_proxies the address that proxy forwarded. So a proxy on the loopback
-interface does not make every client of the proxy a loopback reader.
+interface does not make every client of the proxy a loopback reader — nor does one that is not
+listed (or is, in another spelling): a forwarded request whose client address was not read from
+the forwarding (a peer that is not a trusted proxy, or one that sent no X-Forwarded-For) is refused.
 """
 
 from __future__ import annotations
@@ -81,6 +83,19 @@ def _allowed(address: str, networks: tuple) -> bool:
     return any(ip in network for network in networks)
 
 
+# Headers a reverse proxy adds (RFC 7239 and the de facto ones).
+_FORWARDING = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def _forwarded_unread(req: Request, idp) -> bool:
+    """The request was forwarded, but the client's address was not read from the forwarding: the
+    peer is not a trusted proxy, or is one that sent no X-Forwarded-For (only Forwarded, X-Real-IP)."""
+    if not any(name in req.headers for name in _FORWARDING):
+        return False
+    trusted = idp.services.settings.server["trusted_proxies"]
+    return (req.remote_addr or "") not in trusted or "X-Forwarded-For" not in req.headers
+
+
 def _error(error: str, description: str, status: int, headers: dict | None = None):
     return error_response(OAuthError(error, description, status, headers))
 
@@ -134,7 +149,9 @@ class RequestMetrics:
             return _error("not_found", "Not Found", 404)
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _error("invalid_request", "This endpoint accepts only GET, HEAD", 405, {"Allow": "GET, HEAD"})
-        if not _allowed(current.client_address(Request(environ), self.idp), self.networks):
+        req = Request(environ)
+        if (_forwarded_unread(req, self.idp)
+                or not _allowed(current.client_address(req, self.idp), self.networks)):
             return _error("access_denied", "The metrics are not available to this address", 403)
         try:
             body, content_type = self.metrics.exposition()
