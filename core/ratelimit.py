@@ -161,7 +161,7 @@ class RedisCounters:
             if now - self._warned_at >= REDIS_WARN_EVERY:
                 self._warned_at = now
                 log.warning("rate-limit store %s is unreachable (%s): counting failures in this process "
-                            "until it answers", _safe_url(self.url), exc.__class__.__name__)
+                            "until it answers", redis_location(self.url), exc.__class__.__name__)
             return None
         return [(int(flat[i]), max(0.0, int(flat[i + 1]) / 1000)) for i in range(0, len(flat), 2)]
 
@@ -178,10 +178,13 @@ class RedisCounters:
         return self.fallback.add(keys) if found is None else found
 
 
-def _safe_url(url: str) -> str:
-    """The Redis URL for the log: scheme, host, port and database (or socket path) — no user
-    name or password, wherever the URL carries them (before the host or in the query)."""
+def redis_location(url: str) -> str:
+    """A Redis URL for the log and for operators: scheme, host, port and database (or socket
+    path) — no user name or password, wherever the URL carries them (before the host, in the
+    query, or, with a "/" not percent-encoded, pushed into the path)."""
     parts = urlsplit(url)
+    if "@" in parts.path:
+        return f"{parts.scheme}://"
     if parts.scheme == "unix":
         return f"unix://{parts.path}"
     host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""

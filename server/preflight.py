@@ -22,12 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
 
 import peewee
 from cryptography import x509
 
 from core.config import Settings
+from core.ratelimit import redis_location
 from handlers.chain import FAPI2_METHODS, Chain
 from handlers.private_key_jwt import FAPI2_ALGORITHMS
 from keystore.certificates import Validity, certificate_key, read_certificates, self_issued, x5c_validity
@@ -513,22 +513,6 @@ def check_jwks_uris(ctx: Context) -> list[Finding]:
 
 # --- the rate-limit store -----------------------------------------------------------------------
 
-def _redis_where(url: str) -> str:
-    """Scheme, host, port and database of a Redis URL: never a user name or password (of which
-    a "/" not percent-encoded would otherwise move a part into the path)."""
-    parts = urlsplit(url)
-    if "@" in parts.path:
-        return f"{parts.scheme}://"
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def check_redis(ctx: Context) -> list[Finding]:
     """The Redis `[oauth.rate_limit] store` names answers. When it does not, the server counts
     failures in each process instead, and each worker allows the whole budget: an error."""
@@ -537,7 +521,7 @@ def check_redis(ctx: Context) -> list[Finding]:
         return []
     import redis
 
-    where = _redis_where(url)
+    where = redis_location(url)
     client = None
     try:
         client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)

@@ -379,8 +379,8 @@ def test_under_fapi2_a_client_secret_client_is_an_error(tmp_path):
     ("unix:///run/redis/redis.sock?password=secret", "unix:///run/redis/redis.sock"),
 ])
 def test_the_redis_address_is_shown_without_credentials(url, shown):
-    from server.preflight import _redis_where
-    assert _redis_where(url) == shown
+    from core.ratelimit import redis_location
+    assert redis_location(url) == shown
 
 
 @pytest.mark.parametrize("url, shown", [
