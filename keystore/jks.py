@@ -258,11 +258,14 @@ def read_jks(data: bytes, password: str) -> list[JksEntry]:
 
 
 def write_jks(entries: list[JksEntry], password: str) -> bytes:
-    """Serialise entries as a version 2 JKS file; aliases are lower-cased as JavaKeyStore does."""
+    """Serialise entries as a version 2 JKS file; aliases are lower-cased as JavaKeyStore does, but
+    ASCII ones only: the server's lookups fold nothing else, and Unicode rules would make one
+    client id's alias another's ("\u212aey", Kelvin sign, would be stored as "key")."""
     out = bytearray(struct.pack(">III", MAGIC, 2, len(entries)))
     for entry in entries:
         tag = TAG_PRIVATE_KEY if entry.key_pkcs8 is not None else TAG_TRUSTED_CERT
-        out += struct.pack(">I", tag) + _write_utf(entry.alias.lower()) + struct.pack(">q", entry.timestamp_ms)
+        alias = entry.alias.lower() if entry.alias.isascii() else entry.alias
+        out += struct.pack(">I", tag) + _write_utf(alias) + struct.pack(">q", entry.timestamp_ms)
         certificates = entry.certificates
         if entry.key_pkcs8 is not None:
             protected = protect_key(entry.key_pkcs8, password)

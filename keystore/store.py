@@ -312,9 +312,8 @@ def _normalise_type(store_type: str) -> str:
     return normalised
 
 
-def _atomic_write(path: str, data: bytes, mode: int) -> tuple[int, int, int]:
-    """Write through a temp file in the same directory and rename it over ``path``; returns the
-    written file's _version."""
+def _atomic_write(path: str, data: bytes, mode: int) -> None:
+    """Write through a temp file in the same directory and rename it over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".keystore-", dir=directory)
@@ -324,26 +323,18 @@ def _atomic_write(path: str, data: bytes, mode: int) -> tuple[int, int, int]:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-            written = _version(os.fstat(handle.fileno()))
         os.replace(tmp, path)
-        return written
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def _version(stat: os.stat_result) -> tuple[int, int, int]:
-    """What tells one version of the keystore file from another: a rewrite through _atomic_write
-    is a new inode, an edit in place (keytool) a new modification time or size."""
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
-def _file_version(path: str) -> tuple[int, int, int] | None:
-    try:
-        return _version(os.stat(path))
-    except OSError:
-        return None
+def _version(data: bytes) -> bytes:
+    """What tells one content of the keystore file from another. Not (inode, size, mtime): keytool
+    rewrites in place, an alias renamed keeps the size, and file times can be coarser than two
+    edits apart; reading and hashing the bytes costs little beside decoding them."""
+    return hashlib.sha256(data).digest()
 
 
 @contextlib.contextmanager
@@ -430,7 +421,7 @@ class Keystore:
         self.private_key = primary.key
         self.certificate = primary.certificates[0]
         self._primary = primary
-        self._version: tuple[int, int, int] | None = None  # of the file the records were read from
+        self._version: bytes | None = None  # of the file content the records were read from
 
     def __repr__(self) -> str:
         return f"Keystore(path={self.path!r}, store_type={self.store_type!r}, alias={self.alias!r})"
@@ -438,9 +429,9 @@ class Keystore:
     @classmethod
     def load(cls, path: str, store_type: str, password: str, alias: str) -> "Keystore":
         store_type = _normalise_type(store_type)
-        version = _file_version(path)  # before reading: a change made meanwhile is read next time
-        keystore = cls(path, store_type, password, alias, _read_records(path, store_type, password))
-        keystore._version = version
+        data = _read_file(path)
+        keystore = cls(path, store_type, password, alias, _decode_records(path, data, store_type, password))
+        keystore._version = _version(data)
         return keystore
 
     @classmethod
@@ -456,7 +447,7 @@ class Keystore:
         with _edit_lock(path):
             if os.path.exists(path):   # another process created it meanwhile
                 raise KeystoreError(f"keystore {path} already exists; not overwriting it")
-            keystore._save(new_file=True)
+            keystore._save(keystore._records, new_file=True)
         return keystore
 
     def entries(self) -> list[Entry]:
@@ -492,7 +483,7 @@ class Keystore:
         or, when one alias or certificate is refused, none (the error names it)."""
         parsed: list[tuple[str, x509.Certificate]] = []
         for alias, data in items:
-            if not alias or alias != alias.strip():
+            if not alias or alias != alias.strip() or not alias.isprintable():
                 raise KeystoreError(f"keystore {self.path}: invalid alias {alias!r}")
             try:
                 parsed.append((alias, _parse_certificate(data)))
@@ -507,13 +498,10 @@ class Keystore:
                 if alias.lower() in taken:
                     raise KeystoreError(f"keystore {self.path}: alias {alias!r} already exists")
                 taken.add(alias.lower())
-                records.append(_Record(alias.lower() if self.store_type == "JKS" else alias, [cert]))
-            self._records.extend(records)
-            try:
-                self._save()
-            except KeystoreError:
-                del self._records[-len(records):]
-                raise
+                # As the JKS file will have it (keystore.jks.write_jks: ASCII aliases lower-cased).
+                stored = alias.lower() if self.store_type == "JKS" and alias.isascii() else alias
+                records.append(_Record(stored, [cert]))
+            self._save([*self._records, *records])
         return [Entry(r.alias, r.kind, r.certificates[0]) for r in records]
 
     def delete_entry(self, alias: str) -> None:
@@ -522,8 +510,7 @@ class Keystore:
             record = _find(self._records, alias, TRUSTED_CERT_ENTRY)
             if record is None:
                 raise KeystoreError(f"keystore {self.path}: no certificate entry {alias!r}")
-            self._records.remove(record)
-            self._save()
+            self._save([r for r in self._records if r is not record])
 
     def write_tls_files(self, directory: str) -> tuple[str, str]:
         """cert.pem (certificate chain) and key.pem (unencrypted PKCS#8), both 0600, for gunicorn."""
@@ -540,33 +527,42 @@ class Keystore:
     def _reload(self) -> None:
         """Read the file again unless it is the version the records came from (reading a large
         PKCS12 file costs far more than the change itself)."""
-        version = _file_version(self.path)
-        if version is not None and version != self._version:
-            self._records = _read_records(self.path, self.store_type, self._password)
+        data = _read_file(self.path)
+        version = _version(data)
+        if version != self._version:
+            self._records = _decode_records(self.path, data, self.store_type, self._password)
             self._version = version
-            self._primary = _find(self._records, self.alias, PRIVATE_KEY_ENTRY) or self._primary
+            primary = _find(self._records, self.alias, PRIVATE_KEY_ENTRY)
+            if primary is not None and isinstance(primary.key, rsa.RSAPrivateKey):  # its key and certificate together
+                self._primary, self.private_key, self.certificate = primary, primary.key, primary.certificates[0]
 
-    def _save(self, new_file: bool = False) -> None:
+    def _save(self, records: list[_Record], new_file: bool = False) -> None:
+        """Write `records` as the file's content; only once that succeeded are they this object's
+        (a failed rewrite changes nothing, in the file or in memory)."""
         if not self._password:
             raise KeystoreError(f"keystore {self.path}: cannot rewrite a keystore that has no password")
         writer = _write_pkcs12 if self.store_type == "PKCS12" else _write_jks
-        data = writer(self._records, self._password)
-        mode = 0o600 if new_file else os.stat(self.path).st_mode & 0o777
+        data = writer(records, self._password)
         try:
-            self._version = _atomic_write(self.path, data, mode)
+            mode = 0o600 if new_file else os.stat(self.path).st_mode & 0o777
+            _atomic_write(self.path, data, mode)
         except OSError as exc:
             raise KeystoreError(f"keystore {self.path}: cannot write ({exc.strerror})") from exc
+        self._records, self._version = records, _version(data)
 
 
-def _read_records(path: str, store_type: str, password: str) -> list[_Record]:
-    """Read and decode a keystore file, turning every failure into a KeystoreError naming the file."""
+def _read_file(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except FileNotFoundError:
         raise KeystoreError(f"keystore {path} does not exist") from None
     except OSError as exc:
         raise KeystoreError(f"keystore {path}: cannot read ({exc.strerror})") from None
+
+
+def _decode_records(path: str, data: bytes, store_type: str, password: str) -> list[_Record]:
+    """Decode a keystore file's content, turning every failure into a KeystoreError naming the file."""
     if jks.is_jks(data) != (store_type == "JKS"):
         actual = "JKS" if jks.is_jks(data) else "not JKS"
         raise KeystoreError(f"keystore {path} is {actual} but its configured type is {store_type}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Callable
 
@@ -43,10 +44,26 @@ def purge_all(db: peewee.Database, model, expiry, now: int, batch: int = 1000) -
             return total
 
 
+# One batch at a time in a process: each holds a connection of the worker's pool, which is sized
+# for its request threads, and the stores' batches fall due together. A fork copies the lock
+# possibly held by a thread that does not exist in the child: the child starts a fresh one.
+_batches = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _batches
+    _batches = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class PeriodicPurge:
     """One small purge batch every `every` calls (bounded work during normal operation), run on a
     thread of its own: the request whose call is the `every`-th never waits for it (nor for the
-    locks it takes). While a batch is still running, the next due one is skipped."""
+    locks it takes). While a batch is still running or waiting for its turn, the next due one of
+    the same store is skipped."""
 
     def __init__(self, every: int = 1000, batch: int = 500,
                  observer: Callable[[int | None], None] | None = None) -> None:
@@ -78,13 +95,14 @@ class PeriodicPurge:
             thread.join(timeout)
 
     def _batch(self, purge: Callable[[], int]) -> None:
-        try:
-            deleted: int | None = purge()
-        except Exception as exc:  # e.g. a lock timeout: the next batch will try again
-            log.warning("purge of expired rows failed: %s", exc.__class__.__name__)
-            deleted = None
-        finally:
-            _close_connection()
+        with _batches:
+            try:
+                deleted: int | None = purge()
+            except Exception as exc:  # e.g. a lock timeout: the next batch will try again
+                log.warning("purge of expired rows failed: %s", exc.__class__.__name__)
+                deleted = None
+            finally:
+                _close_connection()
         if self.observer is not None:
             try:
                 self.observer(deleted)

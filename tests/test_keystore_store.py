@@ -212,6 +212,17 @@ def test_alias_lookup_folds_case_only_for_jks(created, store_type, client_cert):
     assert Keystore.load(created.path, store_type, PASSWORD, PRIMARY).trusted_certificate("\u212aey") is None
 
 
+def test_a_non_ascii_alias_is_stored_as_it_is_looked_up(created, store_type, client_cert):
+    """JKS stores aliases lower-cased, and lookups fold ASCII only: an alias folded by Unicode
+    rules when stored ("\u212aey", Kelvin sign, becomes "key") would hand its certificate to
+    another client id and none to its own."""
+    created.import_certificates([("\u212aey", client_cert[1]), ("\u00c4pp", client_cert[0])])
+    loaded = Keystore.load(created.path, store_type, PASSWORD, PRIMARY)
+    assert [e.alias for e in loaded.entries()] == [PRIMARY, "\u212aey", "\u00c4pp"]
+    assert loaded.trusted_certificate("\u212aey") is not None and loaded.trusted_certificate("\u00c4pp") is not None
+    assert loaded.trusted_certificate("key") is None and loaded.trusted_certificate("\u00e4pp") is None
+
+
 def test_primary_alias_case_insensitive(created, store_type):
     assert Keystore.load(created.path, store_type, PASSWORD, PRIMARY.upper()).certificate == created.certificate
 
@@ -252,6 +263,60 @@ def test_a_change_by_another_process_is_read_before_the_next_edit(created, store
     created.import_certificate("third", client_cert[0])   # reads "second" before writing
     loaded = Keystore.load(created.path, store_type, PASSWORD, PRIMARY)
     assert [e.alias for e in loaded.entries()] == [PRIMARY, "first", "second", "third"]
+
+
+def test_an_edit_in_place_with_the_same_size_and_time_is_read(created, store_type, tmp_path, client_cert):
+    """keytool rewrites the file in place: same inode, and on a file system with coarse times the
+    same modification time; an alias renamed to one of the same length keeps the size too. The
+    next edit must start from that content, not from what this process wrote last."""
+    created.import_certificate("aa", client_cert[1])
+    copy = str(tmp_path / f"copy{suffix(store_type)}")
+    shutil.copy(created.path, copy)
+    other = Keystore.load(copy, store_type, PASSWORD, PRIMARY)
+    other.delete_entry("aa")
+    other.import_certificate("bb", client_cert[1])   # what `keytool -changealias` makes of it
+    with open(copy, "rb") as handle:
+        edited = handle.read()
+    before = os.stat(created.path)
+    assert len(edited) == before.st_size
+    with open(created.path, "r+b") as handle:   # in place, as keytool writes
+        handle.write(edited)
+    os.utime(created.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    created.import_certificate("cc", client_cert[0])
+    loaded = Keystore.load(created.path, store_type, PASSWORD, PRIMARY)
+    assert [e.alias for e in loaded.entries()] == [PRIMARY, "bb", "cc"]
+
+
+def test_a_primary_entry_replaced_meanwhile_is_taken_whole(created, store_type, tmp_path, client_cert):
+    """The server's key pair renewed by another writer: after the next edit this object's primary
+    record, key and certificate are all the new ones (never the new certificate with the old key)."""
+    renewed = Keystore.create(str(tmp_path / f"renewed{suffix(store_type)}"), store_type, PASSWORD, PRIMARY,
+                              "localhost")
+    shutil.copy(renewed.path, created.path)
+    created.import_certificate("client", client_cert[1])
+    assert created.certificate == renewed.certificate
+    assert created.private_keys()[0][1].private_numbers() == renewed.private_key.private_numbers()
+    tls_cert, tls_key = created.write_tls_files(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_cert, tls_key)   # refuses a key that does not match the certificate
+
+
+def test_a_failed_rewrite_changes_nothing_in_memory(created, store_type, client_cert):
+    """An import whose rewrite fails is not trusted by this process either, whatever the failure."""
+    os.rename(created.path, created.path + ".moved")
+    with pytest.raises(KeystoreError):
+        created.import_certificates([("x", client_cert[1])])
+    assert created.trusted_certificate("x") is None and len(created.entries()) == 1
+    os.rename(created.path + ".moved", created.path)
+    for alias in ("bad\udcff", "new\nline", "tab\there"):
+        with pytest.raises(KeystoreError, match="invalid alias"):
+            created.import_certificates([("ok", client_cert[1]), (alias, client_cert[1])])
+    assert created.trusted_certificate("ok") is None and len(created.entries()) == 1
+    created.import_certificate("y", client_cert[1])
+    os.rename(created.path, created.path + ".moved")
+    with pytest.raises(KeystoreError):
+        created.delete_entry("y")
+    assert created.trusted_certificate("y") is not None
 
 
 def test_delete_entry(created, store_type, client_cert):

@@ -120,6 +120,30 @@ def test_purge_runs_during_normal_use(any_db):
     assert [r.jwt_id for r in JTI.select()] == ["new"]
 
 
+def test_purge_batches_of_a_process_run_one_at_a_time():
+    """Each batch holds a connection of the worker's pool (sized for its request threads): the
+    stores whose batches fall due together (jti, DPoP proofs, tokens, pushed requests) take one
+    at a time, not one connection each."""
+    from storage.purge import PeriodicPurge
+    guard, running, most = threading.Lock(), [0], [0]
+
+    def batch() -> int:
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with guard:
+            running[0] -= 1
+        return 0
+
+    purges = [PeriodicPurge(every=1, batch=10) for _ in range(4)]
+    for purge in purges:
+        purge.run(batch)
+    for purge in purges:
+        purge.wait(5)
+    assert most[0] == 1 and running[0] == 0
+
+
 @pytest.mark.parametrize("expired_row", [False, True], ids=["fresh", "replacing-expired"])
 def test_concurrent_threads_one_success(store, expired_row):
     now = int(time.time())

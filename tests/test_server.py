@@ -948,6 +948,29 @@ def test_cli_import_certs_imports_a_directory_at_once_or_nothing(main, tmp_path)
     assert empty.returncode == 1 and "no certificate files" in empty.stderr
 
 
+def test_cli_import_certs_skips_hidden_files_and_refuses_what_cannot_be_a_certificate(main, tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    write_cert(certs / "shown-1.pem", self_signed(rsa_key(), "shown-1"))
+    (certs / "._shown-1.pem").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")   # copied from a Mac
+    (certs / ".#shown-1.pem").write_text("an editor's lock file")
+    assert main.cli("keystore", "import-certs", str(certs)).stdout.strip() == "imported 1 certificates"
+    other = tmp_path / "other"
+    other.mkdir()
+    write_cert(other / "big-1.pem", self_signed(rsa_key(), "big-1"))
+    with open(other / "big-2.pem", "wb") as handle:
+        handle.truncate(1 << 30)   # sparse: nothing is written, nothing should be read either
+    refused = main.cli("keystore", "import-certs", str(other), check=False)
+    assert refused.returncode == 1 and "big-2.pem is larger than 65536 bytes" in refused.stderr
+    names = tmp_path / "names"
+    names.mkdir()
+    write_cert(names / "tab\there.pem", self_signed(rsa_key(), "tab"))
+    refused = main.cli("keystore", "import-certs", str(names), check=False)
+    assert refused.returncode == 1 and "invalid alias 'tab\\there'" in refused.stderr
+    listed = {e["alias"] for e in json.loads(main.cli("keystore", "list").stdout)}
+    assert "shown-1" in listed and not listed & {"._shown-1", ".#shown-1", "big-1", "big-2", "tab\there"}
+
+
 def test_certificate_imported_with_cli_is_used_without_restart(main, tmp_path):
     key = rsa_key()
     cert_file = write_cert(tmp_path / "live.pem", self_signed(key, "live-cert-client"))
