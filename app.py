@@ -60,9 +60,11 @@ def build_app(deployment_toml: str | None = None) -> Flask:
     except ValueError as exc:
         raise settings.error(("database", "identity_db", "url"), str(exc)) from None
     pool = getattr(db, "_max_connections", None)  # peewee keeps the pool size there
-    if pool is not None and pool < settings.server["threads"]:
+    # Every request thread, plus a worker's two background threads (a purge batch, the activity flush).
+    if pool is not None and pool < settings.server["threads"] + BACKGROUND_CONNECTIONS:
         raise settings.error(("database", "identity_db", "url"),
-                             f"max_connections ({pool}) must be at least [server] threads ({settings.server['threads']})")
+                             f"max_connections ({pool}) must be at least [server] threads + {BACKGROUND_CONNECTIONS} "
+                             f"({settings.server['threads'] + BACKGROUND_CONNECTIONS})")
     services = build_services(settings, db, open_keystore(settings))
     try:
         services.keys()  # the access token signing key exists and fits [oauth.token] signing_alg
@@ -120,6 +122,9 @@ def ready_message(settings: config.Settings, keystore_path) -> str:
         f"  metrics    {metrics_at}",
     ])
 
+
+# Connections a worker's background threads may hold besides its request threads'.
+BACKGROUND_CONNECTIONS = 2
 
 # How gunicorn serves the application, whatever deployment.toml says (bench/floor.py serves the
 # stack's floor with exactly these).

@@ -121,10 +121,10 @@ def test_property_minimum(tmp_path, prop, value):
 
 
 def test_pool_smaller_than_threads_is_refused(tmp_path, database_urls):
-    url = database_urls("postgresql") + "?max_connections=2"
+    url = database_urls("postgresql") + "?max_connections=5"
     with pytest.raises(ConfigError) as info:
         build(tmp_path, database_url=url)
-    assert "database.identity_db.url: max_connections (2) must be at least [server] threads (4)" in str(info.value)
+    assert "database.identity_db.url: max_connections (5) must be at least [server] threads + 2 (6)" in str(info.value)
 
 
 # --- client ids and the failure log --------------------------------------------------------------
