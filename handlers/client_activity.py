@@ -312,11 +312,17 @@ def judge(client: RegisteredClient, counts: dict[str, int], settings, current: d
             row.refused_by[AUDIENCE_STRICT] = [why]
 
     # RequireExplicitTyp (draft-ietf-oauth-rfc7523bis): typ client-authentication+jwt.
+    # A client with its own require_explicit_typ is not decided by the server's property: true, it
+    # already requires it (not listed under it); false, it keeps accepting them and gets a note.
     untyped = {form: typ[form] for form in TYP_FORMS if form != "explicit" and form in typ}
-    if untyped:
-        row.refused_by[EXPLICIT_TYP_ON] = [
-            f"{_plural(n, 'assertion')} " + {"absent": "without typ", "jwt": "with typ JWT",
-                                              "other": "with another typ"}[form] for form, n in untyped.items()]
+    if untyped and client.require_explicit_typ is not True:
+        why = [f"{_plural(n, 'assertion')} " + {"absent": "without typ", "jwt": "with typ JWT",
+                                                 "other": "with another typ"}[form] for form, n in untyped.items()]
+        if client.require_explicit_typ is False:
+            row.notes.append("keeps its own require_explicit_typ false, so a server-wide RequireExplicitTyp=true "
+                             "does not refuse it; true would: " + ", ".join(why))
+        else:
+            row.refused_by[EXPLICIT_TYP_ON] = why
 
     # FAPI 2.0 Security Profile §5.3.2.1 and §5.4.1, as handlers.private_key_jwt and handlers.chain apply it.
     if not fapi2(settings, client):

@@ -56,7 +56,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         "SigningAlgorithms": Property(list, list(SIGNING_ALGORITHMS), "JWS algorithms accepted",
                                       choices=SIGNING_ALGORITHMS),
         "RequireExplicitTyp": Property(bool, False, "assertions must carry typ client-authentication+jwt "
-                                                    "(RFC 7523bis explicit typing)"),
+                                                    "(RFC 7523bis explicit typing); clients may override"),
     }
 
     def __init__(self, services, props: dict[str, Any]) -> None:
@@ -126,7 +126,10 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             raise invalid_client("The client is not registered for private_key_jwt", reason="wrong_method")
 
         fapi = fapi2(self.services.settings, client)
-        self._check_typ(header, self.props["RequireExplicitTyp"])
+        # The client's own setting, stricter or looser, before the server's; FAPI 2.0 implies neither.
+        explicit = self.props["RequireExplicitTyp"] if client.require_explicit_typ is None \
+            else client.require_explicit_typ
+        self._check_typ(header, explicit)
         self._check_alg(alg, client.signing_alg, fapi)
         self._check_signature(jws, alg, kid, client)
         exp_time = self._check_claims(claims, request, "fapi2" if fapi else client.audience_policy)

@@ -50,7 +50,8 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
                    "response_types": "--grant-type", "scope": "--scope", "redirect_uris": "--redirect-uri",
                    "token_endpoint_auth_method": "--auth-method", "jwks": "--jwks-file", "jwks_uri": "--jwks-uri",
                    "token_endpoint_auth_signing_alg": "--signing-alg", "audience_policy": "--audience-policy",
-                   "token_reuse": "--token-reuse", "dpop_bound_access_tokens": "--dpop-bound-access-tokens",
+                   "token_reuse": "--token-reuse", "require_explicit_typ": "--require-explicit-typ",
+                   "dpop_bound_access_tokens": "--dpop-bound-access-tokens",
                    "require_dpop_nonce": "--require-dpop-nonce", "access_token_format": "--access-token-format",
                    "resources": "--resource", "require_pushed_authorization_requests": "--require-par",
                    "tls_client_certificate_bound_access_tokens": "--tls-bound-tokens",
@@ -71,6 +72,9 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
 @click.option("--signing-alg", type=click.Choice(SIGNING_ALGORITHMS), help="Pin token_endpoint_auth_signing_alg.")
 @click.option("--audience-policy", type=click.Choice(["strict", "legacy"]))
 @click.option("--token-reuse", type=click.Choice(["allow", "prevent"]))
+@click.option("--require-explicit-typ/--no-require-explicit-typ", default=None,
+              help="Its assertions must (or need not) carry typ client-authentication+jwt (RFC 7523bis). "
+                   "Default: the private_key_jwt handler's RequireExplicitTyp.")
 @click.option("--dpop-bound-access-tokens", is_flag=True,
               help="Every access token is DPoP-bound; a token request without a DPoP proof is refused (RFC 9449).")
 @click.option("--require-dpop-nonce", is_flag=True, help="DPoP proofs must carry a server nonce (RFC 9449 §8).")
@@ -93,9 +97,9 @@ _CREATE_OPTIONS = {"client_id": "--client-id", "client_name": "--client-name", "
 @click.option("--profile", type=click.Choice([FAPI2]),
               help="Hold the client to FAPI 2.0 whatever the server's [oauth] profile. Default: the server's.")
 def clients_create(client_id, auth_method, client_name, grant_types, scopes, redirect_uris, jwks_file, jwks_uri,
-                   signing_alg, audience_policy, token_reuse, dpop_bound_access_tokens, require_dpop_nonce,
-                   access_token_format, resources, require_par, tls_bound_tokens, tls_subject_dn, tls_san_dns,
-                   tls_san_uri, tls_san_ip, tls_san_email, profile):
+                   signing_alg, audience_policy, token_reuse, require_explicit_typ, dpop_bound_access_tokens,
+                   require_dpop_nonce, access_token_format, resources, require_par, tls_bound_tokens, tls_subject_dn,
+                   tls_san_dns, tls_san_uri, tls_san_ip, tls_san_email, profile):
     """Register a client and print it as JSON (with the generated secret, once, for secret methods).
 
     A private_key_jwt client with neither --jwks-file nor --jwks-uri uses the certificate stored in
@@ -106,6 +110,7 @@ def clients_create(client_id, auth_method, client_name, grant_types, scopes, red
                 "grant_types": list(grant_types), "scope": " ".join(scopes), "redirect_uris": list(redirect_uris),
                 "jwks_uri": jwks_uri, "token_endpoint_auth_signing_alg": signing_alg,
                 "audience_policy": audience_policy, "token_reuse": token_reuse,
+                "require_explicit_typ": require_explicit_typ,
                 "dpop_bound_access_tokens": dpop_bound_access_tokens, "require_dpop_nonce": require_dpop_nonce,
                 "access_token_format": access_token_format, "resources": list(resources),
                 "require_pushed_authorization_requests": require_par,
@@ -232,6 +237,15 @@ def keystore_import(alias, cert_file):
 
 
 CERTIFICATE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+MAX_CERTIFICATE_FILE = 64 * 1024  # a certificate (with a chain) is a few kilobytes
+
+
+def _certificate_file(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CERTIFICATE_FILE + 1)
+    if len(data) > MAX_CERTIFICATE_FILE:
+        raise click.ClickException(f"{path} is larger than {MAX_CERTIFICATE_FILE} bytes: not a certificate")
+    return data
 
 
 @keystore_cli.command("import-certs")
@@ -239,12 +253,14 @@ CERTIFICATE_SUFFIXES = (".pem", ".crt", ".cer", ".der")
 def keystore_import_many(directory):
     """Import every certificate file of DIRECTORY (*.pem, *.crt, *.cer, *.der), each under its file
     name without the extension as alias (the client id), with one rewrite of the keystore: all of
-    them, or none when one is refused."""
-    files = sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in CERTIFICATE_SUFFIXES)
+    them, or none when one is refused. Hidden files (editors' and macOS's `._` companions) are
+    not read."""
+    files = sorted(p for p in Path(directory).iterdir()
+                   if not p.name.startswith(".") and p.suffix.lower() in CERTIFICATE_SUFFIXES and p.is_file())
     if not files:
         raise click.ClickException(f"no certificate files ({', '.join(CERTIFICATE_SUFFIXES)}) in {directory}")
     try:
-        entries = current.services().keystore().import_certificates([(p.stem, p.read_bytes()) for p in files])
+        entries = current.services().keystore().import_certificates([(p.stem, _certificate_file(p)) for p in files])
     except (KeystoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported {len(entries)} certificates")

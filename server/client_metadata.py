@@ -52,7 +52,7 @@ TLS_CLIENT_AUTH_FIELDS = {"tls_client_auth_subject_dn": None, "tls_client_auth_s
 FAPI2_AUTH_METHODS = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
 FAPI2_SIGNING_ALGORITHMS = ("PS256", "ES256", "EdDSA")
 # Extension fields that change the server's own policy for a client: an administrator's to set.
-ADMIN_FIELDS = ("first_party", "audience_policy", "token_reuse", "access_token_lifetime",
+ADMIN_FIELDS = ("first_party", "audience_policy", "token_reuse", "require_explicit_typ", "access_token_lifetime",
                 "refresh_token_lifetime", "id_token_lifetime", "resources")
 # What ADMIN_FIELDS hold when nothing is set (a new client's "current" values).
 ADMIN_DEFAULTS: dict[str, Any] = {"first_party": False, "resources": ()}
@@ -503,6 +503,14 @@ def _flag(metadata: dict, name: str) -> bool:
     return value
 
 
+def _optional_flag(metadata: dict, name: str) -> bool | None:
+    """A JSON boolean, or absent/null for the server's setting."""
+    value = metadata.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise MetadataError(name, f"{name} must be true, false or null")
+    return value
+
+
 def _resources(metadata: dict) -> tuple[str, ...]:
     """RFC 8707 resource indicators the client may ask tokens for; none: it may send no `resource`."""
     resources = _string_list(metadata, "resources") or []
@@ -555,6 +563,8 @@ def _admin_fields(metadata: dict) -> dict[str, Any]:
         "first_party": _flag(metadata, "first_party"),
         "audience_policy": _choice(metadata, "audience_policy", ("strict", "legacy")),
         "token_reuse": _choice(metadata, "token_reuse", ("allow", "prevent")),
+        # RFC 7523bis explicit typing; None: the private_key_jwt handler's RequireExplicitTyp.
+        "require_explicit_typ": _optional_flag(metadata, "require_explicit_typ"),
         **{name: _lifetime(metadata, name) for name in LIFETIME_BOUNDS},
         "resources": _resources(metadata),
     }
@@ -726,7 +736,8 @@ def metadata_of(client: RegisteredClient) -> dict[str, Any]:
     body["require_dpop_nonce"] = client.require_dpop_nonce
     body["tls_client_certificate_bound_access_tokens"] = client.tls_client_certificate_bound_access_tokens
     body["require_pushed_authorization_requests"] = client.require_pushed_authorization_requests
-    for name in ("audience_policy", "token_reuse", *LIFETIME_BOUNDS, "access_token_format", "profile"):
+    for name in ("audience_policy", "token_reuse", "require_explicit_typ", *LIFETIME_BOUNDS, "access_token_format",
+                 "profile"):
         value = getattr(client, name)
         if value is not None:
             body[name] = value

@@ -363,6 +363,7 @@ def _form_of(client: client_store.RegisteredClient) -> dict[str, Any]:
         "token_endpoint_auth_method": client.auth_method,
         "token_endpoint_auth_signing_alg": client.signing_alg or "",
         "audience_policy": client.audience_policy or "", "token_reuse": client.token_reuse or "",
+        "require_explicit_typ": {None: "", True: "true", False: "false"}[client.require_explicit_typ],
         "first_party": "on" if client.first_party else "",
         "dpop_bound_access_tokens": "on" if client.dpop_bound_access_tokens else "",
         "require_dpop_nonce": "on" if client.require_dpop_nonce else "",
@@ -432,6 +433,9 @@ def _metadata_of_form(form: dict[str, str], client: client_store.RegisteredClien
                  "profile"):
         if form.get(name):
             metadata[name] = form[name]
+    if form.get("require_explicit_typ"):   # empty: the server's RequireExplicitTyp
+        text = form["require_explicit_typ"]
+        metadata["require_explicit_typ"] = {"true": True, "false": False}.get(text, text)
     identifier = form.get("tls_client_auth_value", "").strip()
     if identifier:
         kind = form.get("tls_client_auth_kind", "")

@@ -53,6 +53,7 @@ class RegisteredClient:
     tls_client_auth_san: str | None = None                 # "dns:…", "uri:…", "ip:…" or "email:…"
     tls_client_certificate_bound_access_tokens: bool = False  # RFC 8705 §3.4
     profile: str | None = None                   # "fapi2": held to FAPI 2.0 whatever the server's profile
+    require_explicit_typ: bool | None = None     # None: the private_key_jwt handler's RequireExplicitTyp
 
     def public_view(self) -> dict:
         """What `clients show` prints: never the secret hash."""
@@ -82,6 +83,7 @@ class RegisteredClient:
             "tls_client_auth_san": self.tls_client_auth_san,
             "tls_client_certificate_bound_access_tokens": self.tls_client_certificate_bound_access_tokens,
             "profile": self.profile,
+            "require_explicit_typ": self.require_explicit_typ,
             "key_source": ("jwks" if self.jwks else "jwks_uri" if self.jwks_uri else "keystore")
             if self.auth_method in ("private_key_jwt", "self_signed_tls_client_auth") else None,
         }
@@ -98,7 +100,7 @@ _COLUMNS = ("client_id", "client_name", "auth_method", "secret_hash", "grant_typ
             "access_token_lifetime", "refresh_token_lifetime", "id_token_lifetime", "updated_at", "created_at",
             "dpop_bound_access_tokens", "require_dpop_nonce", "access_token_format", "resources",
             "require_pushed_authorization_requests", "tls_client_auth_subject_dn", "tls_client_auth_san",
-            "tls_client_certificate_bound_access_tokens", "profile")
+            "tls_client_certificate_bound_access_tokens", "profile", "require_explicit_typ")
 _SELECT_ONE = Statement(lambda: Client.select(*[getattr(Client, c) for c in _COLUMNS])
                         .where(Client.client_id == Param("client_id")))
 
@@ -111,6 +113,8 @@ def _from_row(row: tuple) -> RegisteredClient:
     for key in ("first_party", "dpop_bound_access_tokens", "require_dpop_nonce", "require_pushed_authorization_requests",
                 "tls_client_certificate_bound_access_tokens"):
         values[key] = bool(values[key])
+    if values["require_explicit_typ"] is not None:   # MariaDB and SQLite answer 0 or 1
+        values["require_explicit_typ"] = bool(values["require_explicit_typ"])
     values["description"] = values["description"] or ""
     return RegisteredClient(**values)
 
@@ -152,7 +156,8 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            resources=(), require_pushed_authorization_requests: bool = False,
            tls_client_auth_subject_dn: str | None = None, tls_client_auth_san: str | None = None,
            tls_client_certificate_bound_access_tokens: bool = False,
-           profile: str | None = None) -> tuple[RegisteredClient, str | None]:
+           profile: str | None = None,
+           require_explicit_typ: bool | None = None) -> tuple[RegisteredClient, str | None]:
     """Insert a client; returns it and, for secret methods, the secret (shown once)."""
     # Ids differing only in case would share a certificate in a JKS keystore (aliases are
     # lower-cased there) and confuse operators everywhere else: refuse them.
@@ -174,7 +179,7 @@ def create(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       require_pushed_authorization_requests=require_pushed_authorization_requests,
                       tls_client_auth_subject_dn=tls_client_auth_subject_dn, tls_client_auth_san=tls_client_auth_san,
                       tls_client_certificate_bound_access_tokens=tls_client_certificate_bound_access_tokens,
-                      profile=profile, created_at=now, updated_at=now)
+                      profile=profile, require_explicit_typ=require_explicit_typ, created_at=now, updated_at=now)
     except peewee.IntegrityError:
         raise ValueError("a client with this client id already exists") from None
     return get(client_id), secret
@@ -190,7 +195,8 @@ def update(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
            resources=(), require_pushed_authorization_requests: bool = False,
            tls_client_auth_subject_dn: str | None = None, tls_client_auth_san: str | None = None,
            tls_client_certificate_bound_access_tokens: bool = False,
-           profile: str | None = None) -> tuple[RegisteredClient, str | None] | None:
+           profile: str | None = None,
+           require_explicit_typ: bool | None = None) -> tuple[RegisteredClient, str | None] | None:
     """Replace a client's registration (RFC 7592 §2.2); None when there is no such client.
     Returns the client and, when it moves to a secret method from another, its new secret
     (shown once); a client that keeps a secret method keeps its secret."""
@@ -217,7 +223,7 @@ def update(client_id: str, auth_method: str, *, client_name: str = "", grant_typ
                       require_pushed_authorization_requests=require_pushed_authorization_requests,
                       tls_client_auth_subject_dn=tls_client_auth_subject_dn, tls_client_auth_san=tls_client_auth_san,
                       tls_client_certificate_bound_access_tokens=tls_client_certificate_bound_access_tokens,
-                      profile=profile, updated_at=int(time.time())
+                      profile=profile, require_explicit_typ=require_explicit_typ, updated_at=int(time.time())
                       ).where(Client.client_id == client_id).execute()
     return get(client_id), secret
 

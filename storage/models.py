@@ -113,6 +113,8 @@ class Client(BaseModel):
     tls_client_certificate_bound_access_tokens = peewee.BooleanField(default=False,
                                                                      constraints=[peewee.SQL("DEFAULT FALSE")])
     profile = peewee.CharField(max_length=10, null=True)             # "fapi2": stricter than the server's
+    # Schema version 4 (nullable, added to existing tables). None: the handler's RequireExplicitTyp.
+    require_explicit_typ = peewee.BooleanField(null=True)
 
     class Meta:
         table_name = "oauth_client"

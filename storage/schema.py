@@ -54,7 +54,7 @@ def upgrade(db: peewee.Database) -> int:
     """Create missing tables and record the schema version; returns the version now in force.
 
     Each version's step is "create what is missing": 2 and 3 added columns (_add_missing_columns),
-    4 the table IDN_OAUTH_CLIENT_ACTIVITY (create_tables)."""
+    4 the table IDN_OAUTH_CLIENT_ACTIVITY (create_tables) and the column oauth_client.require_explicit_typ."""
     settings = _mysql_table_settings(db) if isinstance(db, peewee.MySQLDatabase) else []
     saved = [model._meta.table_settings for model in TABLES]
     try:

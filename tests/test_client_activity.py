@@ -165,14 +165,26 @@ def test_two_processes_add_to_the_same_rows(any_db, tmp_path):
 
 
 def test_schema_upgrade_creates_the_table(any_db):
-    """A database of schema version 3 gains the table and records the new version."""
+    """A database of schema version 3 gains the table and the clients' require_explicit_typ column
+    (nullable: existing clients follow the server's RequireExplicitTyp), and records the new version."""
+    from playhouse.migrate import SchemaMigrator, migrate
+    from storage import clients
     from storage.schema import upgrade
     any_db.drop_tables([ClientActivity])
+    migrate(SchemaMigrator.from_database(any_db).drop_column("oauth_client", "require_explicit_typ"))
+    any_db.execute_sql("INSERT INTO oauth_client (client_id, client_name, auth_method, grant_types, scopes, "
+                       "redirect_uris, created_at, updated_at) VALUES ('v3-client', '', 'private_key_jwt', "
+                       "'client_credentials', '', '', 1, 1)")
     SchemaVersion.delete().execute()
     SchemaVersion.create(version=3, applied_at=0)
     assert upgrade(any_db) == SCHEMA_VERSION == 4
     assert any_db.table_exists("IDN_OAUTH_CLIENT_ACTIVITY")
+    assert "require_explicit_typ" in {c.name.lower() for c in any_db.get_columns("oauth_client")}
     assert [v.version for v in SchemaVersion.select().order_by(SchemaVersion.version)] == [3, 4]
+    assert clients.get("v3-client").require_explicit_typ is None
+    for value in (True, False):
+        clients.create(f"typed-{value}", "private_key_jwt", require_explicit_typ=value)
+        assert clients.get(f"typed-{value}").require_explicit_typ is value
 
 
 # --- the listener ------------------------------------------------------------------------------
@@ -321,6 +333,24 @@ def test_a_client_with_its_own_legacy_policy_gets_a_note_not_a_refusal():
     assert AUDIENCE_STRICT not in row.refused_by
     assert row.notes == ["keeps its own audience_policy legacy, so a server-wide strict policy does not refuse "
                          "it; strict would: 1 assertion with aud the token endpoint URL"]
+
+
+def test_a_client_with_its_own_require_explicit_typ():
+    """false: it keeps accepting untyped assertions whatever the server says (a note, no refusal);
+    true: it already requires explicit typing, so RequireExplicitTyp=true refuses it nothing new."""
+    counts = {"aud:issuer": 3, "typ:absent": 2, "typ:jwt": 1, "alg:ES256": 3}
+    row = judge(client(require_explicit_typ=False), counts, settings(), CURRENT)
+    assert EXPLICIT_TYP_ON not in row.refused_by
+    assert row.notes == ["keeps its own require_explicit_typ false, so a server-wide RequireExplicitTyp=true "
+                         "does not refuse it; true would: 2 assertions without typ, 1 assertion with typ JWT"]
+    row = judge(client(require_explicit_typ=True), counts, settings(), CURRENT)
+    assert EXPLICIT_TYP_ON not in row.refused_by and row.notes == []
+    # The server's setting decides for a client without its own.
+    assert judge(client(), counts, settings(), CURRENT).refused_by[EXPLICIT_TYP_ON] == [
+        "2 assertions without typ", "1 assertion with typ JWT"]
+    # Explicitly typed assertions alone: nothing to say either way.
+    row = judge(client(require_explicit_typ=False), {"aud:issuer": 1, "typ:explicit": 1}, settings(), CURRENT)
+    assert row.refused_by == {} and row.notes == []
 
 
 def test_fapi_refuses_a_secret_client_and_spares_a_client_already_held_to_it():

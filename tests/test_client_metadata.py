@@ -82,7 +82,7 @@ def test_rfc7591_defaults(settings):
         "id_token_lifetime": None, "dpop_bound_access_tokens": False, "require_dpop_nonce": False,
         "access_token_format": None, "resources": (), "require_pushed_authorization_requests": False,
         "tls_client_auth_subject_dn": None, "tls_client_auth_san": None,
-        "tls_client_certificate_bound_access_tokens": False, "profile": None,
+        "tls_client_certificate_bound_access_tokens": False, "profile": None, "require_explicit_typ": None,
     }
 
 
@@ -124,6 +124,27 @@ def test_a_public_client_with_pkce_style_metadata(settings):
                                                                   "http://127.0.0.1:53123/cb", "http://[::1]/cb",
                                                                   "http://localhost:8080/cb"]}, settings)
     assert out["auth_method"] == "none" and len(out["redirect_uris"]) == 4
+
+
+@pytest.mark.parametrize("value", [True, False, None])
+def test_require_explicit_typ_per_client(tmp_path, settings, value):
+    """true/false: the client's own setting (stricter or looser than RequireExplicitTyp); null or
+    absent: the server's. Stored, and given back by metadata_of only when set."""
+    from support import make_in_process
+    from storage import clients
+    out = validate(pkjwt(require_explicit_typ=value), settings)
+    assert out["require_explicit_typ"] is value
+    env = make_in_process(tmp_path)
+    with env.app.app_context():
+        client, _ = clients.create("typed", **out)
+        assert clients.get("typed").require_explicit_typ is value
+        assert client.public_view()["require_explicit_typ"] is value
+        body = cm.metadata_of(client)
+        assert body.get("require_explicit_typ", "absent") == ("absent" if value is None else value)
+        assert validate(body, settings, existing=client)["require_explicit_typ"] is value
+        updated, _ = clients.update("typed", **validate(pkjwt(require_explicit_typ=not value), settings,
+                                                           existing=client))
+        assert updated.require_explicit_typ is (not value)
 
 
 def test_null_values_mean_absent(settings):
@@ -193,6 +214,10 @@ def test_redirect_uri_rules_beyond_each_uri(settings):
     ({"grant_types": ["client_credentials"], "first_party": "yes"}, "first_party"),
     ({"grant_types": ["client_credentials"], "audience_policy": "lenient"}, "audience_policy"),
     ({"grant_types": ["client_credentials"], "token_reuse": True}, "token_reuse"),
+    ({"grant_types": ["client_credentials"], "require_explicit_typ": "true"}, "require_explicit_typ"),
+    ({"grant_types": ["client_credentials"], "require_explicit_typ": 1}, "require_explicit_typ"),
+    ({"grant_types": ["client_credentials"], "require_explicit_typ": "client-authentication+jwt"},
+     "require_explicit_typ"),
     ({"grant_types": ["client_credentials"], "access_token_lifetime": 59}, "access_token_lifetime"),
     ({"grant_types": ["client_credentials"], "access_token_lifetime": 86401}, "access_token_lifetime"),
     ({"grant_types": ["client_credentials"], "access_token_lifetime": True}, "access_token_lifetime"),
@@ -641,6 +666,7 @@ def test_fapi2_accepts_its_client_authentication_methods_and_loopback_http(setti
 
 def test_non_admins_cannot_set_policy_fields(settings):
     for field, value in (("first_party", True), ("audience_policy", "legacy"), ("token_reuse", "allow"),
+                         ("require_explicit_typ", True), ("require_explicit_typ", False),
                          ("access_token_lifetime", 600), ("refresh_token_lifetime", 600), ("id_token_lifetime", 600),
                          ("resources", ["https://api.example.com/"])):
         error = refused(pkjwt(**{field: value}), settings, admin=False)
@@ -648,6 +674,7 @@ def test_non_admins_cannot_set_policy_fields(settings):
     # The defaults may be sent back as they are.
     out = validate(pkjwt(first_party=False, resources=[]), settings, admin=False)
     assert out["first_party"] is False and out["audience_policy"] is None and out["resources"] == ()
+    assert validate(pkjwt(require_explicit_typ=None), settings, admin=False)["require_explicit_typ"] is None
     # The token settings only bind the client itself: they are its own to choose.
     out = validate(pkjwt(dpop_bound_access_tokens=True, require_dpop_nonce=True, access_token_format="jwt"), settings,
                    admin=False)
@@ -672,6 +699,15 @@ def test_a_client_updating_itself_keeps_the_administrators_choices(tmp_path, set
     for resources in ([], ["https://api.example.com/", "https://other.example.com/"], ["https://other.example.com/"]):
         assert refused(pkjwt(resources=resources), settings, existing=client, admin=False).field == "resources"
     assert validate(pkjwt(token_reuse="allow"), settings, existing=client, admin=False)["token_reuse"] == "allow"
+    # The same for require_explicit_typ, in both directions.
+    with env.app.app_context():
+        strict, _ = clients.create("typed", **validate(pkjwt(require_explicit_typ=True), settings))
+    assert validate(pkjwt(), settings, existing=strict, admin=False)["require_explicit_typ"] is True
+    assert validate(pkjwt(require_explicit_typ=True), settings, existing=strict,
+                    admin=False)["require_explicit_typ"] is True
+    for value in (False, None):   # looser, or back to the server's: an administrator's to decide
+        assert refused(pkjwt(require_explicit_typ=value), settings, existing=strict,
+                       admin=False).field == "require_explicit_typ"
     assert refused(pkjwt(token_reuse="prevent"), settings, existing=client, admin=False).field == "token_reuse"
     # An administrator's replace is complete: what is absent returns to the default.
     assert validate(pkjwt(), settings, existing=client)["token_reuse"] is None

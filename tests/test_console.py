@@ -463,6 +463,30 @@ def test_oauth_configuration_is_saved_and_used_by_the_token_endpoint(browser):
             client.first_party, client.redirect_uris) == (None, None, None, None, False, ())
 
 
+@pytest.mark.parametrize("value,stored_value", [("true", True), ("false", False), ("", None)])
+def test_require_explicit_typ_is_saved_shown_and_used(browser, value, stored_value):
+    """The client's own RequireExplicitTyp: set on the form, stored, selected again on the page,
+    applied by the token endpoint; empty returns to the server's (false here)."""
+    env = browser.env
+    key = rsa_key()
+    register(env, "app-1", jwks=jwks_of((key, "k1")), require_explicit_typ=not stored_value)
+    response = browser.post("/console/service-providers/edit", {
+        "client_id": "app-1", "client_name": "App", "grant_type.client_credentials": "on",
+        "token_endpoint_auth_method": "private_key_jwt", "require_explicit_typ": value})
+    assert response.status_code == 303, error_text(response.text)
+    assert stored(env, "app-1").require_explicit_typ is stored_value
+    page = browser.get(response.headers["Location"]).text
+    select = re.search(r'<select id="require_explicit_typ" name="require_explicit_typ">(.*?)</select>', page, re.S)
+    assert re.findall(r'<option value="([^"]*)" selected>', select.group(1)) == ([value] if value else [])
+    untyped = env.post(token_form(sign(key, claims_for("app-1", env.issuer), headers={"kid": "k1"})))
+    if stored_value:
+        assert_oauth_error(untyped, 401, "invalid_client")
+    else:
+        assert untyped.status_code == 200, untyped.text
+    typed = sign(key, claims_for("app-1", env.issuer), headers={"kid": "k1", "typ": "client-authentication+jwt"})
+    assert env.post(token_form(typed)).status_code == 200
+
+
 def test_token_settings_are_saved_and_shown(browser):
     """DPoP binding and nonce (RFC 9449), the access token format (RFC 9068) and the RFC 8707
     resources: set on the configuration form, stored, shown again, and cleared."""
@@ -601,6 +625,8 @@ def test_self_signed_tls_client_auth_keys_on_the_public_key_page(browser):
     ({"grant_type.client_credentials": "on", "token_endpoint_auth_signing_alg": "HS256"},
      "token_endpoint_auth_signing_alg must be one of"),
     ({"grant_type.client_credentials": "on", "audience_policy": "loose"}, "audience_policy must be one of"),
+    ({"grant_type.client_credentials": "on", "require_explicit_typ": "yes"},
+     "require_explicit_typ must be true, false or null"),
     ({"grant_type.client_credentials": "on", "token_endpoint_auth_method": "none"}, "only for authorization_code"),
     ({"grant_type.client_credentials": "on", "access_token_format": "reference"},
      "access_token_format must be one of opaque, jwt"),

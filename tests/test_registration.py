@@ -295,6 +295,8 @@ def test_client_ids_with_slashes_and_spaces_have_a_working_configuration_uri(api
     ({"first_party": "true"}, "invalid_client_metadata", "first_party"),
     ({"access_token_lifetime": 10}, "invalid_client_metadata", "access_token_lifetime"),
     ({"token_reuse": "never"}, "invalid_client_metadata", "token_reuse"),
+    ({"require_explicit_typ": "true"}, "invalid_client_metadata", "require_explicit_typ must be true, false or null"),
+    ({"require_explicit_typ": 1}, "invalid_client_metadata", "require_explicit_typ must be true, false or null"),
     ({"dpop_bound_access_tokens": "true"}, "invalid_client_metadata", "dpop_bound_access_tokens must be true or false"),
     ({"require_dpop_nonce": 1}, "invalid_client_metadata", "require_dpop_nonce must be true or false"),
     ({"access_token_format": "reference"}, "invalid_client_metadata", "access_token_format must be one of opaque, jwt"),
@@ -308,7 +310,8 @@ def test_client_ids_with_slashes_and_spaces_have_a_working_configuration_uri(api
         "private-jwks_uri", "alg-does-not-fit", "hs256", "none-with-client_credentials", "jwks-with-secret",
         "code-without-redirect", "http-redirect", "fragment", "relative-redirect", "javascript-redirect",
         "refresh-without-code", "response-types", "unsupported-grant", "grant-types-string", "name-type",
-        "scope-tab", "first-party-string", "lifetime-too-short", "token-reuse-value", "dpop-bound-string",
+        "scope-tab", "first-party-string", "lifetime-too-short", "token-reuse-value", "explicit-typ-string",
+        "explicit-typ-number", "dpop-bound-string",
         "dpop-nonce-number", "token-format-unknown", "resource-relative", "resource-fragment", "resource-number",
         "resources-string", "resource-twice"])
 def test_every_refusal_is_a_400_with_the_rfc7591_error(api, change, error, words):
@@ -586,7 +589,8 @@ def test_a_refused_registration_does_not_use_up_the_token(api):
 def test_an_initial_access_token_holder_is_not_an_administrator(api):
     token = _initial_token(api, "--uses", "10")
     for extra in ({"client_id": "chosen"}, {"ext_param_client_id": "chosen"}, {"first_party": True},
-                  {"token_reuse": "allow"}, {"audience_policy": "legacy"}, {"access_token_lifetime": 600},
+                  {"token_reuse": "allow"}, {"audience_policy": "legacy"}, {"require_explicit_typ": True},
+                  {"require_explicit_typ": False}, {"access_token_lifetime": 600},
                   {"resources": ["https://api.example.com/"]}, {"scope": "openid read"}, {"scope": "payments:write"}):
         body = assert_oauth_error(api.post(pkjwt(rsa_key(), **{"scope": "openid", **extra}), headers=bearer(token)),
                                   400, "invalid_client_metadata")
@@ -669,6 +673,48 @@ def test_a_client_cannot_change_its_id_choose_its_secret_or_the_administrators_p
     assert (replaced["client_name"], replaced["token_reuse"], replaced["first_party"]) == ("New", "allow", True)
     assert "client_secret" not in replaced  # it keeps its secret
     assert api.env.post({"grant_type": "client_credentials"}, headers=basic(cid, secret)).status_code == 200
+
+
+def _untyped_and_typed(api, cid: str, key) -> tuple[int, int]:
+    """The token endpoint's status for an assertion without typ and for one with typ JWT."""
+    statuses = []
+    for headers in ({"kid": "k1"}, {"kid": "k1", "typ": "JWT"}):
+        response = api.env.post(token_form(sign(key, claims_for(cid, api.env.issuer), "RS256", headers)))
+        if response.status_code != 200:
+            assert_oauth_error(response, 401, "invalid_client")
+        statuses.append(response.status_code)
+    return statuses[0], statuses[1]
+
+
+def test_require_explicit_typ_is_an_administrators_per_client_setting(api):
+    """true/false override the server's RequireExplicitTyp (false here) for the client, stricter or
+    looser; absent or null: the server's. A client may send its setting back, never change it."""
+    key = rsa_key()
+    created = api.register(pkjwt(key, require_explicit_typ=True))
+    cid, token = created["client_id"], created["registration_access_token"]
+    assert created["require_explicit_typ"] is True
+    assert _untyped_and_typed(api, cid, key) == (401, 401)
+    explicit = sign(key, claims_for(cid, api.env.issuer), "RS256", {"kid": "k1", "typ": "client-authentication+jwt"})
+    assert api.env.post(token_form(explicit)).status_code == 200
+    read = assert_client_information(api.get(cid, headers=bearer(token)))
+    assert read["require_explicit_typ"] is True
+    # The client itself: sending it back or leaving it out keeps it; changing it is refused.
+    assert assert_client_information(api.put(cid, read, headers=bearer(token)))["require_explicit_typ"] is True
+    kept = assert_client_information(api.put(cid, pkjwt(key, client_name="New"), headers=bearer(token)))
+    assert kept["require_explicit_typ"] is True
+    for value in (False, None):
+        body = assert_oauth_error(api.put(cid, pkjwt(key, require_explicit_typ=value), headers=bearer(token)), 400,
+                                  "invalid_client_metadata")
+        assert body["error_description"] == "Only an administrator may set require_explicit_typ"
+    assert _untyped_and_typed(api, cid, key) == (401, 401)
+    # An administrator: false is looser than the server would be with RequireExplicitTyp on.
+    assert assert_client_information(api.put(cid, pkjwt(key, require_explicit_typ=False)))[
+        "require_explicit_typ"] is False
+    assert _untyped_and_typed(api, cid, key) == (200, 200)
+    # Null, or left out of a replacement: the server's setting.
+    assert "require_explicit_typ" not in assert_client_information(api.put(cid, pkjwt(key, require_explicit_typ=None)))
+    assert "require_explicit_typ" not in assert_client_information(api.get(cid))
+    assert _untyped_and_typed(api, cid, key) == (200, 200)
 
 
 def test_a_client_cannot_widen_its_scope_or_grant_types(api):

@@ -320,6 +320,64 @@ def test_per_client_audience_policy(idp):
     assert idp.token(idp.assertion("legacy-client", aud=[idp.issuer, "x"])).status_code == 200
 
 
+def _typ_refused(env, response, client_id: str) -> None:
+    from handlers import failure_log
+    body = assert_oauth_error(response, 401, "invalid_client")
+    assert body["error_description"] == "The typ header must be client-authentication+jwt"
+    with env.app.app_context():
+        assert failure_log.recent(client_id)[0].reason == "typ"
+
+
+def test_per_client_require_explicit_typ_under_a_server_without_it(idp):
+    """A client of its own requiring explicit typing (RFC 7523bis) while RequireExplicitTyp is false."""
+    idp.register("typed", require_explicit_typ=True)
+    _typ_refused(idp, idp.token(idp.assertion("typed")), "typed")
+    _typ_refused(idp, idp.token(idp.assertion("typed", headers={"typ": "JWT"})), "typed")
+    _typ_refused(idp, idp.token(idp.assertion("typed", headers={"typ": "application/jwt"})), "typed")
+    for typ in ("client-authentication+jwt", "application/client-authentication+jwt"):
+        assert idp.token(idp.assertion("typed", headers={"typ": typ})).status_code == 200
+    # The server's setting still decides for the others.
+    idp.register("untyped")
+    assert idp.token(idp.assertion("untyped")).status_code == 200
+    assert idp.token(idp.assertion("untyped", headers={"typ": "JWT"})).status_code == 200
+
+
+def test_per_client_explicit_typ_false_under_a_server_requiring_it(make_idp):
+    """Looser than the server, like a client's audience_policy legacy under a strict server."""
+    env = make_idp(pkjwt={"RequireExplicitTyp": True})
+    env.register()
+    _typ_refused(env, env.token(env.assertion()), "client-1")
+    _typ_refused(env, env.token(env.assertion(headers={"typ": "JWT"})), "client-1")
+    env.register("relaxed", require_explicit_typ=False)
+    assert env.token(env.assertion("relaxed")).status_code == 200
+    assert env.token(env.assertion("relaxed", headers={"typ": "JWT"})).status_code == 200
+    assert env.token(env.assertion("relaxed", headers={"typ": "client-authentication+jwt"})).status_code == 200
+    # Only the requirement is relaxed: a typ that is neither stays refused.
+    body = assert_oauth_error(env.token(env.assertion("relaxed", headers={"typ": "at+jwt"})), 401, "invalid_client")
+    assert body["error_description"] == "The typ header must be JWT or client-authentication+jwt"
+
+
+@pytest.mark.parametrize("option,value", [("--require-explicit-typ", True), ("--no-require-explicit-typ", False),
+                                          (None, None)])
+def test_clients_create_require_explicit_typ(idp, tmp_path, option, value):
+    """`flask clients create --require-explicit-typ / --no-require-explicit-typ`; neither: the server's."""
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(jwks_of((idp.key, "k1")))
+    args = ["clients", "create", "--client-id", "cli-typed", "--auth-method", "private_key_jwt",
+            "--jwks-file", str(jwks_file), *([option] if option else [])]
+    result = idp.app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["require_explicit_typ"] is value
+    shown = idp.app.test_cli_runner().invoke(args=["clients", "show", "cli-typed"])
+    assert json.loads(shown.stdout)["require_explicit_typ"] is value
+    untyped = idp.token(idp.assertion("cli-typed"))
+    if value:
+        assert_oauth_error(untyped, 401, "invalid_client")
+    else:
+        assert untyped.status_code == 200, untyped.json
+    assert idp.token(idp.assertion("cli-typed", headers={"typ": "client-authentication+jwt"})).status_code == 200
+
+
 # --- algorithms and keys -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("alg,maker", [

@@ -143,7 +143,7 @@ def test_schema_upgrade_from_version_1_adds_tables_and_columns(any_db):
     assert (old.dpop_bound_access_tokens, old.require_dpop_nonce, old.resources, old.access_token_format) == \
         (False, False, (), None)
     assert (old.require_pushed_authorization_requests, old.tls_client_certificate_bound_access_tokens,
-            old.profile) == (False, False, None)
+            old.profile, old.require_explicit_typ) == (False, False, None, None)
 
 
 def test_concurrent_upgrades_from_version_1(any_db):
