@@ -724,16 +724,12 @@ def keystore_import():
             raise ValueError(problem)
         data = read_certificate(form, files)
         parse_certificate(data)
-        current.services().keystore().import_certificate(alias, data)
+        entry = current.services().keystore().import_certificate(alias, data)
     except (ValueError, KeystoreError) as exc:
         message = str(exc) if isinstance(exc, ValueError) else "The keystore could not be written."
         return _keystore_page(400, error=message, alias=alias)
-    return _redirect("/console/keystore/entry?" + urlencode({"alias": _stored_alias(alias), "imported": "1"}))
-
-
-def _stored_alias(alias: str) -> str:
-    """JKS keystores store aliases lower-cased (as keytool does)."""
-    return alias.lower() if current.services().keystore().store_type == "JKS" else alias
+    # The alias as stored: JKS keystores lower-case ASCII aliases (as keytool does).
+    return _redirect("/console/keystore/entry?" + urlencode({"alias": entry.alias, "imported": "1"}))
 
 
 def _entry_or_404(alias: str) -> Entry:
