@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 
@@ -28,23 +29,41 @@ def chain():
     return idp().chain
 
 
+def canonical_address(address: str) -> str | None:
+    """An IP address in one spelling ("::1" and "0::1" are one address; an IPv4-mapped IPv6
+    address, as a dual-stack listener reports IPv4 peers, is its IPv4 address), or None."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
+
+
+@functools.lru_cache(maxsize=8)
+def _canonical_set(addresses: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(a for a in map(canonical_address, addresses) if a is not None)
+
+
+def trusted_proxy(address: str, server=None) -> bool:
+    """Whether `address` is one of [server] trusted_proxies, however either is spelled."""
+    trusted = (server or idp()).services.settings.server["trusted_proxies"]
+    return bool(trusted) and canonical_address(address) in _canonical_set(tuple(trusted))
+
+
 def client_address(req: Request | None = None, server=None) -> str:
     """The client's address: the TCP peer, or, when the peer is one of [server] trusted_proxies,
-    the right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    the right-most X-Forwarded-For entry that is not itself a trusted proxy. An IP address is
+    returned in one spelling (canonical_address): it is what the failure budgets count against."""
     req = request if req is None else req
     peer = req.remote_addr or ""
-    trusted = (server or idp()).services.settings.server["trusted_proxies"]
-    if peer not in trusted:
+    peer = canonical_address(peer) or peer
+    if not trusted_proxy(peer, server):
         return peer
     for hop in reversed(req.headers.get("X-Forwarded-For", "").split(",")):
         hop = hop.strip()
-        if hop and hop not in trusted:
-            # The address the failure budgets count against: an IP address in one spelling
-            # ("::1" and "0::1" are one address); anything else leaves the proxy's own.
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
+        if hop and not trusted_proxy(hop, server):
+            # Anything but an IP address leaves the proxy's own.
+            return canonical_address(hop) or peer
     return peer
 
 
@@ -64,7 +83,7 @@ def client_certificate(req: Request | None = None, server=None) -> bytes | None:
     settings = (server or idp()).services.settings.server
     if settings["client_certificates"] == "off":
         return None
-    if (req.remote_addr or "") in settings["trusted_proxies"]:
+    if trusted_proxy(req.remote_addr or "", server):
         return _client_cert_header(req.headers.getlist("Client-Cert"))
     if not settings["tls"]:
         return None

@@ -778,6 +778,23 @@ def test_forwarded_addresses_are_counted_in_one_spelling(make_idp):
     assert env.post(bad, headers={"X-Forwarded-For": "10.0.0.1"}, environ_base=proxy).status_code == 429
 
 
+def test_a_trusted_proxy_is_recognised_however_its_address_is_spelled(make_idp):
+    """A dual-stack listener reports an IPv4 proxy as ::ffff:10.0.0.1, and an IPv6 proxy may be
+    written another way in deployment.toml: both are the trusted proxy, so the client behind it
+    is counted, not the proxy; and an IPv4 client over IPv6 shares its IPv4 address's budget."""
+    env = make_idp(rate_limit={"failures_per_address": 1, "window": 60},
+                   server_extra='trusted_proxies = ["10.0.0.1", "2001:db8:0::7"]')
+    bad = token_form(env.assertion("nobody"))
+    for proxy in ("::ffff:10.0.0.1", "2001:db8::7"):
+        assert env.post(bad, headers={"X-Forwarded-For": f"198.51.100.{len(proxy)}"},
+                        environ_base={"REMOTE_ADDR": proxy}).status_code == 401
+    # The first forwarded client used its budget (not the proxy's): its next failure is refused.
+    assert env.post(bad, headers={"X-Forwarded-For": "198.51.100.15"},
+                    environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 429
+    assert env.post(bad, environ_base={"REMOTE_ADDR": "::ffff:203.0.113.5"}).status_code == 401
+    assert env.post(bad, environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 429
+
+
 def test_basic_credentials_are_form_urlencoded(idp):
     import base64
     from storage import clients

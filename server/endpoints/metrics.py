@@ -92,8 +92,7 @@ def _forwarded_unread(req: Request, idp) -> bool:
     peer is not a trusted proxy, or is one that sent no X-Forwarded-For (only Forwarded, X-Real-IP)."""
     if not any(name in req.headers for name in _FORWARDING):
         return False
-    trusted = idp.services.settings.server["trusted_proxies"]
-    return (req.remote_addr or "") not in trusted or "X-Forwarded-For" not in req.headers
+    return not current.trusted_proxy(req.remote_addr or "", idp) or "X-Forwarded-For" not in req.headers
 
 
 def _error(error: str, description: str, status: int, headers: dict | None = None):
