@@ -33,7 +33,7 @@ import peewee
 from core.metrics import AUTH_REASONS, ERROR_CODES
 from handlers.base import Listener, Property, RegisteredClient, fapi2
 from handlers.chain import FAPI2_METHODS
-from handlers.private_key_jwt import EXPLICIT_TYP, FAPI2_ALGORITHMS, PrivateKeyJWTClientAuthenticator
+from handlers.private_key_jwt import EXPLICIT_TYP, FAPI2_ALGORITHMS, PrivateKeyJWTClientAuthenticator, typ_value
 from keystore.jwk import SIGNING_ALGORITHMS
 from storage import activity
 from storage.database import release
@@ -90,8 +90,7 @@ def _typ_form(typ: Any) -> str:
         return "absent"
     if not isinstance(typ, str):
         return "other"
-    value = typ.lower()
-    value = value[len("application/"):] if value.startswith("application/") else value  # RFC 7515 §4.1.9
+    value = typ_value(typ)   # as private_key_jwt compares it
     return "explicit" if value == EXPLICIT_TYP else "jwt" if value == "jwt" else "other"
 
 

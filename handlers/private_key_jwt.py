@@ -162,9 +162,7 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
             return
         if not isinstance(typ, str):
             raise invalid_client("The typ header must be a string", reason="typ")
-        value = typ.lower()
-        if value.startswith("application/"):
-            value = value[len("application/"):]
+        value = typ_value(typ)
         if explicit and value != EXPLICIT_TYP:
             raise invalid_client("The typ header must be client-authentication+jwt", reason="typ")
         if value not in ACCEPTED_TYP:
@@ -327,6 +325,12 @@ class PrivateKeyJWTClientAuthenticator(ClientAuthenticator):
         if not any(v in accepted for v in values):
             raise invalid_client("The aud claim does not identify this server", reason="aud")
         log.info("legacy audience policy accepted aud for request %s", request.request_id)
+
+
+def typ_value(typ: str) -> str:
+    """A typ header as compared: case-insensitive, "application/" optional (RFC 7515 §4.1.9)."""
+    value = typ.lower()
+    return value[len("application/"):] if value.startswith("application/") else value
 
 
 def _number(claims: dict, name: str, required: bool = False) -> float | None:

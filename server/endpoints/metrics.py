@@ -74,13 +74,8 @@ def note_unavailable(environ: dict, exc: BaseException) -> None:
 
 
 def _allowed(address: str, networks: tuple) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:  # a dual-stack listener
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+    canonical = current.canonical_address(address)   # a dual-stack listener's ::ffff:a.b.c.d is a.b.c.d
+    return canonical is not None and any(ipaddress.ip_address(canonical) in network for network in networks)
 
 
 # Headers a reverse proxy adds (RFC 7239 and the de facto ones).

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request
 from werkzeug.wrappers import Request
 
 from core.errors import OAuthError
-from core.request import TOKEN
+from core.request import TOKEN, TokenRequest
 from server import current
 from server.endpoints.metrics import note_unavailable
 from server.forms import token_request
@@ -15,15 +15,15 @@ from server.render import as_oauth_error, error_response, json_response
 bp = Blueprint("token", __name__)
 
 
-def token_response(req: Request, idp) -> Response:
-    body, headers = idp.chain.token(token_request(TOKEN, req, idp))
+def token_response(token_req: TokenRequest, idp) -> Response:
+    body, headers = idp.chain.token(token_req)
     return json_response(body, headers=headers)
 
 
 @bp.route("/oauth2/token", methods=["POST"], provide_automatic_options=False)
 def token():
     # A POST reaches TokenEndpoint below first; this route gives other methods their 405.
-    return token_response(request, current.idp())
+    return token_response(token_request(TOKEN, request, current.idp()), current.idp())
 
 
 class TokenEndpoint:
@@ -45,17 +45,16 @@ class TokenEndpoint:
         try:
             token_req = token_request(TOKEN, Request(environ), self.idp)
             grant_type = token_req.form.get("grant_type")
-            body, headers = self.idp.chain.token(token_req)
-            response = json_response(body, headers=headers)
+            response = token_response(token_req, self.idp)
         except OAuthError as exc:
             error = exc
+            note_unavailable(environ, exc)
         except Exception as exc:  # every failure leaves as JSON, as under Flask's handlers
             error = as_oauth_error(exc)
             note_unavailable(environ, exc)
         finally:
             self.release()
         if error is not None:
-            note_unavailable(environ, error)
             response = error_response(error)
         if self.metrics is not None:
             self.metrics.token_request(grant_type, error.error if error else None, response.status_code)
