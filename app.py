@@ -4,6 +4,7 @@ primary keystore's key pair)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ from server.cli import register_cli
 from server.render import raw_error
 from core.services import Services, build_services
 from server.endpoints import discovery, health, introspection, metrics, par, revocation, token, userinfo
-from storage.database import close_all, describe, open_database, release
+from storage.database import Checkpointer, close_all, describe, open_database, release
 from storage.schema import upgrade
 from storage.sql import compile_all
 
@@ -175,6 +176,10 @@ def serve(deployment_toml: str | None = None) -> None:
               file=sys.stderr)
         sys.exit(3)
     close_all(idp.services.db)  # never share a connection with the forked workers
+    # What start-up built lives as long as the server: out of the collector's sight, a full
+    # collection in a worker walks only what requests made (a 15-40 ms pause otherwise), and
+    # the workers' copies of these pages stay shared (the gc module's documentation, gc.freeze).
+    gc.freeze()
 
     server = settings.server
     binds = [f"{server['bind_address']}:{server['port']}"]
@@ -222,8 +227,13 @@ def serve(deployment_toml: str | None = None) -> None:
     gunicorn_util.write_error = lambda sock, status, reason, mesg: gunicorn_util.write_nonblock(
         sock, raw_error(status, reason))
 
+    def post_fork(arbiter, worker):
+        if idp.services.metrics is not None:
+            idp.services.metrics.worker_started()
+        Checkpointer(idp.services.db).start()  # SQLite: WAL checkpoints off the request path
+
+    options["post_fork"] = post_fork
     if idp.services.metrics is not None:
-        options["post_fork"] = lambda arbiter, worker: idp.services.metrics.worker_started()
         options["child_exit"] = lambda arbiter, worker: core_metrics.worker_exited(worker.pid)
     options["when_ready"] = lambda arbiter: print(ready_message(settings, idp.services.keystore().path),
                                                   file=sys.stderr, flush=True)

@@ -32,6 +32,13 @@ def chain():
 def canonical_address(address: str) -> str | None:
     """An IP address in one spelling ("::1" and "0::1" are one address; an IPv4-mapped IPv6
     address, as a dual-stack listener reports IPv4 peers, is its IPv4 address), or None."""
+    # Every request asks this of its peer (twice): the few addresses a server sees are
+    # remembered; a string no address is that long is not.
+    return _canonical(address) if len(address) <= 64 else _canonical.__wrapped__(address)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical(address: str) -> str | None:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from flask import request
 from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_input_stream
 
 from core.errors import OAuthError, invalid_dpop_proof, invalid_request
 from core.request import TokenRequest
@@ -98,11 +99,21 @@ def parse_form_lists(body: bytes, repeatable: tuple[str, ...] = ()) -> tuple[dic
     return form, {name: tuple(values) for name, values in lists.items()}
 
 
-def one_dpop_header(req: Request) -> bool:
+def one_dpop_header(headers: dict[str, str]) -> bool:
     """RFC 9449 §4.3 item 1: at most one DPoP header. The server joins repeated headers with a
     comma, which no compact JWS contains."""
-    values = req.headers.getlist("DPoP")
-    return len(values) <= 1 and "," not in (values[0] if values else "")
+    return "," not in headers.get("dpop", "")
+
+
+def request_headers(environ: dict) -> dict[str, str]:
+    """The request's headers by lower-case name, read from the WSGI environ as Werkzeug reads
+    them (HTTP_* variables, and CONTENT_TYPE / CONTENT_LENGTH, which carry no prefix)."""
+    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+               if key.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
 
 
 def token_request(endpoint: str, req: Request | None = None, server=None) -> TokenRequest:
@@ -110,20 +121,22 @@ def token_request(endpoint: str, req: Request | None = None, server=None) -> Tok
     then the immutable request object the handlers see."""
     req = request if req is None else req
     server = server or current.idp()
+    environ = req.environ
     # RFC 6749 §3.2: parameters are sent in the body, never in the query string.
-    if req.query_string:
+    if environ.get("QUERY_STRING"):
         raise invalid_request("Parameters must be sent in the request body, not the URL", reason="query")
-    check_media_type(req.headers.get("Content-Type"))
-    form, lists = parse_form_lists(read_body(req.stream), ("resource",))
-    if not one_dpop_header(req):
+    headers = request_headers(environ)
+    check_media_type(headers.get("content-type"))
+    form, lists = parse_form_lists(read_body(get_input_stream(environ)), ("resource",))
+    if not one_dpop_header(headers):
         raise invalid_dpop_proof("Exactly one DPoP header is allowed", reason="dpop_headers")
     return TokenRequest.build(
         form,
-        {k.lower(): v for k, v in req.headers.items()},
+        headers,
         resources=lists.get("resource", ()),
         endpoint=endpoint,
         endpoint_url=server.services.settings.base_url + req.path,  # never the Host header
-        request_id=req.environ.setdefault("idp.request_id", os.urandom(8).hex()),
+        request_id=environ.setdefault("idp.request_id", os.urandom(8).hex()),
         remote_addr=current.client_address(req, server),
         client_certificate=current.client_certificate(req, server),  # RFC 8705
     )

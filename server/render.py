@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Response
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from core.errors import OAuthError, temporarily_unavailable
 from storage.database import UNAVAILABLE
@@ -17,18 +18,34 @@ log = logging.getLogger("server.render")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def json_parts(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None,
+               cacheable: bool = False) -> tuple[str, list[tuple[str, str]], bytes]:
+    """A JSON answer as WSGI hands it on: the status line, the header list and the body.
+    `headers` add to (or replace) the JSON and no-store headers."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    fields = {"Content-Type": "application/json", "Content-Length": str(len(data))}
+    if not cacheable:
+        fields.update(NO_STORE)
+    if headers:
+        for name, value in headers.items():   # one spelling per name, whatever the caller's case
+            fields.pop(next((k for k in fields if k.lower() == name.lower()), name), None)
+            fields[name] = value
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", list(fields.items()), data
+
+
 def json_response(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None,
                   cacheable: bool = False) -> Response:
-    response = Response(json.dumps(body, separators=(",", ":")), status=status,
-                        content_type="application/json")
-    if not cacheable:
-        response.headers.update(NO_STORE)
-    response.headers.update(headers or {})
-    return response
+    status_line, fields, data = json_parts(body, status, headers, cacheable)
+    return Response(data, status=status_line, headers=fields)
+
+
+def error_parts(exc: OAuthError) -> tuple[str, list[tuple[str, str]], bytes]:
+    return json_parts({"error": exc.error, "error_description": exc.description}, exc.status, exc.headers)
 
 
 def error_response(exc: OAuthError) -> Response:
-    return json_response({"error": exc.error, "error_description": exc.description}, exc.status, exc.headers)
+    status_line, fields, data = error_parts(exc)
+    return Response(data, status=status_line, headers=fields)
 
 
 def raw_error(status: int, reason: str) -> bytes:

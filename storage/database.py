@@ -12,6 +12,8 @@ URL query parameters tune them: `max_connections`, `stale_timeout` (s), `connect
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -19,6 +21,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledMySQLDatabase, PooledPostgresqlDatabase
 
 database_proxy = peewee.DatabaseProxy()
+log = logging.getLogger("storage.database")
 
 # Errors that mean "the database cannot serve now" rather than a bug: unreachable, pool
 # exhausted, or (PostgreSQL during a failover) read-only.
@@ -28,6 +31,11 @@ UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalEr
 # url): stale_timeout and connect_timeout in seconds, statement_timeout in milliseconds. README.md
 # ("Running several nodes") states them; tests/test_defaults.py checks it.
 POOL_DEFAULTS = {"max_connections": 8, "stale_timeout": 300, "connect_timeout": 5, "statement_timeout": 5000}
+
+
+# WAL pages (4 KiB) after which a committing request checkpoints itself: only reached when the
+# background checkpoint cannot keep up.
+CHECKPOINT_BACKSTOP_PAGES = 50_000
 
 
 def _pool_options(query: str) -> dict[str, int]:
@@ -74,10 +82,12 @@ def open_database(url: str, base_dir: Path) -> peewee.Database:
                 "journal_mode": "wal",      # readers never block the writer
                 "busy_timeout": 5000,       # several workers share the file
                 "synchronous": "normal",    # survives process crashes, not power loss (README)
-                # A checkpoint (two fsyncs) every 10,000 WAL pages rather than SQLite's 1,000: the
-                # token and jti inserts touch the same few pages, so fewer, larger checkpoints
-                # copy each page once (bench/README.md: about a quarter of the insert time).
-                "wal_autocheckpoint": 10000,
+                # Checkpoints (copying the WAL into the database file, two fsyncs) run on a
+                # worker's own thread (Checkpointer below), never inside a request: one of
+                # 10,000 pages held the request that crossed the mark for about 30 ms, and every
+                # request queued behind it (bench/README.md). A request checkpoints only if that
+                # thread has fallen this far behind.
+                "wal_autocheckpoint": CHECKPOINT_BACKSTOP_PAGES,
                 "foreign_keys": 1,
             },
         )
@@ -133,3 +143,43 @@ def close_all(db: peewee.Database) -> None:
         db.close_all()
     elif not db.is_closed():
         db.close()
+
+
+class Checkpointer:
+    """SQLite in WAL mode: a passive checkpoint every `interval` seconds on a daemon thread of
+    the worker, so that copying the WAL into the database file (and its fsyncs) never happens
+    inside a request. Passive: it never waits for, nor blocks, readers and writers; while
+    another worker's checkpoint runs, this one skips its turn. Started after the fork
+    (app.serve's post_fork), since a thread does not survive one."""
+
+    def __init__(self, db: peewee.Database, interval: float = 1.0) -> None:
+        self.db, self.interval = db, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not isinstance(self.db, peewee.SqliteDatabase):
+            return  # PostgreSQL and MariaDB manage their own logs
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """One passive checkpoint: (busy, frames in the WAL, frames checkpointed)."""
+        return tuple(self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+
+    def _run(self) -> None:
+        failed = False
+        while not self._stop.wait(self.interval):
+            try:
+                self.checkpoint()
+                failed = False
+            except peewee.PeeweeException as exc:  # e.g. the file is gone: say so once, keep trying
+                if not failed:
+                    log.warning("WAL checkpoint failed: %s", exc.__class__.__name__)
+                failed = True
+        self.db.close()

@@ -10,7 +10,7 @@ from core.request import TOKEN, TokenRequest
 from server import current
 from server.endpoints.metrics import note_unavailable
 from server.forms import token_request
-from server.render import as_oauth_error, error_response, json_response
+from server.render import as_oauth_error, error_parts, json_parts, json_response
 
 bp = Blueprint("token", __name__)
 
@@ -45,7 +45,8 @@ class TokenEndpoint:
         try:
             token_req = token_request(TOKEN, Request(environ), self.idp)
             grant_type = token_req.form.get("grant_type")
-            response = token_response(token_req, self.idp)
+            body, headers = self.idp.chain.token(token_req)
+            status_line, fields, data = json_parts(body, headers=headers)
         except OAuthError as exc:
             error = exc
             note_unavailable(environ, exc)
@@ -55,7 +56,8 @@ class TokenEndpoint:
         finally:
             self.release()
         if error is not None:
-            response = error_response(error)
+            status_line, fields, data = error_parts(error)
         if self.metrics is not None:
-            self.metrics.token_request(grant_type, error.error if error else None, response.status_code)
-        return response(environ, start_response)
+            self.metrics.token_request(grant_type, error.error if error else None, int(status_line[:3]))
+        start_response(status_line, fields)
+        return [data]

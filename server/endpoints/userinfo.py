@@ -92,7 +92,7 @@ def _usable_token() -> ActiveToken:
     services = current.services()
     proof = None
     if scheme == "dpop":
-        if "DPoP" not in request.headers or not one_dpop_header(request):
+        if "DPoP" not in request.headers or not one_dpop_header({"dpop": request.headers["DPoP"]}):
             raise dpop_error("invalid_dpop_proof", "Exactly one DPoP header is required with the DPoP scheme")
         proof = services.dpop.verify(request.headers["DPoP"], request.method, services.settings.base_url + request.path,
                                      access_token=token, error=lambda d, **_: dpop_error("invalid_dpop_proof", d))
