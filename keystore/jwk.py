@@ -147,6 +147,9 @@ def _finite_float(text: str) -> float:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# One decoder for every call: json.loads with these options builds a new one each time.
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_without_duplicates, parse_constant=_refuse_constant,
+                                   parse_float=_finite_float)
 
 
 def _check_tree(value: Any, max_depth: int) -> None:
@@ -184,12 +187,9 @@ def _loads_strict(data: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     else:
         raise _StrictJSONError("not JSON text")
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_pairs_without_duplicates,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-        )
+        if text.startswith("\ufeff"):  # as json.loads: a byte order mark is not JSON text
+            raise ValueError("byte order mark")
+        value = _STRICT_DECODER.decode(text)
     except _StrictJSONError:
         raise
     except RecursionError:

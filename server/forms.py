@@ -54,6 +54,11 @@ def read_body(stream: BinaryIO) -> bytes:
 
 
 def _decode(raw: bytes) -> str:
+    if b"%" not in raw and b"+" not in raw:  # most values (an assertion, a grant type) escape nothing
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid_request("The request body is not valid UTF-8", reason="form_utf8") from None
     if _BAD_ESCAPE.search(raw):
         raise invalid_request("The request body has an invalid percent-encoding", reason="form_encoding")
     data = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw.replace(b"+", b" "))

@@ -3,6 +3,7 @@ console and the registration API; and the bearer tokens of that API (RFC 7591 §
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import re
@@ -130,6 +131,12 @@ def valid_client_id(value: object) -> bool:
     return isinstance(value, str) and CLIENT_ID.fullmatch(value) is not None
 
 
+@functools.lru_cache(maxsize=1024)
+def _client_of_row(row: tuple) -> RegisteredClient:
+    # Keyed by the whole row: any change to the registration is a new row, hence a new object.
+    return _from_row(row)
+
+
 def get(client_id: str) -> RegisteredClient | None:
     """The client, read on every request so that changes apply at once."""
     if not valid_client_id(client_id):
@@ -138,7 +145,10 @@ def get(client_id: str) -> RegisteredClient | None:
     # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
     if row is None or row[0] != client_id:
         return None
-    return _from_row(row)
+    try:
+        return _client_of_row(tuple(row))
+    except TypeError:   # a driver's value that cannot be hashed: built afresh
+        return _from_row(row)
 
 
 def all_clients() -> list[RegisteredClient]:
