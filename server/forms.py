@@ -114,7 +114,7 @@ def request_headers(environ: dict) -> dict[str, str]:
     """The request's headers by lower-case name, read from the WSGI environ as Werkzeug reads
     them (HTTP_* variables, and CONTENT_TYPE / CONTENT_LENGTH, which carry no prefix)."""
     headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
-               if key.startswith("HTTP_")}
+               if key.startswith("HTTP_") and key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")}
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]

@@ -21,15 +21,18 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 def json_parts(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None,
                cacheable: bool = False) -> tuple[str, list[tuple[str, str]], bytes]:
     """A JSON answer as WSGI hands it on: the status line, the header list and the body.
-    `headers` add to (or replace) the JSON and no-store headers."""
+    `headers` add to (or replace) the JSON and no-store headers; the body's length is always
+    the one sent."""
     data = json.dumps(body, separators=(",", ":")).encode()
     fields = {"Content-Type": "application/json", "Content-Length": str(len(data))}
     if not cacheable:
         fields.update(NO_STORE)
     if headers:
         for name, value in headers.items():   # one spelling per name, whatever the caller's case
+            if name.lower() == "content-length":
+                continue
             fields.pop(next((k for k in fields if k.lower() == name.lower()), name), None)
-            fields[name] = value
+            fields[name] = str(value)
     return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", list(fields.items()), data
 
 

@@ -33,9 +33,9 @@ UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalEr
 POOL_DEFAULTS = {"max_connections": 8, "stale_timeout": 300, "connect_timeout": 5, "statement_timeout": 5000}
 
 
-# WAL pages (4 KiB) after which a committing request checkpoints itself: only reached when the
-# background checkpoint cannot keep up.
-CHECKPOINT_BACKSTOP_PAGES = 50_000
+# WAL pages (4 KiB) after which a committing request checkpoints itself (SQLite's 1,000 would
+# checkpoint ten times as often, copying the few pages every request changes each time).
+CHECKPOINT_BACKSTOP_PAGES = 10_000
 
 
 def _pool_options(query: str) -> dict[str, int]:
@@ -83,10 +83,11 @@ def open_database(url: str, base_dir: Path) -> peewee.Database:
                 "busy_timeout": 5000,       # several workers share the file
                 "synchronous": "normal",    # survives process crashes, not power loss (README)
                 # Checkpoints (copying the WAL into the database file, two fsyncs) run on a
-                # worker's own thread (Checkpointer below), never inside a request: one of
-                # 10,000 pages held the request that crossed the mark for about 30 ms, and every
-                # request queued behind it (bench/README.md). A request checkpoints only if that
-                # thread has fallen this far behind.
+                # worker's own thread (Checkpointer below) four times a second, so no request
+                # reaches this mark: a checkpoint of 10,000 pages held the request that crossed
+                # it for about 30 ms, and every request queued behind it (bench/README.md).
+                # Where the thread does not run (the application served by another WSGI
+                # server), requests checkpoint at the mark as before.
                 "wal_autocheckpoint": CHECKPOINT_BACKSTOP_PAGES,
                 "foreign_keys": 1,
             },
@@ -152,7 +153,7 @@ class Checkpointer:
     another worker's checkpoint runs, this one skips its turn. Started after the fork
     (app.serve's post_fork), since a thread does not survive one."""
 
-    def __init__(self, db: peewee.Database, interval: float = 1.0) -> None:
+    def __init__(self, db: peewee.Database, interval: float = 0.25) -> None:
         self.db, self.interval = db, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,7 +179,7 @@ class Checkpointer:
             try:
                 self.checkpoint()
                 failed = False
-            except peewee.PeeweeException as exc:  # e.g. the file is gone: say so once, keep trying
+            except Exception as exc:  # e.g. the file is gone: say so once, keep trying
                 if not failed:
                     log.warning("WAL checkpoint failed: %s", exc.__class__.__name__)
                 failed = True

@@ -46,3 +46,25 @@ def test_media_type_accepted(value):
 def test_media_type_refused(value):
     with pytest.raises(OAuthError):
         check_media_type(value)
+
+
+def test_headers_are_read_from_the_environ_as_werkzeug_reads_them():
+    from werkzeug.datastructures import EnvironHeaders
+
+    from server.forms import request_headers
+
+    environ = {"HTTP_DPOP": "a.b.c", "HTTP_X_FORWARDED_FOR": "10.0.0.1", "CONTENT_TYPE": "application/x-www-form-urlencoded",
+               "CONTENT_LENGTH": "", "HTTP_CONTENT_TYPE": "text/plain", "HTTP_CONTENT_LENGTH": "5",
+               "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "https"}
+    headers = request_headers(environ)
+    assert headers == {"dpop": "a.b.c", "x-forwarded-for": "10.0.0.1", "content-type": "application/x-www-form-urlencoded"}
+    assert headers == {k.lower(): v for k, v in EnvironHeaders(environ).items()}
+
+
+def test_json_parts_keep_the_body_length_and_give_each_name_one_spelling():
+    from server.render import json_parts
+
+    status, fields, data = json_parts({"a": 1}, 429, {"retry-after": 7, "content-length": "999", "cache-control": "x"})
+    assert status == "429 TOO MANY REQUESTS" and data == b'{"a":1}'
+    assert fields == [("Content-Type", "application/json"), ("Content-Length", "7"), ("Pragma", "no-cache"),
+                      ("retry-after", "7"), ("cache-control", "x")]
