@@ -13,6 +13,8 @@ URL query parameters tune them: `max_connections`, `stale_timeout` (s), `connect
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -140,10 +142,79 @@ def release(db: peewee.Database) -> None:
 
 def close_all(db: peewee.Database) -> None:
     """Close every connection this process holds (before gunicorn forks its workers)."""
+    _close_shared(db)
     if hasattr(db, "close_all"):
         db.close_all()
     elif not db.is_closed():
         db.close()
+
+
+class _Rows:
+    """What a statement on the shared connection returns: its rows, read while the lock was held."""
+
+    __slots__ = ("rows", "rowcount", "lastrowid")
+
+    def __init__(self, rows: list, rowcount: int, lastrowid) -> None:
+        self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return list(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def shared_sqlite(db: peewee.SqliteDatabase, sql: str, bound: tuple, write: bool):
+    """A single statement outside any transaction, on one connection per process that its
+    threads take turns on. SQLite lets one connection write at a time and makes the others
+    sleep and retry (1, 2, 5, 10 … ms: about one request in twelve under load); and a
+    connection that sees another one's commit drops its whole page cache, so with a
+    connection per thread every statement read its pages again (bench/README.md)."""
+    with _shared_lock:
+        conn = _shared_connection(db)
+        with peewee.__exception_wrapper__:
+            cursor = conn.execute(sql, bound)
+            rows = cursor.fetchall() if not write else []
+        return _Rows(rows, cursor.rowcount, cursor.lastrowid)
+
+
+def _shared_connection(db: peewee.SqliteDatabase) -> sqlite3.Connection:
+    pid = os.getpid()
+    held = getattr(db, "_shared_connection", None)
+    if held is not None and held[0] == pid:
+        return held[1]
+    if held is not None:   # the parent's, copied by a fork: never used nor closed here
+        _inherited.append(held)
+    params = {k: v for k, v in db.connect_params.items() if k != "check_same_thread"}
+    conn = sqlite3.connect(db.database, timeout=db._timeout, isolation_level=None, check_same_thread=False, **params)
+    db._add_conn_hooks(conn)   # peewee's pragmas and functions, as on its own connections
+    db._shared_connection = (pid, conn)
+    return conn
+
+
+def _close_shared(db: peewee.Database) -> None:
+    held = getattr(db, "_shared_connection", None)
+    if held is not None:
+        db._shared_connection = None
+        if held[0] == os.getpid():
+            held[1].close()
+
+
+# One statement at a time on a process's shared SQLite connection (shared_sqlite). A fork copies
+# the lock possibly held by a thread that does not exist in the child: the child gets a new one.
+_shared_lock = threading.Lock()
+_inherited: list = []
+
+
+def _reset_after_fork() -> None:
+    global _shared_lock
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Checkpointer:

@@ -18,20 +18,20 @@ one value; so is a SELECT that does not name its columns, whose rows would follo
 field order.
 
 Connections run in autocommit mode (peewee's default), so a single statement is its own
-transaction: no BEGIN/COMMIT round trips around one INSERT.
+transaction: no BEGIN/COMMIT round trips around one INSERT. On SQLite, a statement outside a
+transaction runs on the process's shared connection (storage.database.shared_sqlite); inside
+one, on the thread's connection that holds the transaction.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import weakref
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
 import peewee
 
-from storage.database import database_proxy
+from storage.database import database_proxy, shared_sqlite
 
 
 class _Name:
@@ -59,18 +59,6 @@ def params(*names: str) -> dict[str, Param]:
     `Model.insert(params("a", "b"))`, executed with `execute(a=..., b=...)`."""
     return {name: Param(name) for name in names}
 
-
-# The writes of this process's threads to an SQLite database, one at a time (Statement.execute).
-# A fork copies the lock possibly held by a thread that does not exist in the child: it gets a new one.
-_sqlite_writes = threading.Lock()
-
-
-def _reset_after_fork() -> None:
-    global _sqlite_writes
-    _sqlite_writes = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
 
 # Every statement made, so that start-up can generate their SQL before the first request.
 _ALL: "weakref.WeakSet[Statement]" = weakref.WeakSet()
@@ -128,14 +116,8 @@ class Statement:
                 bound = pick(values)
             except KeyError:
                 self._refuse(compiled, values)
-        if sqlite_write and not db.in_transaction():
-            # SQLite lets one connection write at a time and makes the others sleep and retry
-            # (1, 2, 5, 10 … ms: about one request in twelve under load, bench/README.md). The
-            # threads of one process queue here instead and are woken the moment it is free.
-            # Only outside a transaction: a thread inside one may already hold SQLite's lock,
-            # and must not then wait for this one.
-            with _sqlite_writes:
-                return db.execute_sql(sql, bound)
+        if sqlite_write is not None and not db.in_transaction():
+            return shared_sqlite(db, sql, bound, sqlite_write)
         return db.execute_sql(sql, bound)
 
     @property
@@ -163,7 +145,8 @@ class Statement:
                                  f"{sql!r} once (it binds {tuple(names)})")
             order = [self.positional.index(name) for name in names]
             pick_positional = _picker(order) if order != list(range(len(self.positional))) else _same
-        sqlite_write = isinstance(db, peewee.SqliteDatabase) and not sql.lstrip().upper().startswith("SELECT")
+        # SQLite: whether the statement writes (None: another database).
+        sqlite_write = (not sql.lstrip().upper().startswith("SELECT")) if isinstance(db, peewee.SqliteDatabase) else None
         compiled = (sql, tuple(names), len(set(names)), _picker(names), pick_positional, sqlite_write)
         self._sql[db] = compiled
         return compiled
@@ -207,3 +190,4 @@ _NOTHING = object()
 
 def _nothing() -> object:
     return _NOTHING
+

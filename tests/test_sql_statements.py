@@ -259,3 +259,48 @@ def test_every_statement_is_generated_at_start_up(tmp_path):
         for statement in (failure_log._INSERT, services.replay.sql.insert, services.dpop.replay.sql.insert,
                           tokens._INSERT, clients._SELECT_ONE):
             assert statement._sql.get(db) is not None
+
+
+def test_sqlite_single_statements_share_one_connection_and_transactions_keep_theirs(tmp_path):
+    """On SQLite a statement outside a transaction runs on the process's shared connection (a
+    thread's own would drop its page cache at every other thread's commit); inside one, on the
+    thread's connection, which sees what the transaction wrote before it commits."""
+    import threading
+
+    from storage.database import close_all, open_database
+    from storage.models import JTI
+    from storage.sql import Param, Statement
+
+    db = open_database("sqlite:///var/identity.db", tmp_path)
+    try:
+        db.create_tables([JTI])
+        insert = Statement.insert(lambda: JTI, "client_id", "jwt_id", "exp_time", "time_created")
+        count = Statement(lambda: JTI.select(peewee.fn.COUNT(JTI.jwt_id)).where(JTI.client_id == Param("c")))
+        errors = []
+
+        def writer(n: int) -> None:
+            try:
+                for i in range(50):
+                    insert.execute("c", f"{n}-{i}", 1, 1)
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert count.execute(c="c").fetchone() == (200,)
+        assert db._shared_connection[1] is not db.connection()
+        with pytest.raises(peewee.IntegrityError):   # the driver's error, as peewee raises it
+            insert.execute("c", "0-0", 1, 1)
+
+        with db.atomic() as transaction:
+            insert.execute("c", "in-transaction", 1, 1)
+            assert count.execute(c="c").fetchone() == (201,)   # the transaction's own connection
+            transaction.rollback()
+        assert count.execute(c="c").fetchone() == (200,)
+    finally:
+        close_all(db)
+    assert db._shared_connection is None
