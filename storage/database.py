@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -172,49 +173,83 @@ def shared_sqlite(db: peewee.SqliteDatabase, sql: str, bound: tuple, write: bool
     threads take turns on. SQLite lets one connection write at a time and makes the others
     sleep and retry (1, 2, 5, 10 … ms: about one request in twelve under load); and a
     connection that sees another one's commit drops its whole page cache, so with a
-    connection per thread every statement read its pages again (bench/README.md)."""
-    with _shared_lock:
-        conn = _shared_connection(db)
+    connection per thread every statement read its pages again (bench/README.md).
+
+    A write waits for its turn at most as long as SQLite would have (busy_timeout), then fails
+    as SQLite does. A read waits only briefly: while a write of the process is itself held up
+    (another process or a transaction holds SQLite's lock), reads go to the thread's own
+    connection, as WAL mode lets them."""
+    lock = _shared_lock
+    if not lock.acquire(timeout=db._timeout if write else SHARED_READ_WAIT):
+        if write:
+            raise peewee.OperationalError("database is locked")
+        return db.execute_sql(sql, bound)
+    try:
         with peewee.__exception_wrapper__:
-            cursor = conn.execute(sql, bound)
-            rows = cursor.fetchall() if not write else []
-        return _Rows(rows, cursor.rowcount, cursor.lastrowid)
+            cursor = _shared_connection(db).execute(sql, bound)
+            try:
+                rows = [] if write else cursor.fetchall()
+                return _Rows(rows, cursor.rowcount, cursor.lastrowid)
+            finally:
+                cursor.close()   # its statement is reset here, never later outside the lock
+    finally:
+        lock.release()
 
 
 def _shared_connection(db: peewee.SqliteDatabase) -> sqlite3.Connection:
-    pid = os.getpid()
     held = getattr(db, "_shared_connection", None)
-    if held is not None and held[0] == pid:
-        return held[1]
-    if held is not None:   # the parent's, copied by a fork: never used nor closed here
-        _inherited.append(held)
+    if held is not None:
+        return held
     params = {k: v for k, v in db.connect_params.items() if k != "check_same_thread"}
     conn = sqlite3.connect(db.database, timeout=db._timeout, isolation_level=None, check_same_thread=False, **params)
-    db._add_conn_hooks(conn)   # peewee's pragmas and functions, as on its own connections
-    db._shared_connection = (pid, conn)
+    try:
+        db._add_conn_hooks(conn)   # peewee's pragmas and functions, as on its own connections
+    except Exception:
+        conn.close()
+        raise
+    db._shared_connection = conn
+    _sharing.add(db)
     return conn
 
 
 def _close_shared(db: peewee.Database) -> None:
-    held = getattr(db, "_shared_connection", None)
-    if held is not None:
+    with _shared_lock:
+        _close_shared_locked(db)
+
+
+def _close_shared_locked(db: peewee.Database) -> None:
+    conn = getattr(db, "_shared_connection", None)
+    if conn is not None:
         db._shared_connection = None
-        if held[0] == os.getpid():
-            held[1].close()
+        conn.close()
 
 
-# One statement at a time on a process's shared SQLite connection (shared_sqlite). A fork copies
-# the lock possibly held by a thread that does not exist in the child: the child gets a new one.
+# One statement at a time on a process's shared SQLite connections (shared_sqlite), and the
+# databases that have one. Before a fork the connections are closed (SQLite connections must
+# not cross a fork: the child would hold none of the parent's file locks) and the lock is held,
+# so no statement is half-way; each process then opens its own when it next needs it.
+SHARED_READ_WAIT = 0.05   # seconds
 _shared_lock = threading.Lock()
-_inherited: list = []
+_sharing: "weakref.WeakSet[peewee.Database]" = weakref.WeakSet()
 
 
-def _reset_after_fork() -> None:
+def _before_fork() -> None:
+    _shared_lock.acquire()
+    for db in list(_sharing):
+        _close_shared_locked(db)
+
+
+def _after_fork_in_parent() -> None:
+    _shared_lock.release()
+
+
+def _after_fork_in_child() -> None:
     global _shared_lock
     _shared_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 class Checkpointer:

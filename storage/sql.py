@@ -145,8 +145,13 @@ class Statement:
                                  f"{sql!r} once (it binds {tuple(names)})")
             order = [self.positional.index(name) for name in names]
             pick_positional = _picker(order) if order != list(range(len(self.positional))) else _same
-        # SQLite: whether the statement writes (None: another database).
-        sqlite_write = (not sql.lstrip().upper().startswith("SELECT")) if isinstance(db, peewee.SqliteDatabase) else None
+        # SQLite: True for a plain write, False for a SELECT (both run on the shared connection);
+        # None for another database or any other statement (a WITH, a RETURNING).
+        sqlite_write = None
+        if isinstance(db, peewee.SqliteDatabase) and "RETURNING" not in sql.upper():
+            verb = sql.lstrip().split(None, 1)[0].upper()
+            sqlite_write = True if verb in ("INSERT", "UPDATE", "DELETE", "REPLACE") else False if verb == "SELECT" \
+                else None
         compiled = (sql, tuple(names), len(set(names)), _picker(names), pick_positional, sqlite_write)
         self._sql[db] = compiled
         return compiled

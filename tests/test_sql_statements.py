@@ -292,7 +292,7 @@ def test_sqlite_single_statements_share_one_connection_and_transactions_keep_the
             t.join()
         assert errors == []
         assert count.execute(c="c").fetchone() == (200,)
-        assert db._shared_connection[1] is not db.connection()
+        assert db._shared_connection is not db.connection()
         with pytest.raises(peewee.IntegrityError):   # the driver's error, as peewee raises it
             insert.execute("c", "0-0", 1, 1)
 
@@ -304,3 +304,55 @@ def test_sqlite_single_statements_share_one_connection_and_transactions_keep_the
     finally:
         close_all(db)
     assert db._shared_connection is None
+
+
+def test_sqlite_shared_connection_waits_no_longer_than_sqlite_would(tmp_path):
+    """A write held up by another connection's transaction fails after busy_timeout as SQLite's
+    own wait would (a 503 for the request), and reads meanwhile use the thread's connection."""
+    import threading
+
+    from storage.database import close_all, open_database
+    from storage.models import JTI
+    from storage.sql import Param, Statement
+
+    db = open_database("sqlite:///var/identity.db", tmp_path)
+    db._timeout = 0.5   # busy_timeout of the shared connection and of the wait for a turn
+    db.execute_sql("PRAGMA busy_timeout = 500")
+    try:
+        db.create_tables([JTI])
+        insert = Statement.insert(lambda: JTI, "client_id", "jwt_id", "exp_time", "time_created")
+        count = Statement(lambda: JTI.select(peewee.fn.COUNT(JTI.jwt_id)).where(JTI.client_id == Param("c")))
+        insert.execute("c", "first", 1, 1)
+        holding, release = threading.Event(), threading.Event()
+
+        def hold_write_lock() -> None:
+            with db.atomic():
+                insert.execute("c", "held", 1, 1)   # inside the transaction: its own connection
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold_write_lock)
+        holder.start()
+        holding.wait(5)
+        outcome = []
+        writer = threading.Thread(target=lambda: outcome.append(_attempt(insert, "c", "blocked", 1, 1)))
+        writer.start()
+        time.sleep(0.1)   # the writer now holds the turn and waits for SQLite's lock
+        started = time.monotonic()
+        assert count.execute(c="c").fetchone() == (1,)   # a read is not held up behind it
+        assert time.monotonic() - started < 0.4
+        writer.join(5)
+        assert outcome and isinstance(outcome[0], peewee.OperationalError)
+        release.set()
+        holder.join(5)
+        assert count.execute(c="c").fetchone() == (2,)
+    finally:
+        close_all(db)
+
+
+def _attempt(statement, *args):
+    try:
+        statement.execute(*args)
+    except peewee.PeeweeException as exc:
+        return exc
+    return None
