@@ -199,7 +199,9 @@ def shared_sqlite(db: peewee.SqliteDatabase, sql: str, bound: tuple, write: bool
 def _shared_connection(db: peewee.SqliteDatabase) -> sqlite3.Connection:
     held = getattr(db, "_shared_connection", None)
     if held is not None:
-        return held
+        if held[0] == db.database:
+            return held[1]
+        _close_shared_locked(db)   # db.init() pointed the database elsewhere
     params = {k: v for k, v in db.connect_params.items() if k != "check_same_thread"}
     conn = sqlite3.connect(db.database, timeout=db._timeout, isolation_level=None, check_same_thread=False, **params)
     try:
@@ -207,7 +209,7 @@ def _shared_connection(db: peewee.SqliteDatabase) -> sqlite3.Connection:
     except Exception:
         conn.close()
         raise
-    db._shared_connection = conn
+    db._shared_connection = (db.database, conn)
     _sharing.add(db)
     return conn
 
@@ -218,10 +220,10 @@ def _close_shared(db: peewee.Database) -> None:
 
 
 def _close_shared_locked(db: peewee.Database) -> None:
-    conn = getattr(db, "_shared_connection", None)
-    if conn is not None:
+    held = getattr(db, "_shared_connection", None)
+    if held is not None:
         db._shared_connection = None
-        conn.close()
+        held[1].close()
 
 
 # One statement at a time on a process's shared SQLite connections (shared_sqlite), and the

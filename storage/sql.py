@@ -195,4 +195,3 @@ _NOTHING = object()
 
 def _nothing() -> object:
     return _NOTHING
-

@@ -292,7 +292,7 @@ def test_sqlite_single_statements_share_one_connection_and_transactions_keep_the
             t.join()
         assert errors == []
         assert count.execute(c="c").fetchone() == (200,)
-        assert db._shared_connection is not db.connection()
+        assert db._shared_connection[1] is not db.connection()
         with pytest.raises(peewee.IntegrityError):   # the driver's error, as peewee raises it
             insert.execute("c", "0-0", 1, 1)
 
