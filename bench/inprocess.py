@@ -21,6 +21,7 @@ import gc
 import io
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,7 +102,7 @@ def main() -> int:
     # make_ours works in its own temporary folder; its CLI calls need the repository as cwd.
     os.chdir(REPO)
     target.prepare()
-    os.environ.update({k: v for k, v in target.env.items() if k == "DEPLOYMENT_TOML"})
+    os.environ["DEPLOYMENT_TOML"] = target.env["DEPLOYMENT_TOML"]
 
     total = args.requests * (args.rounds + 1)  # one warm-up batch
     afile = work / "assertions.txt"
@@ -155,6 +156,7 @@ def main() -> int:
     print(json.dumps(summary))
     checkpointer.stop()
     target.cleanup()
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

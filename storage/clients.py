@@ -145,10 +145,7 @@ def get(client_id: str) -> RegisteredClient | None:
     # Client ids compare exactly, whatever a database's collation thinks of case or trailing spaces.
     if row is None or row[0] != client_id:
         return None
-    try:
-        return _client_of_row(tuple(row))
-    except TypeError:   # a driver's value that cannot be hashed: built afresh
-        return _from_row(row)
+    return _client_of_row(tuple(row))
 
 
 def all_clients() -> list[RegisteredClient]:
